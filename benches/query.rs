@@ -1,0 +1,175 @@
+//! Query cost on a step of 100 000 hosts in ~20 (status, tag) groups, in process:
+//! capped answers (`max_host_num_per_group=100`) p50/p99, the full uncapped answer rendered to
+//! JSON, and the index memory per host (measured by a counting allocator). A baseline measured
+//! in the same run: a plain RocksDB range scan of the step's rows, which any answer that reads
+//! rows instead of an index would pay.
+//!
+//! `cargo bench --bench query`
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::Instant;
+use stepview::config::Config;
+use stepview::events::{Event, HostResult, ScopeType, StepEvent, StepTargets, TargetHost};
+use stepview::index::Index;
+use stepview::query::{answer, StepQuery};
+use stepview::service::Views;
+
+struct Counting;
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+const HOSTS: i64 = 100_000;
+const STEP: i64 = 77;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn workload() -> Vec<Event> {
+    let mut events = vec![Event::Step(StepEvent {
+        job_instance_id: 1,
+        step_instance_id: STEP,
+        bk_scope_type: ScopeType::Biz,
+        bk_scope_id: "2".into(),
+        name: "bench".into(),
+        step_type: 1,
+        status: 2,
+        execute_count: 0,
+        create_time: 1,
+        start_time: Some(2),
+        end_time: None,
+        total_time: None,
+        version: 1,
+    })];
+    for chunk in (1..=HOSTS).collect::<Vec<_>>().chunks(10_000) {
+        events.push(Event::StepTargets(StepTargets {
+            job_instance_id: 1,
+            step_instance_id: STEP,
+            execute_count: 0,
+            chunk: 0,
+            chunk_count: 1,
+            hosts: chunk
+                .iter()
+                .map(|h| TargetHost {
+                    bk_host_id: *h,
+                    batch: 0,
+                    ip: Some(format!("10.{}.{}.{}", h >> 16, (h >> 8) & 255, h & 255)),
+                    ipv6: None,
+                    bk_agent_id: Some(format!("agent-{h}")),
+                    bk_cloud_id: Some(0),
+                    bk_cloud_name: Some("Default Area".into()),
+                })
+                .collect(),
+        }));
+    }
+    // ~20 groups: 5 statuses × 4 tags.
+    for h in 1..=HOSTS {
+        let status = [9, 104, 101, 403, 7][(h % 5) as usize];
+        events.push(Event::HostResult(HostResult {
+            job_instance_id: 1,
+            step_instance_id: STEP,
+            execute_count: 0,
+            batch: 0,
+            bk_host_id: h,
+            ip: None,
+            ipv6: None,
+            bk_agent_id: None,
+            bk_cloud_id: None,
+            bk_cloud_name: None,
+            status,
+            tag: Some(format!("tag{}", (h / 5) % 4)),
+            exit_code: Some(0),
+            start_time: Some(10),
+            end_time: Some(20),
+            total_time: Some(10),
+            version: 1,
+        }));
+    }
+    events
+}
+
+fn query(cap: Option<i32>) -> StepQuery {
+    StepQuery {
+        scope_type: ScopeType::Biz,
+        scope_id: "2".into(),
+        job_instance_id: 1,
+        step_instance_id: STEP,
+        execute_count: None,
+        batch: None,
+        max_host_num_per_group: cap,
+        keyword: None,
+        search_ip: None,
+        status: None,
+        tag: None,
+    }
+}
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.data_dir = dir.path().to_owned();
+    let views = Views::open(&config).unwrap();
+    eprintln!("loading a step of {HOSTS} hosts …");
+    for batch in workload().chunks(5000) {
+        views.sink.applier.apply(batch, &[]).unwrap();
+    }
+    views.store.flush().unwrap();
+
+    // Index memory: rebuild the index from the store and count what it allocates.
+    let before = LIVE.load(Ordering::Relaxed);
+    let index = Index::rebuild(&views.store).unwrap();
+    let index_bytes = LIVE.load(Ordering::Relaxed) - before;
+    drop(index);
+
+    let capped = query(Some(100));
+    let groups = answer(&views.index, &views.store, &capped).unwrap().groups.len();
+    let mut lat = Vec::new();
+    for _ in 0..2000 {
+        let t = Instant::now();
+        let a = answer(&views.index, &views.store, &capped).unwrap();
+        std::hint::black_box(&a);
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+
+    let full = query(None);
+    let mut full_ms = Vec::new();
+    let mut scan_ms = Vec::new();
+    for _ in 0..7 {
+        let t = Instant::now();
+        let a = answer(&views.index, &views.store, &full).unwrap();
+        let hosts: usize = a.groups.iter().map(|g| g.hosts.len()).sum();
+        assert_eq!(hosts as i64, HOSTS);
+        let body = stepview::http::render::success(&a, stepview::http::i18n::Lang::Zh, "bench", 0);
+        std::hint::black_box(body);
+        full_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        let rows = views.store.rows_in(STEP, 0, None).unwrap();
+        assert_eq!(rows.len() as i64, HOSTS);
+        scan_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    full_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    scan_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+
+    println!("query benchmark: one step, {HOSTS} hosts, {groups} groups, in process");
+    println!("capped (max_host_num_per_group=100): p50 {:.1} µs, p99 {:.1} µs over {} queries (target p99 ≤ 1000 µs)",
+        percentile(&lat, 0.5), percentile(&lat, 0.99), lat.len());
+    println!("full uncapped answer as JSON        : median {:.1} ms (target ≤ 100 ms)", percentile(&full_ms, 0.5));
+    println!("baseline: range scan of all rows    : median {:.1} ms", percentile(&scan_ms, 0.5));
+    println!("ratio capped p50 / baseline scan    : {:.4}", percentile(&lat, 0.5) / 1e3 / percentile(&scan_ms, 0.5));
+    println!("index memory                        : {} bytes, {:.1} bytes per host (target ≤ 64)", index_bytes, index_bytes as f64 / HOSTS as f64);
+}

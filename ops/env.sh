@@ -1,0 +1,59 @@
+# Shared by the ops scripts: where things live, and installing what a fresh machine lacks.
+# Source it; it defines functions and exports, and runs nothing by itself.
+
+STEPVIEW_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STEPVIEW_HOME="${STEPVIEW_HOME:-$HOME/.cache/stepview}"
+# The build directory lives outside the clone so that fresh clones (and CI) reuse it.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$STEPVIEW_HOME/target}"
+export PATH="$HOME/.cargo/bin:$PATH"
+STEPVIEW_BIN="$CARGO_TARGET_DIR/release/stepview"
+TANSU_VERSION=0.6.0
+mkdir -p "$STEPVIEW_HOME"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    die "need root to run: $* (install it by hand, or run as root)"; fi
+}
+
+# Debian packages the build and tests need: libclang for RocksDB's bindings, a C/C++ toolchain
+# for RocksDB and librdkafka, and promtool (package prometheus) to check the alert rules.
+ensure_packages() {
+  local missing=()
+  ldconfig -p 2>/dev/null | grep -q 'libclang.*\.so' || missing+=(libclang-dev)
+  command -v g++ >/dev/null || missing+=(g++)
+  command -v make >/dev/null || missing+=(make)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v python3 >/dev/null || missing+=(python3)
+  if [ "${1:-}" = with-promtool ]; then command -v promtool >/dev/null || missing+=(prometheus); fi
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing Debian packages: ${missing[*]}"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  command -v cargo >/dev/null || die "cargo not found: install Rust (rustup) first"
+}
+
+# The local Kafka-protocol broker (Tansu, from crates.io); about 13 minutes to build once.
+ensure_tansu() {
+  if ! command -v tansu >/dev/null; then
+    say "installing the Tansu broker $TANSU_VERSION (one-time build, ~13 min on 2 cores)"
+    cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore
+  fi
+}
+
+build_stepview() {
+  say "building stepview (release; first build ~15 min on 2 cores, then incremental)"
+  (cd "$STEPVIEW_ROOT" && cargo build --release --locked --bin stepview)
+}
+
+wait_for_port() { # host port seconds
+  local i
+  for ((i = 0; i < $3 * 10; i++)); do
+    (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}

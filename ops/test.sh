@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every test: installs what is missing, starts a real broker for the Kafka tests, runs
+# `cargo test`, checks the Prometheus alert rules with promtool, and stops the broker.
+set -euo pipefail
+. "$(dirname "$0")/env.sh"
+
+ensure_packages with-promtool
+ensure_tansu
+
+export STEPVIEW_BROKER_PORT="${STEPVIEW_TEST_BROKER_PORT:-19092}"
+"$STEPVIEW_ROOT/ops/broker.sh" start
+trap '"$STEPVIEW_ROOT/ops/broker.sh" stop' EXIT
+export STEPVIEW_TEST_BROKERS="127.0.0.1:$STEPVIEW_BROKER_PORT"
+
+cd "$STEPVIEW_ROOT"
+if [ -f ops/prometheus/alerts.yml ]; then
+  say "promtool check rules"
+  promtool check rules ops/prometheus/alerts.yml
+fi
+say "cargo test (release: the same build the service and benchmarks use)"
+cargo test --release --locked -- --test-threads "${STEPVIEW_TEST_THREADS:-4}"

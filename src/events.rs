@@ -1,0 +1,380 @@
+//! The event model: typed forms of the four event kinds of `spec/events.md`, and the decoder that
+//! turns a Kafka message value into one of them or into a reason why it is bad.
+//!
+//! Owns: field types, required fields, ranges and the size limit. Must not: touch the store or the
+//! index, or decide what an event does to a view (that is `apply`). `schemas/` holds the same rules
+//! as JSON Schema; `tests/schemas.rs` keeps the two in agreement.
+
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+
+/// Largest accepted message value, in bytes (events.md: "at most 1 MiB").
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
+/// Most hosts one `step_targets` chunk may carry.
+pub const MAX_TARGET_HOSTS: usize = 10_000;
+/// Longest tag, in bytes.
+pub const MAX_TAG_BYTES: usize = 256;
+
+/// One decoded, validated event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    Step(StepEvent),
+    StepTargets(StepTargets),
+    HostResult(HostResult),
+    HostLog(HostLog),
+}
+
+impl Event {
+    /// The step this event belongs to (also the Kafka message key).
+    pub fn step_instance_id(&self) -> i64 {
+        match self {
+            Event::Step(e) => e.step_instance_id,
+            Event::StepTargets(e) => e.step_instance_id,
+            Event::HostResult(e) => e.step_instance_id,
+            Event::HostLog(e) => e.step_instance_id,
+        }
+    }
+
+    /// The `kind` string, as on the wire (used as a metrics label).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Step(_) => "step",
+            Event::StepTargets(_) => "step_targets",
+            Event::HostResult(_) => "host_result",
+            Event::HostLog(_) => "host_log",
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("events always serialize")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScopeType {
+    Biz,
+    BizSet,
+}
+
+impl ScopeType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScopeType::Biz => "biz",
+            ScopeType::BizSet => "biz_set",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ScopeType> {
+        match s {
+            "biz" => Some(ScopeType::Biz),
+            "biz_set" => Some(ScopeType::BizSet),
+            _ => None,
+        }
+    }
+}
+
+/// `step`: step metadata and step-level status, last-writer-wins by `version`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepEvent {
+    pub job_instance_id: i64,
+    pub step_instance_id: i64,
+    pub bk_scope_type: ScopeType,
+    pub bk_scope_id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub step_type: i32,
+    pub status: i32,
+    pub execute_count: i32,
+    pub create_time: i64,
+    #[serde(default)]
+    pub start_time: Option<i64>,
+    #[serde(default)]
+    pub end_time: Option<i64>,
+    #[serde(default)]
+    pub total_time: Option<i64>,
+    pub version: i64,
+}
+
+/// Where a host is and which agent runs on it. Every field optional: events may carry only part.
+/// (Inlined in the event structs rather than `#[serde(flatten)]`, which would make serde buffer
+/// every event of the hottest kinds.)
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostInfo {
+    pub ip: Option<String>,
+    pub ipv6: Option<String>,
+    pub bk_agent_id: Option<String>,
+    pub bk_cloud_id: Option<i64>,
+    pub bk_cloud_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetHost {
+    pub bk_host_id: i64,
+    #[serde(default)]
+    pub batch: i32,
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub ipv6: Option<String>,
+    #[serde(default)]
+    pub bk_agent_id: Option<String>,
+    #[serde(default)]
+    pub bk_cloud_id: Option<i64>,
+    #[serde(default)]
+    pub bk_cloud_name: Option<String>,
+}
+
+/// `step_targets`: one chunk of the hosts a retry runs on.
+impl TargetHost {
+    pub fn info(&self) -> HostInfo {
+        HostInfo {
+            ip: self.ip.clone(),
+            ipv6: self.ipv6.clone(),
+            bk_agent_id: self.bk_agent_id.clone(),
+            bk_cloud_id: self.bk_cloud_id,
+            bk_cloud_name: self.bk_cloud_name.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepTargets {
+    pub job_instance_id: i64,
+    pub step_instance_id: i64,
+    pub execute_count: i32,
+    pub chunk: i32,
+    pub chunk_count: i32,
+    pub hosts: Vec<TargetHost>,
+}
+
+/// `host_result`: one host's result for one retry and batch, last-writer-wins by `version`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostResult {
+    pub job_instance_id: i64,
+    pub step_instance_id: i64,
+    pub execute_count: i32,
+    #[serde(default)]
+    pub batch: i32,
+    pub bk_host_id: i64,
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub ipv6: Option<String>,
+    #[serde(default)]
+    pub bk_agent_id: Option<String>,
+    #[serde(default)]
+    pub bk_cloud_id: Option<i64>,
+    #[serde(default)]
+    pub bk_cloud_name: Option<String>,
+    pub status: i32,
+    #[serde(default)]
+    pub tag: Option<String>,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub start_time: Option<i64>,
+    #[serde(default)]
+    pub end_time: Option<i64>,
+    #[serde(default)]
+    pub total_time: Option<i64>,
+    pub version: i64,
+}
+
+impl HostResult {
+    pub fn info(&self) -> HostInfo {
+        HostInfo {
+            ip: self.ip.clone(),
+            ipv6: self.ipv6.clone(),
+            bk_agent_id: self.bk_agent_id.clone(),
+            bk_cloud_id: self.bk_cloud_id,
+            bk_cloud_name: self.bk_cloud_name.clone(),
+        }
+    }
+}
+
+/// `host_log`: a chunk of a host's script output, keyed by byte `offset`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostLog {
+    pub step_instance_id: i64,
+    pub execute_count: i32,
+    #[serde(default)]
+    pub batch: i32,
+    pub bk_host_id: i64,
+    pub offset: i64,
+    pub content: String,
+}
+
+/// Why a message was not applied. The text goes into the DLQ header `stepview-error`; the
+/// `reason` is a short fixed label for metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadEvent {
+    pub reason: BadReason,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadReason {
+    TooLarge,
+    NotJson,
+    UnknownKind,
+    /// A required field missing, a field of the wrong type.
+    Schema,
+    OutOfRange,
+}
+
+impl BadReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            BadReason::TooLarge => "too_large",
+            BadReason::NotJson => "not_json",
+            BadReason::UnknownKind => "unknown_kind",
+            BadReason::Schema => "schema",
+            BadReason::OutOfRange => "out_of_range",
+        }
+    }
+}
+
+impl std::fmt::Display for BadEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.reason.label(), self.detail)
+    }
+}
+
+fn bad(reason: BadReason, detail: impl Into<String>) -> BadEvent {
+    BadEvent {
+        reason,
+        detail: detail.into(),
+    }
+}
+
+/// Decodes and validates one message value.
+pub fn decode(bytes: &[u8]) -> Result<Event, BadEvent> {
+    if bytes.len() > MAX_EVENT_BYTES {
+        return Err(bad(
+            BadReason::TooLarge,
+            format!("{} bytes, over the {} byte limit", bytes.len(), MAX_EVENT_BYTES),
+        ));
+    }
+    // A first pass reads only `kind` (other fields are skipped), so that the second pass can go
+    // straight into the right struct without buffering the document.
+    #[derive(Deserialize)]
+    struct KindProbe<'a> {
+        #[serde(borrow)]
+        kind: Option<Cow<'a, str>>,
+    }
+    let probe: KindProbe = serde_json::from_slice(bytes)
+        .map_err(|e| bad(BadReason::NotJson, format!("not a JSON object: {e}")))?;
+    let kind = probe
+        .kind
+        .ok_or_else(|| bad(BadReason::Schema, "missing field `kind`"))?;
+    let event = match kind.as_ref() {
+        "step" => Event::Step(parse(bytes)?),
+        "step_targets" => Event::StepTargets(parse(bytes)?),
+        "host_result" => Event::HostResult(parse(bytes)?),
+        "host_log" => Event::HostLog(parse(bytes)?),
+        other => {
+            return Err(bad(
+                BadReason::UnknownKind,
+                format!("unknown kind {other:?}"),
+            ))
+        }
+    };
+    validate(&event)?;
+    Ok(event)
+}
+
+fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, BadEvent> {
+    serde_json::from_slice(bytes).map_err(|e| bad(BadReason::Schema, e.to_string()))
+}
+
+fn check(ok: bool, field: &str, rule: &str) -> Result<(), BadEvent> {
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(BadReason::OutOfRange, format!("`{field}` must be {rule}")))
+    }
+}
+
+fn check_id(v: i64, field: &str) -> Result<(), BadEvent> {
+    check(v >= 1, field, ">= 1")
+}
+
+fn check_non_negative(v: i64, field: &str) -> Result<(), BadEvent> {
+    check(v >= 0, field, ">= 0")
+}
+
+fn validate(event: &Event) -> Result<(), BadEvent> {
+    match event {
+        Event::Step(e) => {
+            check_id(e.job_instance_id, "job_instance_id")?;
+            check_id(e.step_instance_id, "step_instance_id")?;
+            check_non_negative(e.execute_count.into(), "execute_count")?;
+            check_non_negative(e.version, "version")
+        }
+        Event::StepTargets(e) => {
+            check_id(e.job_instance_id, "job_instance_id")?;
+            check_id(e.step_instance_id, "step_instance_id")?;
+            check_non_negative(e.execute_count.into(), "execute_count")?;
+            check(e.chunk_count >= 1, "chunk_count", ">= 1")?;
+            check(
+                e.chunk >= 0 && e.chunk < e.chunk_count,
+                "chunk",
+                ">= 0 and < chunk_count",
+            )?;
+            check(
+                e.hosts.len() <= MAX_TARGET_HOSTS,
+                "hosts",
+                "at most 10000 hosts",
+            )?;
+            for h in &e.hosts {
+                check_id(h.bk_host_id, "hosts[].bk_host_id")?;
+                check_non_negative(h.batch.into(), "hosts[].batch")?;
+            }
+            Ok(())
+        }
+        Event::HostResult(e) => {
+            check_id(e.job_instance_id, "job_instance_id")?;
+            check_id(e.step_instance_id, "step_instance_id")?;
+            check_non_negative(e.execute_count.into(), "execute_count")?;
+            check_non_negative(e.batch.into(), "batch")?;
+            check_id(e.bk_host_id, "bk_host_id")?;
+            check(
+                e.tag.as_ref().is_none_or(|t| t.len() <= MAX_TAG_BYTES),
+                "tag",
+                "at most 256 bytes",
+            )?;
+            check_non_negative(e.version, "version")
+        }
+        Event::HostLog(e) => {
+            check_id(e.step_instance_id, "step_instance_id")?;
+            check_non_negative(e.execute_count.into(), "execute_count")?;
+            check_non_negative(e.batch.into(), "batch")?;
+            check_id(e.bk_host_id, "bk_host_id")?;
+            check_non_negative(e.offset, "offset")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_each_kind_and_rejects_with_reasons() {
+        let ok = br#"{"kind":"host_log","step_instance_id":1,"execute_count":0,"bk_host_id":2,"offset":0,"content":"hi","extra":{"x":1}}"#;
+        assert!(matches!(decode(ok), Ok(Event::HostLog(_))));
+        let unknown = br#"{"kind":"host_gone","step_instance_id":1}"#;
+        assert_eq!(decode(unknown).unwrap_err().reason, BadReason::UnknownKind);
+        let missing = br#"{"kind":"host_log","step_instance_id":1,"execute_count":0,"offset":0,"content":"hi"}"#;
+        let err = decode(missing).unwrap_err();
+        assert_eq!(err.reason, BadReason::Schema);
+        assert!(err.detail.contains("bk_host_id"), "{}", err.detail);
+        let range = br#"{"kind":"host_log","step_instance_id":0,"execute_count":0,"bk_host_id":2,"offset":0,"content":"hi"}"#;
+        assert_eq!(decode(range).unwrap_err().reason, BadReason::OutOfRange);
+        assert_eq!(decode(b"\xff\xfe").unwrap_err().reason, BadReason::NotJson);
+        let big = vec![b' '; MAX_EVENT_BYTES + 1];
+        assert_eq!(decode(&big).unwrap_err().reason, BadReason::TooLarge);
+    }
+}

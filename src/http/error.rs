@@ -1,0 +1,100 @@
+//! The error rows of api.md, with their codes, HTTP statuses and messages in both languages.
+
+use super::i18n::Lang;
+use axum::http::StatusCode;
+
+/// What is wrong with one parameter (code 1240003, "Bad Request: …").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    Missing,
+    NotInteger,
+    /// Must be ≥ this.
+    Below(i64),
+    TooLong(usize),
+    UnknownStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    BadParam(&'static str, Problem),
+    JobIdNotPositive,
+    StepIdNotPositive,
+    InvalidParam(&'static str),
+    StepNotFound,
+    Unsupported,
+    AuthFailed,
+    PermissionDenied,
+    Internal,
+}
+
+impl ApiError {
+    pub fn code(&self) -> i64 {
+        match self {
+            ApiError::BadParam(..) | ApiError::JobIdNotPositive | ApiError::StepIdNotPositive => {
+                1240003
+            }
+            ApiError::InvalidParam(_) => 1241005,
+            ApiError::StepNotFound => 1244007,
+            ApiError::Unsupported => 1241003,
+            ApiError::AuthFailed => 1240005,
+            ApiError::PermissionDenied => 9900403,
+            ApiError::Internal => 1240002,
+        }
+    }
+
+    pub fn http_status(&self) -> StatusCode {
+        match self {
+            ApiError::AuthFailed => StatusCode::UNAUTHORIZED,
+            ApiError::PermissionDenied => StatusCode::FORBIDDEN,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::OK,
+        }
+    }
+
+    pub fn message(&self, lang: Lang) -> String {
+        match self {
+            ApiError::BadParam(name, problem) => {
+                let (zh, en) = match problem {
+                    Problem::Missing => (format!("参数[{name}]不能为空"), format!("{name} is required")),
+                    Problem::NotInteger => (
+                        format!("参数[{name}]必须为整数"),
+                        format!("{name} must be an integer"),
+                    ),
+                    Problem::Below(min) => (
+                        format!("参数[{name}]必须大于等于{min}"),
+                        format!("{name} must be >= {min}"),
+                    ),
+                    Problem::TooLong(max) => (
+                        format!("参数[{name}]长度不能超过{max}字节"),
+                        format!("{name} must be at most {max} bytes"),
+                    ),
+                    Problem::UnknownStatus => (
+                        format!("参数[{name}]不是已知的主机状态码"),
+                        format!("{name} is not a known host status code"),
+                    ),
+                };
+                match lang {
+                    Lang::Zh => format!("错误的请求：{zh}"),
+                    Lang::En => format!("Bad Request: {en}"),
+                }
+            }
+            ApiError::JobIdNotPositive => lang
+                .pick("任务实例ID必须为正整数", "Job instance id must be a positive number")
+                .into(),
+            ApiError::StepIdNotPositive => lang
+                .pick("步骤实例ID必须为正整数", "Step instance id must be a positive number")
+                .into(),
+            ApiError::InvalidParam(name) => match lang {
+                Lang::Zh => format!("请求参数[{name}]不合法"),
+                Lang::En => format!("Invalid request parameter [{name}]"),
+            },
+            ApiError::StepNotFound => lang
+                .pick("作业步骤实例不存在", "Task step instance does not exist")
+                .into(),
+            ApiError::Unsupported => lang.pick("不支持的操作", "Unsupported operation").into(),
+            ApiError::AuthFailed => lang.pick("认证失败", "Authentication failed").into(),
+            ApiError::PermissionDenied => lang.pick("权限不足", "Permission denied").into(),
+            ApiError::Internal => lang.pick("内部服务器异常", "Internal Server Error").into(),
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! The Kafka source: a consumer group on the events topic, with exactly-once effect.
+//!
+//! Each batch of messages is decoded; bad ones are written to the dead-letter topic (and
+//! delivered) before the batch's offsets may pass them; then state and the next offset of every
+//! partition go into one RocksDB WriteBatch (`apply`). On assignment every partition is sought to
+//! the offset stored in RocksDB, not to the group's committed one; commits to Kafka follow, for
+//! lag tooling only.
+
+use super::Sink;
+use crate::apply::SourceOffset;
+use crate::config::KafkaConfig;
+use crate::events::{decode, BadEvent, BadReason, Event};
+use crate::store::Store;
+use anyhow::{Context, Result};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::runtime::Handle;
+
+/// Partitions a topic gets when stepview creates it.
+pub const DEFAULT_PARTITIONS: i32 = 4;
+
+/// Creates the topics that do not exist yet.
+pub async fn ensure_topics(brokers: &str, topics: &[&str], partitions: i32) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .context("cannot create Kafka admin client")?;
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin
+        .create_topics(&new, &opts)
+        .await
+        .with_context(|| format!("cannot reach Kafka at {brokers} (is the broker running? ops/broker.sh start)"))?
+    {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => anyhow::bail!("cannot create topic {topic}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+/// Consumer settings shared by the group consumer and replay.
+pub fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("enable.partition.eof", "false");
+    c
+}
+
+/// What a batch of messages decodes to.
+pub struct Decoded<'m> {
+    pub events: Vec<Event>,
+    pub bad: Vec<(&'m BorrowedMessage<'m>, BadEvent)>,
+    pub offsets: Vec<SourceOffset>,
+    /// Per partition: (offset, Kafka timestamp ms) of the last message.
+    pub last: BTreeMap<i32, (i64, Option<i64>)>,
+}
+
+pub fn decode_batch<'m>(msgs: &'m [BorrowedMessage<'m>]) -> Decoded<'m> {
+    let mut events = Vec::with_capacity(msgs.len());
+    let mut bad = Vec::new();
+    let mut last: BTreeMap<i32, (i64, Option<i64>)> = BTreeMap::new();
+    let mut topic = "";
+    for m in msgs {
+        topic = m.topic();
+        let slot = last.entry(m.partition()).or_insert((m.offset(), None));
+        *slot = (slot.0.max(m.offset()), m.timestamp().to_millis());
+        let decoded = match m.payload() {
+            Some(p) => decode(p),
+            None => Err(BadEvent {
+                reason: BadReason::NotJson,
+                detail: "message has no value".into(),
+            }),
+        };
+        match decoded {
+            Ok(e) => events.push(e),
+            Err(b) => bad.push((m, b)),
+        }
+    }
+    let offsets = last
+        .iter()
+        .map(|(p, (o, _))| SourceOffset {
+            topic: topic.to_owned(),
+            partition: *p,
+            next: o + 1,
+        })
+        .collect();
+    Decoded {
+        events,
+        bad,
+        offsets,
+        last,
+    }
+}
+
+/// Seeks assigned partitions to the offsets stored with the views (the durability rule).
+struct GroupContext {
+    store: Arc<Store>,
+    topic: String,
+    assigned: parking_lot::Mutex<Option<BTreeSet<i32>>>,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let stored = stored_offsets(&self.store, &self.topic);
+                let mut seeded = TopicPartitionList::new();
+                let mut partitions = BTreeSet::new();
+                for e in tpl.elements_for_topic(&self.topic) {
+                    let offset = stored
+                        .get(&e.partition())
+                        .map_or(Offset::Beginning, |o| Offset::Offset(*o));
+                    let _ = seeded.add_partition_offset(&self.topic, e.partition(), offset);
+                    partitions.insert(e.partition());
+                }
+                tracing::info!(?partitions, "partitions assigned");
+                if let Err(e) = consumer.assign(&seeded) {
+                    tracing::error!(error = %e, "assign failed");
+                }
+                *self.assigned.lock() = Some(partitions);
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                tracing::info!("partitions revoked");
+                *self.assigned.lock() = Some(BTreeSet::new());
+                if let Err(e) = consumer.unassign() {
+                    tracing::error!(error = %e, "unassign failed");
+                }
+            }
+            other => tracing::error!(error = ?other, "rebalance error"),
+        }
+    }
+}
+
+pub fn stored_offsets(store: &Store, topic: &str) -> HashMap<i32, i64> {
+    match store.offsets() {
+        Ok(all) => all
+            .into_iter()
+            .filter(|(t, _, _)| t == topic)
+            .map(|(_, p, o)| (p, o))
+            .collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read stored offsets");
+            HashMap::new()
+        }
+    }
+}
+
+/// Consumes the events topic until `stop` is set; then finishes the batch in hand and leaves the
+/// group. Runs on a thread of its own (librdkafka and RocksDB calls block).
+pub fn run(
+    cfg: &KafkaConfig,
+    sink: &Sink,
+    store: Arc<Store>,
+    rt: Handle,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let context = GroupContext {
+        store: Arc::clone(&store),
+        topic: cfg.topic.clone(),
+        assigned: parking_lot::Mutex::new(None),
+    };
+    let consumer: BaseConsumer<GroupContext> = consumer_config(&cfg.brokers, &cfg.group_id)
+        .create_with_context(context)
+        .context("cannot create Kafka consumer")?;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.brokers)
+        .set("message.timeout.ms", "30000")
+        .create()
+        .context("cannot create Kafka producer for the dead-letter topic")?;
+    consumer
+        .subscribe(&[&cfg.topic])
+        .with_context(|| format!("cannot subscribe to {}", cfg.topic))?;
+    let dlq = cfg.dlq();
+    let mut last_lag_check: Option<Instant> = None;
+    while !stop.load(Ordering::SeqCst) {
+        let mut msgs = Vec::new();
+        let mut poll_wait = Duration::from_millis(100);
+        while msgs.len() < cfg.batch_max {
+            match consumer.poll(poll_wait) {
+                Some(Ok(m)) => msgs.push(m),
+                Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+                None => break,
+            }
+            poll_wait = Duration::ZERO;
+        }
+        if !msgs.is_empty() {
+            let assigned = consumer.context().assigned.lock().clone().unwrap_or_default();
+            // Messages of partitions revoked while the batch was gathered belong to another
+            // member now; the next owner reads them from the stored offsets.
+            msgs.retain(|m| assigned.contains(&m.partition()));
+            if !process(&msgs, &consumer, &producer, &dlq, sink, &rt, stop) {
+                break;
+            }
+        }
+        if last_lag_check.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            report_lag(&consumer, cfg, sink, &store);
+            last_lag_check = Some(Instant::now());
+        }
+    }
+    tracing::info!("consumer stopping: leaving the group");
+    consumer.unsubscribe();
+    Ok(())
+}
+
+/// Dead-letters, applies and commits one batch; false if stopping interrupted it (then nothing
+/// of it is stored, and it is read again after restart).
+fn process(
+    msgs: &[BorrowedMessage<'_>],
+    consumer: &BaseConsumer<GroupContext>,
+    producer: &FutureProducer,
+    dlq: &str,
+    sink: &Sink,
+    rt: &Handle,
+    stop: &AtomicBool,
+) -> bool {
+    let decoded = decode_batch(msgs);
+    for (m, bad) in &decoded.bad {
+        if !dead_letter(producer, dlq, m, bad, rt, stop) {
+            return false;
+        }
+        sink.record_bad(bad);
+    }
+    if !sink.apply(&decoded.events, &decoded.offsets, stop) {
+        return false;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for o in &decoded.offsets {
+        let _ = tpl.add_partition_offset(&o.topic, o.partition, Offset::Offset(o.next));
+    }
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+        tracing::debug!(error = %e, "offset commit to Kafka failed (lag tooling only)");
+    }
+    let topic = decoded.offsets.first().map_or("", |o| o.topic.as_str());
+    for (p, (offset, ts)) in &decoded.last {
+        let labels = [topic, &p.to_string()];
+        sink.metrics.last_offset.with_label_values(&labels).set(*offset);
+        if let Some(ts) = ts {
+            sink.metrics.last_event_time.with_label_values(&labels).set(*ts);
+        }
+    }
+    true
+}
+
+/// Writes the original message to the DLQ with the reason and source in headers, retrying until
+/// the broker has it.
+fn dead_letter(
+    producer: &FutureProducer,
+    dlq: &str,
+    m: &BorrowedMessage<'_>,
+    bad: &BadEvent,
+    rt: &Handle,
+    stop: &AtomicBool,
+) -> bool {
+    let reason = bad.to_string();
+    let partition = m.partition().to_string();
+    let offset = m.offset().to_string();
+    tracing::warn!(partition, offset, %reason, "bad event sent to the dead-letter topic");
+    loop {
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "stepview-error", value: Some(reason.as_str()) })
+            .insert(Header { key: "stepview-source-topic", value: Some(m.topic()) })
+            .insert(Header { key: "stepview-source-partition", value: Some(partition.as_str()) })
+            .insert(Header { key: "stepview-source-offset", value: Some(offset.as_str()) });
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(dlq).headers(headers);
+        if let Some(k) = m.key() {
+            record = record.key(k);
+        }
+        if let Some(p) = m.payload() {
+            record = record.payload(p);
+        }
+        match rt.block_on(producer.send(record, Duration::from_secs(30))) {
+            Ok(_) => return true,
+            Err((e, _)) => {
+                tracing::error!(error = %e, "cannot write to the dead-letter topic; retrying");
+                if stop.load(Ordering::SeqCst) {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
+fn report_lag(consumer: &BaseConsumer<GroupContext>, cfg: &KafkaConfig, sink: &Sink, store: &Store) {
+    let Some(assigned) = consumer.context().assigned.lock().clone() else {
+        return; // not in the group yet
+    };
+    let stored = stored_offsets(store, &cfg.topic);
+    let mut max_lag = 0;
+    for p in assigned {
+        let Ok((low, high)) = consumer.fetch_watermarks(&cfg.topic, p, Duration::from_secs(1))
+        else {
+            return; // unknown lag: do not claim to be caught up
+        };
+        let next = stored.get(&p).copied().unwrap_or(low).max(low);
+        let lag = (high - next).max(0);
+        sink.metrics
+            .consumer_lag
+            .with_label_values(&[&cfg.topic, &p.to_string()])
+            .set(lag);
+        max_lag = max_lag.max(lag);
+    }
+    if max_lag <= cfg.ready_max_lag {
+        sink.health.set_caught_up();
+    }
+}

@@ -1,0 +1,81 @@
+//! Sources of events. Each source reads raw messages, decodes them (bad ones go to the dead-letter
+//! path), and hands batches with their resume offsets to `apply` through a [`Sink`].
+//!
+//! Owns: batching, the Kafka consumer group, dead-lettering, replay. Must not: interpret events
+//! beyond decoding (that is `apply`) or touch the store except through `apply`.
+
+pub mod file;
+pub mod kafka;
+pub mod replay;
+
+use crate::apply::{Applier, ApplyStats, SourceOffset};
+use crate::events::{BadEvent, Event};
+use crate::health::Health;
+use crate::metrics::Metrics;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// `apply` with the bookkeeping every source needs: metrics, health, and retrying a batch that
+/// failed to write until it succeeds or the service stops (a batch is never dropped).
+#[derive(Clone)]
+pub struct Sink {
+    pub applier: Arc<Applier>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+}
+
+impl Sink {
+    /// Applies one batch; false if stopping made it give up (nothing of the batch is stored then).
+    pub fn apply(&self, events: &[Event], offsets: &[SourceOffset], stop: &AtomicBool) -> bool {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let started = Instant::now();
+            match self.applier.apply(events, offsets) {
+                Ok(stats) => {
+                    self.metrics
+                        .apply_duration
+                        .observe(started.elapsed().as_secs_f64());
+                    self.metrics
+                        .apply_batch_events
+                        .observe(events.len() as f64);
+                    self.record(&stats);
+                    self.health.set_apply_failing(false);
+                    return true;
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "applying a batch failed; retrying");
+                    self.metrics.apply_failures.with_label_values(&["write"]).inc();
+                    self.health.set_apply_failing(true);
+                    if stop.load(Ordering::SeqCst) {
+                        return false;
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    fn record(&self, stats: &ApplyStats) {
+        for (outcome, counts) in [("applied", &stats.changed), ("unchanged", &stats.unchanged)] {
+            for (kind, n) in counts {
+                self.metrics
+                    .events
+                    .with_label_values(&[kind, outcome])
+                    .inc_by(*n);
+            }
+        }
+    }
+
+    pub fn record_bad(&self, bad: &BadEvent) {
+        self.metrics
+            .events
+            .with_label_values(&["invalid", "dead_letter"])
+            .inc();
+        self.metrics
+            .dead_letters
+            .with_label_values(&[bad.reason.label()])
+            .inc();
+    }
+}

@@ -1,0 +1,35 @@
+//! stepview: event-sourced step status views for BlueKing Job.
+//!
+//! GSE host results arrive as events on Kafka; stepview folds them into materialized views in
+//! RocksDB plus in-memory group indexes, and answers `get_step_instance_status` from them.
+//!
+//! # Layout
+//!
+//! Data flows one way: `ingest` → `apply` → `store` / `index` → `query` → `http`.
+//!
+//! - [`events`]: the four event kinds, decoding and validation (mirrored by `schemas/`).
+//! - [`ingest`]: sources of events: the Kafka consumer group (with dead-letter topic) and
+//!   JSON-lines files; both hand batches to `apply`.
+//! - [`apply`]: the only writer; folds events idempotently into store and index.
+//! - [`store`]: RocksDB column families for steps, host rows, logs and offsets.
+//! - [`index`]: per step / retry / batch, the (status, tag) groups of hosts, in memory.
+//! - [`query`]: the semantics of the API over index and store.
+//! - [`http`]: axum routes, authentication, language, the JSON envelope.
+//! - [`metrics`], [`health`]: Prometheus exposition, readiness.
+//! - [`simulate`]: realistic event streams for demos, tests and benchmarks.
+//! - [`service`]: wires the parts into the running service.
+//! - [`config`], [`cli`]: settings and the `stepview` command line.
+
+pub mod apply;
+pub mod cli;
+pub mod config;
+pub mod events;
+pub mod health;
+pub mod http;
+pub mod index;
+pub mod ingest;
+pub mod metrics;
+pub mod query;
+pub mod service;
+pub mod simulate;
+pub mod store;

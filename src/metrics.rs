@@ -1,0 +1,187 @@
+//! Prometheus metrics: one registry, the series every part reports to, and the text exposition.
+//!
+//! Owns: metric names, labels and buckets. Must not: compute anything a part does not report,
+//! except the gauges read at scrape time (index sizes, RocksDB properties).
+
+use crate::health::Health;
+use crate::index::Index;
+use crate::store::Store;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub events: IntCounterVec,
+    pub dead_letters: IntCounterVec,
+    pub apply_batch_events: Histogram,
+    pub apply_duration: Histogram,
+    pub apply_failures: IntCounterVec,
+    pub consumer_lag: IntGaugeVec,
+    pub last_offset: IntGaugeVec,
+    pub last_event_time: IntGaugeVec,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    index_steps: IntGauge,
+    ready: IntGauge,
+    index_hosts: IntGauge,
+    rocksdb: IntGaugeVec,
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
+    r.register(Box::new(c.clone()))
+        .expect("metric names are unique");
+    c
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            register(&r, IntCounterVec::new(Opts::new(name, help), labels).expect("valid"))
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            register(&r, IntGaugeVec::new(Opts::new(name, help), labels).expect("valid"))
+        };
+        let events = counter(
+            "stepview_events_total",
+            "Events consumed, by kind and outcome (applied, unchanged, dead_letter).",
+            &["kind", "outcome"],
+        );
+        let dead_letters = counter(
+            "stepview_dead_letters_total",
+            "Messages written to the dead-letter topic, by reason.",
+            &["reason"],
+        );
+        let apply_failures = counter(
+            "stepview_apply_failures_total",
+            "Batches that could not be applied (the batch is retried).",
+            &["stage"],
+        );
+        let apply_batch_events = register(
+            &r,
+            Histogram::with_opts(
+                HistogramOpts::new("stepview_apply_batch_events", "Events per applied batch.")
+                    .buckets(vec![1.0, 10.0, 100.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0]),
+            )
+            .expect("valid"),
+        );
+        let apply_duration = register(
+            &r,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "stepview_apply_duration_seconds",
+                    "Time to apply one batch (decode excluded), WriteBatch included.",
+                )
+                .buckets(vec![0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
+            )
+            .expect("valid"),
+        );
+        let consumer_lag = gauge(
+            "stepview_consumer_lag_messages",
+            "High watermark minus next offset to apply, per partition.",
+            &["topic", "partition"],
+        );
+        let last_offset = gauge(
+            "stepview_last_applied_offset",
+            "Offset of the last applied message, per partition.",
+            &["topic", "partition"],
+        );
+        let last_event_time = gauge(
+            "stepview_last_applied_event_timestamp_ms",
+            "Kafka timestamp of the last applied message, per partition.",
+            &["topic", "partition"],
+        );
+        let http_requests = counter(
+            "stepview_http_requests_total",
+            "HTTP requests, by route, HTTP status and API code.",
+            &["route", "status", "code"],
+        );
+        let http_duration = register(
+            &r,
+            HistogramVec::new(
+                HistogramOpts::new("stepview_http_request_duration_seconds", "HTTP latency.")
+                    .buckets(vec![
+                        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                        0.25, 1.0,
+                    ]),
+                &["route"],
+            )
+            .expect("valid"),
+        );
+        let index_steps = register(
+            &r,
+            IntGauge::new("stepview_index_steps", "Steps held in memory.").expect("valid"),
+        );
+        let ready = register(
+            &r,
+            IntGauge::new("stepview_ready", "1 when /readyz answers ready.").expect("valid"),
+        );
+        let index_hosts = register(
+            &r,
+            IntGauge::new("stepview_index_hosts", "Host rows indexed in memory.").expect("valid"),
+        );
+        let rocksdb = gauge(
+            "stepview_rocksdb",
+            "RocksDB figures, by property (live_sst_bytes, block_cache_usage_bytes, \
+             estimate_keys, pending_compaction_bytes, write_stopped, delayed_write_rate).",
+            &["property"],
+        );
+        let build = gauge("stepview_build_info", "Build information.", &["version"]);
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        register(
+            &r,
+            prometheus::process_collector::ProcessCollector::for_self(),
+        );
+        Metrics {
+            registry: r,
+            events,
+            dead_letters,
+            apply_batch_events,
+            apply_duration,
+            apply_failures,
+            consumer_lag,
+            last_offset,
+            last_event_time,
+            http_requests,
+            http_duration,
+            index_steps,
+            ready,
+            index_hosts,
+            rocksdb,
+        }
+    }
+
+    /// The text exposition, with the scrape-time gauges refreshed.
+    pub fn render(&self, index: &Index, store: &Store, health: &Health) -> String {
+        self.ready.set(i64::from(health.readiness().is_ok()));
+        self.index_steps.set(index.step_count() as i64);
+        self.index_hosts.set(index.host_count());
+        for (label, prop) in [
+            ("live_sst_bytes", "rocksdb.live-sst-files-size"),
+            ("estimate_keys", "rocksdb.estimate-num-keys"),
+            ("pending_compaction_bytes", "rocksdb.estimate-pending-compaction-bytes"),
+            ("write_stopped", "rocksdb.is-write-stopped"),
+            ("delayed_write_rate", "rocksdb.actual-delayed-write-rate"),
+        ] {
+            self.rocksdb
+                .with_label_values(&[label])
+                .set(store.property_sum(prop) as i64);
+        }
+        self.rocksdb
+            .with_label_values(&["block_cache_usage_bytes"])
+            .set(store.block_cache_usage() as i64);
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding cannot fail");
+        String::from_utf8(out).expect("exposition is UTF-8")
+    }
+}

@@ -1,0 +1,286 @@
+//! The durable views in RocksDB: step records, host rows, script-output chunks and consumer
+//! offsets, one column family each. The store is the truth; everything in memory derives from it.
+//!
+//! Owns: the on-disk layout (`keys`, `row`), RocksDB tuning, and atomic batch writes. Must not:
+//! decide what an event means (that is `apply`) or hold query logic (that is `query`).
+
+pub mod keys;
+pub mod row;
+
+use crate::events::StepEvent;
+use anyhow::{Context, Result};
+use keys::{RowKey, OFFSET_PREFIX, ROW_KEY_LEN};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, Direction, IteratorMode, Options,
+    ReadOptions, WriteBatch, WriteBufferManager, DB,
+};
+use row::HostRow;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+const CF_STEPS: &str = "steps";
+const CF_HOSTS: &str = "hosts";
+const CF_LOGS: &str = "logs";
+const CF_META: &str = "meta";
+/// Column families that hold views (the digest covers these, not the consumer offsets).
+const VIEW_CFS: [&str; 3] = [CF_STEPS, CF_HOSTS, CF_LOGS];
+
+/// Memory bounds for RocksDB: one block cache and one write-buffer budget shared by all column
+/// families.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub block_cache_bytes: usize,
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            block_cache_bytes: 256 << 20,
+            write_buffer_bytes: 256 << 20,
+        }
+    }
+}
+
+pub struct Store {
+    db: DB,
+    cache: Cache,
+}
+
+/// One atomic write: state changes and consumer offsets together (the durability rule).
+#[derive(Default)]
+pub struct StoreBatch {
+    batch: WriteBatch,
+}
+
+impl StoreBatch {
+    pub fn is_empty(&self) -> bool {
+        self.batch.is_empty()
+    }
+}
+
+impl Store {
+    pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store> {
+        std::fs::create_dir_all(path)
+            .with_context(|| format!("cannot create data directory {}", path.display()))?;
+        let cache = Cache::new_lru_cache(opts.block_cache_bytes);
+        let wbm =
+            WriteBufferManager::new_write_buffer_manager_with_cache(opts.write_buffer_bytes, false, cache.clone());
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_write_buffer_manager(&wbm);
+        db_opts.increase_parallelism(2);
+        db_opts.set_max_background_jobs(2);
+        let cf = |name: &str| {
+            let mut table = BlockBasedOptions::default();
+            table.set_block_cache(&cache);
+            table.set_bloom_filter(10.0, false);
+            table.set_cache_index_and_filter_blocks(true);
+            table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+            let mut o = Options::default();
+            o.set_block_based_table_factory(&table);
+            o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            o.set_write_buffer_size(64 << 20);
+            ColumnFamilyDescriptor::new(name, o)
+        };
+        let cfs = [CF_STEPS, CF_HOSTS, CF_LOGS, CF_META].map(cf);
+        let db = DB::open_cf_descriptors(&db_opts, path, cfs).with_context(|| {
+            format!(
+                "cannot open RocksDB at {} (is another stepview using it?)",
+                path.display()
+            )
+        })?;
+        Ok(Store { db, cache })
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db.cf_handle(name).expect("column families are created at open")
+    }
+
+    pub fn put_step(&self, b: &mut StoreBatch, step: &StepEvent) {
+        let value = serde_json::to_vec(step).expect("steps serialize");
+        b.batch
+            .put_cf(self.cf(CF_STEPS), keys::step_key(step.step_instance_id), value);
+    }
+
+    pub fn put_row(&self, b: &mut StoreBatch, key: RowKey, row: &HostRow) {
+        b.batch
+            .put_cf(self.cf(CF_HOSTS), key.to_bytes(), row.to_bytes());
+    }
+
+    pub fn put_log(&self, b: &mut StoreBatch, key: RowKey, offset: i64, content: &str) {
+        b.batch
+            .put_cf(self.cf(CF_LOGS), key.log_key(offset), content.as_bytes());
+    }
+
+    /// Records `next` as the offset to resume `topic`/`partition` from.
+    pub fn put_offset(&self, b: &mut StoreBatch, topic: &str, partition: i32, next: i64) {
+        b.batch.put_cf(
+            self.cf(CF_META),
+            keys::offset_key(topic, partition),
+            next.to_be_bytes(),
+        );
+    }
+
+    pub fn write(&self, b: StoreBatch) -> Result<()> {
+        self.db.write(b.batch).context("RocksDB write failed")
+    }
+
+    pub fn get_rows(&self, keys: &[RowKey]) -> Result<Vec<Option<HostRow>>> {
+        let cf = self.cf(CF_HOSTS);
+        let raw: Vec<[u8; ROW_KEY_LEN]> = keys.iter().map(|k| k.to_bytes()).collect();
+        self.db
+            .batched_multi_get_cf(cf, &raw, false)
+            .into_iter()
+            .zip(keys)
+            .map(|(r, k)| match r.context("RocksDB read failed")? {
+                None => Ok(None),
+                Some(v) => HostRow::decode(&v)
+                    .map(Some)
+                    .with_context(|| format!("corrupt host row {k:?}")),
+            })
+            .collect()
+    }
+
+    /// Which of these log chunks (row key, offset) are stored already.
+    pub fn logs_exist(&self, chunks: &[(RowKey, i64)]) -> Result<Vec<bool>> {
+        let cf = self.cf(CF_LOGS);
+        let raw: Vec<[u8; ROW_KEY_LEN + 8]> = chunks.iter().map(|(k, o)| k.log_key(*o)).collect();
+        self.db
+            .batched_multi_get_cf(cf, &raw, false)
+            .into_iter()
+            .map(|r| Ok(r.context("RocksDB read failed")?.is_some()))
+            .collect()
+    }
+
+    pub fn steps(&self) -> Result<Vec<StepEvent>> {
+        self.db
+            .iterator_cf(self.cf(CF_STEPS), IteratorMode::Start)
+            .map(|item| {
+                let (_, v) = item.context("RocksDB read failed")?;
+                serde_json::from_slice(&v).context("corrupt step record")
+            })
+            .collect()
+    }
+
+    /// Visits every host row's key, status and tag, in key order (index rebuild).
+    pub fn for_each_row_head(&self, mut f: impl FnMut(RowKey, i32, &str)) -> Result<()> {
+        let mut ro = ReadOptions::default();
+        ro.fill_cache(false);
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_HOSTS), ro);
+        it.seek_to_first();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let key = RowKey::from_bytes(k).context("corrupt host row key")?;
+            let (status, tag) = row::decode_head(v).context("corrupt host row")?;
+            f(key, status, tag);
+            it.next();
+        }
+        it.status().context("RocksDB read failed")
+    }
+
+    /// Every row of one step's retry (or one batch of it), in key order.
+    pub fn rows_in(
+        &self,
+        step: i64,
+        execute_count: i32,
+        batch: Option<i32>,
+    ) -> Result<Vec<(RowKey, HostRow)>> {
+        let mut rows = Vec::new();
+        self.scan_prefix(CF_HOSTS, &keys::retry_prefix(step, execute_count, batch), |k, v| {
+            let key = RowKey::from_bytes(k).context("corrupt host row key")?;
+            rows.push((key, HostRow::decode(v).context("corrupt host row")?));
+            Ok(())
+        })?;
+        Ok(rows)
+    }
+
+    /// Visits the stored output chunks of one step's retry (or one batch of it), in (row, offset)
+    /// order.
+    pub fn for_each_log_chunk(
+        &self,
+        step: i64,
+        execute_count: i32,
+        batch: Option<i32>,
+        mut f: impl FnMut(RowKey, i64, &[u8]),
+    ) -> Result<()> {
+        self.scan_prefix(CF_LOGS, &keys::retry_prefix(step, execute_count, batch), |k, v| {
+            let key = RowKey::from_bytes(k).context("corrupt log key")?;
+            let offset = i64::from_be_bytes(k[ROW_KEY_LEN..].try_into().context("corrupt log key")?);
+            f(key, offset, v);
+            Ok(())
+        })
+    }
+
+    fn scan_prefix(
+        &self,
+        cf: &str,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let mut it = self.db.raw_iterator_cf(self.cf(cf));
+        it.seek(prefix);
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            f(k, v)?;
+            it.next();
+        }
+        it.status().context("RocksDB read failed")
+    }
+
+    /// The stored resume offsets: (topic, partition, next offset).
+    pub fn offsets(&self) -> Result<Vec<(String, i32, i64)>> {
+        let mut out = Vec::new();
+        let it = self.db.iterator_cf(
+            self.cf(CF_META),
+            IteratorMode::From(OFFSET_PREFIX, Direction::Forward),
+        );
+        for item in it {
+            let (k, v) = item.context("RocksDB read failed")?;
+            let Some(rest) = k.strip_prefix(OFFSET_PREFIX) else { break };
+            let rest = std::str::from_utf8(rest).context("corrupt offset key")?;
+            let (topic, partition) = rest.rsplit_once('/').context("corrupt offset key")?;
+            let next = i64::from_be_bytes(v.as_ref().try_into().context("corrupt offset")?);
+            out.push((topic.to_owned(), partition.parse()?, next));
+        }
+        Ok(out)
+    }
+
+    /// SHA-256 over every view key and value in order: equal digests mean equal views.
+    pub fn digest(&self) -> Result<String> {
+        let mut h = Sha256::new();
+        for name in VIEW_CFS {
+            h.update(name.as_bytes());
+            for item in self.db.iterator_cf(self.cf(name), IteratorMode::Start) {
+                let (k, v) = item.context("RocksDB read failed")?;
+                h.update((k.len() as u64).to_be_bytes());
+                h.update(&k);
+                h.update((v.len() as u64).to_be_bytes());
+                h.update(&v);
+            }
+        }
+        Ok(hex::encode(h.finalize()))
+    }
+
+    /// Flushes memtables to SST files (graceful shutdown; the WAL alone would also do).
+    pub fn flush(&self) -> Result<()> {
+        for name in [CF_STEPS, CF_HOSTS, CF_LOGS, CF_META] {
+            self.db.flush_cf(self.cf(name)).context("RocksDB flush failed")?;
+        }
+        Ok(())
+    }
+
+    /// A RocksDB integer property summed over the view column families.
+    pub fn property_sum(&self, name: &str) -> u64 {
+        [CF_STEPS, CF_HOSTS, CF_LOGS, CF_META]
+            .iter()
+            .filter_map(|cf| self.db.property_int_value_cf(self.cf(cf), name).ok().flatten())
+            .sum()
+    }
+
+    pub fn block_cache_usage(&self) -> usize {
+        self.cache.get_usage()
+    }
+}

@@ -1,0 +1,257 @@
+//! The stored form of one host row (one host, for one step, retry and batch), and its compact
+//! binary encoding. Status and tag come first so that an index rebuild can read them alone.
+
+use crate::events::HostInfo;
+
+/// One identity field (ip, agent, cloud …) with the rank of the event that set it, so that merging
+/// is independent of arrival order: 0 never set, 1 set by `step_targets`, `version + 2` set by a
+/// `host_result` of that version. A higher rank wins; equal ranks keep the larger value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ranked<T> {
+    pub value: Option<T>,
+    pub rank: u64,
+}
+
+impl<T: Ord + Clone> Ranked<T> {
+    /// Offers `value` at `rank`; absent values offer nothing ("absent = keep what is known").
+    fn offer(&mut self, value: &Option<T>, rank: u64) -> bool {
+        let Some(v) = value else { return false };
+        let wins = rank > self.rank || (rank == self.rank && self.value.as_ref() < Some(v));
+        if wins {
+            self.value = Some(v.clone());
+            self.rank = rank;
+        }
+        wins
+    }
+}
+
+pub const RANK_TARGETS: u64 = 1;
+
+pub fn result_rank(version: i64) -> u64 {
+    version as u64 + 2
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub ip: Ranked<String>,
+    pub ipv6: Ranked<String>,
+    pub bk_agent_id: Ranked<String>,
+    pub bk_cloud_id: Ranked<i64>,
+    pub bk_cloud_name: Ranked<String>,
+}
+
+impl Identity {
+    /// Merges what `info` carries at `rank`; true when anything changed.
+    pub fn merge(&mut self, info: &HostInfo, rank: u64) -> bool {
+        let a = self.ip.offer(&info.ip, rank);
+        let b = self.ipv6.offer(&info.ipv6, rank);
+        let c = self.bk_agent_id.offer(&info.bk_agent_id, rank);
+        let d = self.bk_cloud_id.offer(&info.bk_cloud_id, rank);
+        let e = self.bk_cloud_name.offer(&info.bk_cloud_name, rank);
+        a | b | c | d | e
+    }
+}
+
+/// Host status of a row that only `step_targets` has named.
+pub const STATUS_WAITING: i32 = 5;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRow {
+    pub status: i32,
+    pub tag: String,
+    /// Version of the `host_result` this row holds; `None` while only targets named the host.
+    pub version: Option<i64>,
+    pub exit_code: Option<i32>,
+    pub start_time: Option<i64>,
+    pub end_time: Option<i64>,
+    pub total_time: Option<i64>,
+    pub identity: Identity,
+}
+
+impl HostRow {
+    pub fn waiting() -> HostRow {
+        HostRow {
+            status: STATUS_WAITING,
+            tag: String::new(),
+            version: None,
+            exit_code: None,
+            start_time: None,
+            end_time: None,
+            total_time: None,
+            identity: Identity::default(),
+        }
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        put_varint(out, zigzag(self.status.into()));
+        put_bytes(out, self.tag.as_bytes());
+        put_opt_i64(out, self.version);
+        put_opt_i64(out, self.exit_code.map(i64::from));
+        put_opt_i64(out, self.start_time);
+        put_opt_i64(out, self.end_time);
+        put_opt_i64(out, self.total_time);
+        let id = &self.identity;
+        put_ranked_str(out, &id.ip);
+        put_ranked_str(out, &id.ipv6);
+        put_ranked_str(out, &id.bk_agent_id);
+        put_varint(out, id.bk_cloud_id.rank);
+        put_opt_i64(out, id.bk_cloud_id.value);
+        put_ranked_str(out, &id.bk_cloud_name);
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        self.encode(&mut out);
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<HostRow> {
+        let mut r = Reader(bytes);
+        let (status, tag) = r.head()?;
+        let row = HostRow {
+            status,
+            tag: tag.to_owned(),
+            version: r.opt_i64()?,
+            exit_code: r.opt_i64()?.map(|v| v as i32),
+            start_time: r.opt_i64()?,
+            end_time: r.opt_i64()?,
+            total_time: r.opt_i64()?,
+            identity: Identity {
+                ip: r.ranked_str()?,
+                ipv6: r.ranked_str()?,
+                bk_agent_id: r.ranked_str()?,
+                bk_cloud_id: {
+                    let rank = r.varint()?;
+                    Ranked {
+                        value: r.opt_i64()?,
+                        rank,
+                    }
+                },
+                bk_cloud_name: r.ranked_str()?,
+            },
+        };
+        r.0.is_empty().then_some(row)
+    }
+}
+
+/// Reads only status and tag of an encoded row (index rebuild).
+pub fn decode_head(bytes: &[u8]) -> Option<(i32, &str)> {
+    Reader(bytes).head()
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+/// `None` is 0; `Some(v)` is zigzag(v) + 1.
+fn put_opt_i64(out: &mut Vec<u8>, v: Option<i64>) {
+    put_varint(out, v.map_or(0, |v| zigzag(v).wrapping_add(1)));
+}
+
+fn put_ranked_str(out: &mut Vec<u8>, f: &Ranked<String>) {
+    put_varint(out, f.rank);
+    match &f.value {
+        None => put_varint(out, 0),
+        Some(s) => {
+            put_varint(out, s.len() as u64 + 1);
+            out.extend_from_slice(s.as_bytes());
+        }
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn varint(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for (i, &b) in self.0.iter().enumerate().take(10) {
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                self.0 = &self.0[i + 1..];
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn head(&mut self) -> Option<(i32, &'a str)> {
+        let status = unzigzag(self.varint()?) as i32;
+        let len = self.varint()? as usize;
+        let tag = std::str::from_utf8(self.take(len)?).ok()?;
+        Some((status, tag))
+    }
+
+    fn opt_i64(&mut self) -> Option<Option<i64>> {
+        let v = self.varint()?;
+        Some((v != 0).then(|| unzigzag(v.wrapping_sub(1))))
+    }
+
+    fn ranked_str(&mut self) -> Option<Ranked<String>> {
+        let rank = self.varint()?;
+        let len = self.varint()? as usize;
+        let value = if len == 0 {
+            None
+        } else {
+            Some(std::str::from_utf8(self.take(len - 1)?).ok()?.to_owned())
+        };
+        Some(Ranked { value, rank })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_extremes() {
+        let mut row = HostRow::waiting();
+        row.status = -3;
+        row.tag = "标签".into();
+        row.version = Some(i64::MAX);
+        row.exit_code = Some(i32::MIN);
+        row.start_time = Some(i64::MIN);
+        row.total_time = Some(0);
+        row.identity.ip = Ranked {
+            value: Some("10.0.0.1".into()),
+            rank: u64::MAX,
+        };
+        row.identity.bk_cloud_id = Ranked {
+            value: Some(-1),
+            rank: 1,
+        };
+        row.identity.bk_cloud_name = Ranked {
+            value: Some(String::new()),
+            rank: 3,
+        };
+        let bytes = row.to_bytes();
+        assert_eq!(HostRow::decode(&bytes), Some(row));
+        assert_eq!(decode_head(&bytes), Some((-3, "标签")));
+        assert_eq!(HostRow::decode(&bytes[..bytes.len() - 1]), None);
+    }
+}

@@ -1,0 +1,149 @@
+//! Applying is idempotent and order tolerant (events.md, "Ordering, duplicates and replays"):
+//! any shuffle of a set of events, with duplicates, gives the same stored state and answers.
+
+mod common;
+
+use common::*;
+use proptest::prelude::*;
+use std::collections::HashSet;
+use stepview::events::{Event, ScopeType};
+use stepview::query::{self, StepQuery};
+use stepview::service::Views;
+
+/// A set of events over a small domain, so that they collide often: two steps, two retries, two
+/// batches, four hosts. At most one event per (row, version) and per (step, version), as
+/// producers guarantee; every other collision is allowed.
+fn event_set() -> impl Strategy<Value = Vec<Event>> {
+    let result = (1i64..=2, 0i32..=1, 0i32..=1, 1i64..=4, prop::sample::select(vec![5, 7, 9, 104, 403]),
+        prop::sample::select(vec!["", "a", "b"]), 0i64..=3, prop::option::of(prop::sample::select(vec!["10.0.0.1", "10.0.0.2"])))
+        .prop_map(|(s, ec, b, h, status, tag, v, ip)| {
+            let mut r = result(s, ec, b, h, status, tag, v);
+            r.ip = ip.map(str::to_owned);
+            Event::HostResult(r)
+        });
+    let step_event = (1i64..=2, 0i32..=1, 0i64..=3, 1i32..=4)
+        .prop_map(|(s, ec, v, status)| step(s, 1, status, ec, v));
+    let target = (1i64..=2, 0i32..=1, prop::collection::vec((1i64..=4, 0i32..=1), 1..4))
+        .prop_map(|(s, ec, hosts)| {
+            let hosts: Vec<(i64, i32, &str)> = hosts.into_iter().map(|(h, b)| (h, b, "10.9.9.9")).collect();
+            targets(s, ec, &hosts)
+        });
+    let chunk = (1i64..=2, 0i32..=1, 0i32..=1, 1i64..=4, 0i64..=3)
+        .prop_map(|(s, ec, b, h, o)| log(s, ec, b, h, o * 4, &format!("c{o}h{h}")));
+    prop::collection::vec(prop_oneof![3 => result, 1 => step_event, 1 => target, 1 => chunk], 1..40)
+        .prop_map(|events| {
+            let mut seen = HashSet::new();
+            events
+                .into_iter()
+                .filter(|e| match e {
+                    Event::HostResult(r) => seen.insert(format!(
+                        "r{}/{}/{}/{}/{}", r.step_instance_id, r.execute_count, r.batch, r.bk_host_id, r.version)),
+                    Event::Step(s) => seen.insert(format!("s{}/{}", s.step_instance_id, s.version)),
+                    _ => true,
+                })
+                .collect()
+        })
+}
+
+fn queries() -> Vec<StepQuery> {
+    let mut out = Vec::new();
+    for step in 1..=2 {
+        for (execute_count, batch, cap, search_ip, keyword) in [
+            (None, None, None, None, None),
+            (Some(0), Some(1), Some(1), None, None),
+            (Some(1), None, Some(0), Some("10.0.0".to_owned()), None),
+            (Some(0), None, None, None, Some("C1H".to_owned())),
+        ] {
+            out.push(StepQuery {
+                scope_type: ScopeType::Biz,
+                scope_id: "2".into(),
+                job_instance_id: JOB,
+                step_instance_id: step,
+                execute_count,
+                batch,
+                max_host_num_per_group: cap,
+                keyword,
+                search_ip,
+                status: None,
+                tag: None,
+            });
+        }
+    }
+    out
+}
+
+/// The digest of the views, and a rendering of every query's answer.
+fn outcome(events: &[Event], batch_size: usize) -> (String, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let views = Views::open(&test_config(dir.path())).unwrap();
+    for batch in events.chunks(batch_size) {
+        views.sink.applier.apply(batch, &[]).unwrap();
+    }
+    let answers = queries()
+        .iter()
+        .map(|q| match query::answer(&views.index, &views.store, q) {
+            Ok(a) => format!(
+                "{} {:?}",
+                a.execute_count,
+                a.groups.iter().map(|g| (g.status, g.tag.clone(), g.host_size, g.hosts.clone())).collect::<Vec<_>>()
+            ),
+            Err(e) => e.to_string(),
+        })
+        .collect();
+    (views.store.digest().unwrap(), answers)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn any_shuffle_with_duplicates_gives_the_same_state(
+        events in event_set(),
+        seed in any::<u64>(),
+        batch_a in 1usize..8,
+        batch_b in 1usize..8,
+    ) {
+        use rand::seq::SliceRandom;
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut shuffled = events.clone();
+        shuffled.extend(events.iter().take(events.len() / 2).cloned());
+        shuffled.shuffle(&mut rng);
+        let expected = outcome(&events, batch_a);
+        prop_assert_eq!(outcome(&shuffled, batch_b), expected);
+    }
+}
+
+#[test]
+fn targets_never_downgrade_a_host_with_a_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let views = Views::open(&test_config(dir.path())).unwrap();
+    let a = Event::HostResult(result(1, 0, 0, 7, 9, "ok", 3));
+    let t = targets(1, 0, &[(7, 0, "10.0.0.7")]);
+    views.sink.applier.apply(&[step(1, 1, 2, 0, 1), a, t], &[]).unwrap();
+    let rows = views.store.rows_in(1, 0, None).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].1.status, rows[0].1.tag.as_str()), (9, "ok"));
+    // The target's identity fills what the result did not carry.
+    assert_eq!(rows[0].1.identity.ip.value.as_deref(), Some("10.0.0.7"));
+    // An older version changes nothing.
+    let stats = views
+        .sink
+        .applier
+        .apply(&[Event::HostResult(result(1, 0, 0, 7, 7, "", 2))], &[])
+        .unwrap();
+    assert_eq!(stats.unchanged.get("host_result"), Some(&1));
+    assert_eq!(views.store.rows_in(1, 0, None).unwrap()[0].1.status, 9);
+}
+
+#[test]
+fn offsets_are_stored_with_the_state_they_follow() {
+    let dir = tempfile::tempdir().unwrap();
+    let views = Views::open(&test_config(dir.path())).unwrap();
+    let offset = |p, next| stepview::apply::SourceOffset { topic: "t".into(), partition: p, next };
+    views.sink.applier.apply(&[step(1, 1, 2, 0, 1)], &[offset(0, 10), offset(3, 4)]).unwrap();
+    views.sink.applier.apply(&[], &[offset(0, 12)]).unwrap();
+    let mut stored = views.store.offsets().unwrap();
+    stored.sort();
+    assert_eq!(stored, vec![("t".to_owned(), 0, 12), ("t".to_owned(), 3, 4)]);
+}

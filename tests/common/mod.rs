@@ -1,0 +1,305 @@
+//! Shared test setup: a real stepview (RocksDB in a temp dir, axum on 127.0.0.1:0) driven over
+//! HTTP, and a real Kafka-protocol broker process for the tests that need one.
+
+#![allow(dead_code)] // each test file uses its own part of this module
+
+use serde_json::Value;
+use std::sync::OnceLock;
+use stepview::config::{AppConfig, Config};
+use stepview::events::Event;
+use stepview::service::{self, Views};
+use tokio::sync::oneshot;
+
+pub const APP: &str = "test-app";
+pub const SECRET: &str = "test-secret";
+/// An app that may read only `biz:2`.
+pub const BIZ2_APP: &str = "biz2-app";
+
+pub fn auth_header(app: &str, secret: &str) -> String {
+    format!(r#"{{"bk_app_code":"{app}","bk_app_secret":"{secret}","bk_username":"admin"}}"#)
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+pub fn test_config(data_dir: &std::path::Path) -> Config {
+    let mut c = Config::default();
+    c.data_dir = data_dir.to_owned();
+    c.http.listen = "127.0.0.1:0".parse().unwrap();
+    c.store.block_cache_mb = 16;
+    c.store.write_buffer_mb = 32;
+    c.apps = vec![
+        AppConfig {
+            code: APP.into(),
+            secret_sha256: sha256_hex(SECRET),
+            scopes: vec!["*".into()],
+        },
+        AppConfig {
+            code: BIZ2_APP.into(),
+            secret_sha256: sha256_hex(SECRET),
+            scopes: vec!["biz:2".into()],
+        },
+    ];
+    c
+}
+
+/// A running service in this process, on its own data directory.
+pub struct TestService {
+    pub config: Config,
+    pub views: Views,
+    pub base: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    pub client: reqwest::Client,
+}
+
+impl TestService {
+    pub async fn start(config: Config) -> TestService {
+        let views = Views::open(&config).expect("open views");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel();
+        let task = {
+            let (views, config) = (views.clone(), config.clone());
+            tokio::spawn(async move {
+                service::run(views, &config, listener, async {
+                    let _ = rx.await;
+                })
+                .await
+            })
+        };
+        TestService {
+            config,
+            views,
+            base,
+            stop: Some(tx),
+            task: Some(task),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn apply(&self, events: &[Event]) {
+        self.views.sink.applier.apply(events, &[]).expect("apply");
+    }
+
+    pub async fn stop(mut self) -> Config {
+        self.stop.take().unwrap().send(()).unwrap();
+        self.task.take().unwrap().await.unwrap().unwrap();
+        let config = self.config.clone();
+        drop(self);
+        config
+    }
+
+    /// Stops and starts again on the same data directory.
+    pub async fn restart(self) -> TestService {
+        let config = self.stop().await;
+        TestService::start(config).await
+    }
+
+    /// GET the API with `query` and the test app's credentials; the status and the JSON body.
+    pub async fn get(&self, query: &str) -> (u16, Value) {
+        self.get_with(query, &[("X-Bkapi-Authorization", &auth_header(APP, SECRET))])
+            .await
+    }
+
+    pub async fn get_with(&self, query: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut req = self
+            .client
+            .get(format!("{}/api/v3/get_step_instance_status?{query}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body: Value = resp.json().await.expect("JSON body");
+        assert_eq!(ct.as_deref(), Some("application/json; charset=utf-8"));
+        (status, body)
+    }
+
+    /// The `data` of a successful answer (panics with the body otherwise).
+    pub async fn data(&self, query: &str) -> Value {
+        let (status, body) = self.get(query).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["code"], 0, "{body}");
+        body["data"].clone()
+    }
+}
+
+/// A Kafka-protocol broker for the tests: `STEPVIEW_TEST_BROKERS` when set (the README's test
+/// command starts one), else a `tansu` process started here on a free port.
+pub fn brokers() -> &'static str {
+    static BROKERS: OnceLock<String> = OnceLock::new();
+    BROKERS.get_or_init(|| {
+        if let Ok(b) = std::env::var("STEPVIEW_TEST_BROKERS") {
+            return b;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let mut cmd = std::process::Command::new("tansu");
+        cmd.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        // The broker dies with the test process: PR_SET_PDEATHSIG fires when the spawning
+        // *thread* ends, so spawn it from a thread that lives as long as the process.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _child = cmd.spawn();
+            tx.send(_child.is_ok()).unwrap();
+            loop {
+                std::thread::park();
+            }
+        });
+        assert!(
+            rx.recv().unwrap(),
+            "tansu not found: run ops/broker.sh install, or set STEPVIEW_TEST_BROKERS"
+        );
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        format!("127.0.0.1:{port}")
+    })
+}
+
+/// A topic name no other test uses.
+pub fn unique_topic(prefix: &str) -> String {
+    format!("{prefix}-{}", hex::encode(rand::random::<[u8; 4]>()))
+}
+
+// Event builders: the fields a test cares about, sensible values for the rest.
+
+pub const JOB: i64 = 1;
+
+pub fn step(id: i64, step_type: i32, status: i32, execute_count: i32, version: i64) -> Event {
+    Event::Step(stepview::events::StepEvent {
+        job_instance_id: JOB,
+        step_instance_id: id,
+        bk_scope_type: stepview::events::ScopeType::Biz,
+        bk_scope_id: "2".into(),
+        name: format!("step {id}"),
+        step_type,
+        status,
+        execute_count,
+        create_time: 1_700_000_000_000,
+        start_time: Some(1_700_000_001_000),
+        end_time: (status == 3 || status == 4).then_some(1_700_000_011_000),
+        total_time: None,
+        version,
+    })
+}
+
+/// Targets of one retry: (host id, batch, ip).
+pub fn targets(step: i64, execute_count: i32, hosts: &[(i64, i32, &str)]) -> Event {
+    Event::StepTargets(stepview::events::StepTargets {
+        job_instance_id: JOB,
+        step_instance_id: step,
+        execute_count,
+        chunk: 0,
+        chunk_count: 1,
+        hosts: hosts
+            .iter()
+            .map(|(id, batch, ip)| stepview::events::TargetHost {
+                bk_host_id: *id,
+                batch: *batch,
+                ip: Some(ip.to_string()),
+                ipv6: None,
+                bk_agent_id: Some(format!("agent-{id}")),
+                bk_cloud_id: Some(0),
+                bk_cloud_name: Some("Default Area".into()),
+            })
+            .collect(),
+    })
+}
+
+pub fn result(
+    step: i64,
+    execute_count: i32,
+    batch: i32,
+    host: i64,
+    status: i32,
+    tag: &str,
+    version: i64,
+) -> stepview::events::HostResult {
+    stepview::events::HostResult {
+        job_instance_id: JOB,
+        step_instance_id: step,
+        execute_count,
+        batch,
+        bk_host_id: host,
+        ip: None,
+        ipv6: None,
+        bk_agent_id: None,
+        bk_cloud_id: None,
+        bk_cloud_name: None,
+        status,
+        tag: (!tag.is_empty()).then(|| tag.to_owned()),
+        exit_code: (status == 9).then_some(0),
+        start_time: Some(1_700_000_002_000),
+        end_time: (status != 7).then_some(1_700_000_003_000),
+        total_time: (status != 7).then_some(1_000),
+        version,
+    }
+}
+
+pub fn log(step: i64, execute_count: i32, batch: i32, host: i64, offset: i64, content: &str) -> Event {
+    Event::HostLog(stepview::events::HostLog {
+        step_instance_id: step,
+        execute_count,
+        batch,
+        bk_host_id: host,
+        offset,
+        content: content.into(),
+    })
+}
+
+/// The query string naming `step` in scope biz:2, job `JOB`, plus `extra`.
+pub fn q(step: i64, extra: &str) -> String {
+    let base = format!("bk_scope_type=biz&bk_scope_id=2&job_instance_id={JOB}&step_instance_id={step}");
+    if extra.is_empty() {
+        base
+    } else {
+        format!("{base}&{extra}")
+    }
+}
+
+/// Groups of an answer as (status, tag, host_size, [host ids listed]).
+pub fn groups(data: &Value) -> Vec<(i64, String, i64, Vec<i64>)> {
+    data["step_result_group_list"]
+        .as_array()
+        .expect("group list")
+        .iter()
+        .map(|g| {
+            (
+                g["result_type"].as_i64().unwrap(),
+                g["tag"].as_str().unwrap().to_owned(),
+                g["host_size"].as_i64().unwrap(),
+                g["host_result_list"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|h| h["bk_host_id"].as_i64().unwrap())
+                    .collect(),
+            )
+        })
+        .collect()
+}
