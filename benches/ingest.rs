@@ -1,0 +1,169 @@
+//! End-to-end ingest through a real broker, and freshness.
+//!
+//! 1. Throughput: stepview's Kafka source (decode, dead-letter check, apply, offsets in the same
+//!    WriteBatch) reading a topic, against a bare librdkafka consumer reading the same topic in the
+//!    same run. Medians of 3 runs each, and the ratio.
+//! 2. Freshness: with events streaming at a steady rate, the time from producing a probe event to
+//!    seeing it in a query answer. p50 / p99.
+//!
+//! Needs a broker: `ops/broker.sh start`, then
+//! `cargo bench --bench ingest` (or STEPVIEW_BENCH_BROKERS=host:port).
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use stepview::config::Config;
+use stepview::events::{Event, HostResult};
+use stepview::ingest::kafka::{self, consumer_config, DEFAULT_PARTITIONS};
+use stepview::service::Views;
+use stepview::simulate::{self, Workload};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn topic_name(prefix: &str) -> String {
+    format!("bench-{prefix}-{}", hex::encode(rand::random::<[u8; 4]>()))
+}
+
+fn bare_consume(brokers: &str, topic: &str, n: usize) -> f64 {
+    let c: BaseConsumer = consumer_config(brokers, &topic_name("bare")).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..DEFAULT_PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    // Timed from the first message, as stepview's run is (connection setup is not throughput).
+    let mut first: Option<Instant> = None;
+    let mut seen = 0;
+    while seen < n {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            first.get_or_insert_with(Instant::now);
+            std::hint::black_box(rdkafka::Message::payload(&m));
+            seen += 1;
+        }
+    }
+    (n - 1) as f64 / first.unwrap().elapsed().as_secs_f64()
+}
+
+struct Running {
+    views: Views,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+fn start_stepview(rt: &tokio::runtime::Runtime, brokers: &str, topic: &str) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.data_dir = dir.path().to_owned();
+    config.kafka.brokers = brokers.to_owned();
+    config.kafka.topic = topic.to_owned();
+    config.kafka.group_id = topic_name("group");
+    let views = Views::open(&config).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let (sink, store, stop, handle) = (views.sink.clone(), Arc::clone(&views.store), Arc::clone(&stop), rt.handle().clone());
+        std::thread::spawn(move || kafka::run(&config.kafka, &sink, store, handle, &stop))
+    };
+    Running { views, stop, thread, _dir: dir }
+}
+
+impl Running {
+    fn stored(&self, topic: &str) -> i64 {
+        self.views.store.offsets().unwrap().iter().filter(|(t, _, _)| t == topic).map(|(_, _, o)| o).sum()
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().unwrap().unwrap();
+    }
+}
+
+fn main() {
+    let brokers = std::env::var("STEPVIEW_BENCH_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let topic = topic_name("ingest");
+    rt.block_on(kafka::ensure_topics(&brokers, &[&topic], DEFAULT_PARTITIONS))
+        .unwrap_or_else(|e| panic!("{e:#} — start a broker with ops/broker.sh start"));
+    let hosts = std::env::var("BENCH_HOSTS").ok().and_then(|v| v.parse().ok()).unwrap_or(8000);
+    let events = simulate::generate(&Workload { jobs: 4, steps_per_job: 3, hosts, batches: 2, ..Workload::default() });
+    let n = events.len();
+    eprintln!("producing {n} events to {topic} …");
+    simulate::produce(&brokers, &topic, &simulate::to_messages(&events), 0, true).unwrap();
+
+    let (mut bare, mut ours) = (Vec::new(), Vec::new());
+    for run in 1..=3 {
+        bare.push(bare_consume(&brokers, &topic, n));
+        let s = start_stepview(&rt, &brokers, &topic);
+        // Timed from the first applied batch: joining the group is not throughput.
+        let (t0, at_t0) = loop {
+            let stored = s.stored(&topic);
+            if stored > 0 {
+                break (Instant::now(), stored);
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        };
+        while s.stored(&topic) < n as i64 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        ours.push((n as i64 - at_t0) as f64 / t0.elapsed().as_secs_f64());
+        s.stop();
+        eprintln!("  run {run}/3: bare {:.0}/s, stepview {:.0}/s", bare.last().unwrap(), ours.last().unwrap());
+    }
+    let (b, o) = (median(bare), median(ours));
+    println!("ingest benchmark: {n} events through the local broker");
+    println!("bare librdkafka consumer : {b:>10.0} events/s (median of 3)");
+    println!("stepview ingest          : {o:>10.0} events/s (median of 3)");
+    println!("ratio stepview / bare    : {:>10.2} (target ≥ 0.9)", o / b);
+
+    // Freshness under a steady 10 000 events/s.
+    let live_topic = topic_name("fresh");
+    rt.block_on(kafka::ensure_topics(&brokers, &[&live_topic], DEFAULT_PARTITIONS)).unwrap();
+    let s = start_stepview(&rt, &brokers, &live_topic);
+    let stream = simulate::to_messages(&simulate::generate(&Workload { jobs: 10, steps_per_job: 3, hosts: 2000, first_job_id: 1000, ..Workload::default() }));
+    let seconds = (stream.len() / 10_000).max(5);
+    let background = {
+        let (brokers, live_topic) = (brokers.clone(), live_topic.clone());
+        std::thread::spawn(move || simulate::produce(&brokers, &live_topic, &stream, 10_000, false).unwrap())
+    };
+    std::thread::sleep(Duration::from_secs(3)); // let the group settle
+    let probe_step = 999_999;
+    let (producer, mut latencies) = (probe_producer(&brokers), Vec::new());
+    for version in 1..=(seconds as i64 * 10) {
+        let probe = Event::HostResult(HostResult {
+            job_instance_id: 1, step_instance_id: probe_step, execute_count: 0, batch: 0, bk_host_id: 1,
+            ip: None, ipv6: None, bk_agent_id: None, bk_cloud_id: None, bk_cloud_name: None,
+            status: 9, tag: Some(format!("v{version}")), exit_code: None, start_time: None, end_time: None,
+            total_time: None, version,
+        });
+        let t = Instant::now();
+        producer.send(rdkafka::producer::BaseRecord::to(&live_topic).key(&probe_step.to_string()).payload(&probe.to_json())).map_err(|(e, _)| e).unwrap();
+        rdkafka::producer::Producer::flush(&producer, Duration::from_secs(5)).unwrap();
+        // Visible = in the group index a query reads first (the row is stored before that).
+        let want = format!("v{version}");
+        loop {
+            let visible = s.views.index.retry(probe_step, 0).is_some_and(|r| {
+                r.read().batches.values().any(|b| b.groups.keys().any(|g| *g.tag == *want))
+            });
+            if visible {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        latencies.push(t.elapsed().as_secs_f64() * 1e3);
+        std::thread::sleep(Duration::from_millis(80));
+    }
+    background.join().unwrap();
+    s.stop();
+    latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
+    println!("freshness at 10000 events/s: produce → visible p50 {:.1} ms, p99 {:.1} ms over {} probes (target p99 ≤ 50 ms)", pct(0.5), pct(0.99), latencies.len());
+}
+
+fn probe_producer(brokers: &str) -> rdkafka::producer::BaseProducer {
+    rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "0").create().unwrap()
+}
