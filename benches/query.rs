@@ -133,6 +133,7 @@ fn main() {
     let before = LIVE.load(Ordering::Relaxed);
     let index = Index::rebuild(&views.store).unwrap();
     let index_bytes = LIVE.load(Ordering::Relaxed) - before;
+    let estimated_bytes = index.estimated_bytes();
     drop(index);
 
     let capped = query(Some(100));
@@ -172,4 +173,5 @@ fn main() {
     println!("baseline: range scan of all rows    : median {:.1} ms", percentile(&scan_ms, 0.5));
     println!("ratio capped p50 / baseline scan    : {:.4}", percentile(&lat, 0.5) / 1e3 / percentile(&scan_ms, 0.5));
     println!("index memory                        : {} bytes, {:.1} bytes per host (target ≤ 64)", index_bytes, index_bytes as f64 / HOSTS as f64);
+    println!("index memory as /metrics estimates  : {} bytes ({:.2} × measured)", estimated_bytes, estimated_bytes as f64 / index_bytes as f64);
 }

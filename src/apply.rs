@@ -95,13 +95,11 @@ impl Applier {
                     for h in &e.hosts {
                         let key = RowKey::of_target(e, h);
                         let slot = slots.get_mut(&key).expect("read_rows covers every row");
-                        let row = slot.row.get_or_insert_with(|| {
-                            slot.dirty = true;
-                            HostRow::waiting()
-                        });
-                        let merged = row.identity.merge(&h.info(), RANK_TARGETS);
-                        slot.dirty |= merged;
-                        any |= merged || slot.before.is_none();
+                        let created = slot.row.is_none();
+                        let row = slot.row.get_or_insert_with(HostRow::waiting);
+                        let changed = row.identity.merge(&h.info(), RANK_TARGETS) || created;
+                        slot.dirty |= changed;
+                        any |= changed;
                     }
                     any
                 }

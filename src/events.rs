@@ -126,7 +126,6 @@ pub struct TargetHost {
     pub bk_cloud_name: Option<String>,
 }
 
-/// `step_targets`: one chunk of the hosts a retry runs on.
 impl TargetHost {
     pub fn info(&self) -> HostInfo {
         HostInfo {
@@ -139,6 +138,7 @@ impl TargetHost {
     }
 }
 
+/// `step_targets`: one chunk of the hosts a retry runs on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepTargets {
     pub job_instance_id: i64,

@@ -7,7 +7,7 @@ use crate::health::Health;
 use crate::index::Index;
 use crate::store::Store;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
@@ -17,7 +17,7 @@ pub struct Metrics {
     pub dead_letters: IntCounterVec,
     pub apply_batch_events: Histogram,
     pub apply_duration: Histogram,
-    pub apply_failures: IntCounterVec,
+    pub apply_failures: IntCounter,
     pub consumer_lag: IntGaugeVec,
     pub last_offset: IntGaugeVec,
     pub last_event_time: IntGaugeVec,
@@ -26,6 +26,7 @@ pub struct Metrics {
     index_steps: IntGauge,
     ready: IntGauge,
     index_hosts: IntGauge,
+    index_memory: IntGauge,
     rocksdb: IntGaugeVec,
 }
 
@@ -60,10 +61,13 @@ impl Metrics {
             "Messages written to the dead-letter topic, by reason.",
             &["reason"],
         );
-        let apply_failures = counter(
-            "stepview_apply_failures_total",
-            "Batches that could not be applied (the batch is retried).",
-            &["stage"],
+        let apply_failures = register(
+            &r,
+            IntCounter::new(
+                "stepview_apply_failures_total",
+                "Attempts to apply a batch that failed (the batch is retried until it applies).",
+            )
+            .expect("valid"),
         );
         let apply_batch_events = register(
             &r,
@@ -128,6 +132,14 @@ impl Metrics {
             &r,
             IntGauge::new("stepview_index_hosts", "Host rows indexed in memory.").expect("valid"),
         );
+        let index_memory = register(
+            &r,
+            IntGauge::new(
+                "stepview_index_memory_bytes",
+                "Estimated heap bytes of the in-memory group index and step cache.",
+            )
+            .expect("valid"),
+        );
         let rocksdb = gauge(
             "stepview_rocksdb",
             "RocksDB figures, by property (live_sst_bytes, block_cache_usage_bytes, \
@@ -155,6 +167,7 @@ impl Metrics {
             index_steps,
             ready,
             index_hosts,
+            index_memory,
             rocksdb,
         }
     }
@@ -164,6 +177,7 @@ impl Metrics {
         self.ready.set(i64::from(health.readiness().is_ok()));
         self.index_steps.set(index.step_count() as i64);
         self.index_hosts.set(index.host_count());
+        self.index_memory.set(index.estimated_bytes() as i64);
         for (label, prop) in [
             ("live_sst_bytes", "rocksdb.live-sst-files-size"),
             ("estimate_keys", "rocksdb.estimate-num-keys"),

@@ -303,6 +303,8 @@ pub fn produce(
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "5")
         .set("enable.idempotence", "true")
+        // Above the 1 MiB event limit, so that tests can send over-limit events for the DLQ.
+        .set("message.max.bytes", "4194304")
         .create_with_context(DeliveryCount::default())
         .context("cannot create Kafka producer")?;
     let bar = if show_progress {

@@ -34,7 +34,7 @@ async fn the_api_docs_example_comes_back_field_for_field() {
     let (status, body) = svc.get(&q(200, "max_host_num_per_group=1")).await;
     assert_eq!(status, 200);
     let host = |id: i64, ip: &str, tag: &str| {
-        json!({"bk_host_id": id, "ip": ip, "ipv6": "", "bk_agent_id": format!("agent-{id}"),
+        json!({"bk_host_id": id, "ip": ip, "ipv6": null, "bk_agent_id": format!("agent-{id}"),
                "bk_cloud_id": 0, "bk_cloud_name": "Default Area", "status": 9,
                "status_desc": "执行成功", "tag": tag, "exit_code": 0,
                "start_time": 1_700_000_002_000i64, "end_time": 1_700_000_003_000i64, "total_time": 1000})

@@ -18,7 +18,7 @@ use crate::index::Index;
 use crate::metrics::Metrics;
 use crate::query::{self, QueryError};
 use crate::store::Store;
-use axum::extract::{RawQuery, State};
+use axum::extract::{MatchedPath, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -52,13 +52,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// The caller's `X-Request-Id` when it is usable as a header value, else a new one.
 fn request_id(headers: &HeaderMap) -> String {
     headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map(str::to_owned)
-        .unwrap_or_else(|| hex::encode(rand::random::<[u8; 16]>()))
+        .map_or_else(new_request_id, str::to_owned)
+}
+
+fn new_request_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
 }
 
 fn json(status: StatusCode, body: Vec<u8>, request_id: &str) -> Response {
@@ -73,6 +77,7 @@ fn json(status: StatusCode, body: Vec<u8>, request_id: &str) -> Response {
 
 async fn step_status(
     State(state): State<Arc<AppState>>,
+    route: MatchedPath,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
@@ -82,30 +87,32 @@ async fn step_status(
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    let outcome = answer(&state, &headers, raw).await;
+    let outcome = answer(&state, &headers, raw, &request_id).await;
     let (status, code, body) = match outcome {
         Ok(a) => (
             StatusCode::OK,
             0,
             render::success(&a, lang, &request_id, now_ms),
         ),
-        Err(e) => {
-            if e == ApiError::Internal {
-                tracing::error!(request_id, "query failed");
-            }
-            (e.http_status(), e.code(), render::failure(&e, lang, &request_id))
-        }
+        Err(e) => (e.http_status(), e.code(), render::failure(&e, lang, &request_id)),
     };
-    tracing::debug!(request_id, code, "get_step_instance_status");
+    tracing::debug!(
+        request_id,
+        route = route.as_str(),
+        status = status.as_u16(),
+        code,
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
     state
         .metrics
         .http_requests
-        .with_label_values(&[ROUTE, status.as_str(), &code.to_string()])
+        .with_label_values(&[route.as_str(), status.as_str(), &code.to_string()])
         .inc();
     state
         .metrics
         .http_duration
-        .with_label_values(&[ROUTE])
+        .with_label_values(&[route.as_str()])
         .observe(started.elapsed().as_secs_f64());
     json(status, body, &request_id)
 }
@@ -114,6 +121,7 @@ async fn answer(
     state: &Arc<AppState>,
     headers: &HeaderMap,
     raw: Option<String>,
+    request_id: &str,
 ) -> Result<query::StepAnswer, ApiError> {
     let caller = state
         .auth
@@ -132,14 +140,17 @@ async fn answer(
         let state = Arc::clone(state);
         tokio::task::spawn_blocking(move || query::answer(&state.index, &state.store, &q))
             .await
-            .map_err(|_| ApiError::Internal)?
+            .map_err(|e| {
+                tracing::error!(request_id, error = %e, "query task failed");
+                ApiError::Internal
+            })?
     };
     result.map_err(|e| match e {
         QueryError::StepNotFound => ApiError::StepNotFound,
         QueryError::ManualStep => ApiError::Unsupported,
         QueryError::KeywordOnFileStep => ApiError::InvalidParam("keyword"),
         QueryError::Internal(err) => {
-            tracing::error!(error = %err, "query failed");
+            tracing::error!(request_id, error = %format!("{err:#}"), "query failed");
             ApiError::Internal
         }
     })
@@ -167,9 +178,10 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("handler panicked");
     let err = ApiError::Internal;
+    let request_id = new_request_id();
     json(
         err.http_status(),
-        render::failure(&err, Lang::Zh, ""),
-        "",
+        render::failure(&err, Lang::Zh, &request_id),
+        &request_id,
     )
 }

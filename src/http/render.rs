@@ -43,8 +43,8 @@ struct GroupOut<'a> {
 #[derive(Serialize)]
 struct HostOut<'a> {
     bk_host_id: i64,
-    ip: &'a str,
-    ipv6: &'a str,
+    ip: Option<&'a str>,
+    ipv6: Option<&'a str>,
     bk_agent_id: Option<&'a str>,
     bk_cloud_id: Option<i64>,
     bk_cloud_name: Option<&'a str>,
@@ -61,8 +61,8 @@ fn host<'a>(key: &RowKey, row: &'a HostRow, lang: Lang) -> HostOut<'a> {
     let id = &row.identity;
     HostOut {
         bk_host_id: key.host,
-        ip: id.ip.value.as_deref().unwrap_or(""),
-        ipv6: id.ipv6.value.as_deref().unwrap_or(""),
+        ip: id.ip.value.as_deref(),
+        ipv6: id.ipv6.value.as_deref(),
         bk_agent_id: id.bk_agent_id.value.as_deref(),
         bk_cloud_id: id.bk_cloud_id.value,
         bk_cloud_name: id.bk_cloud_name.value.as_deref(),

@@ -30,6 +30,9 @@ use tokio::runtime::Handle;
 /// Partitions a topic gets when stepview creates it.
 pub const DEFAULT_PARTITIONS: i32 = 4;
 
+/// Largest message the dead-letter producer sends (events over stepview's 1 MiB limit included).
+const DLQ_MESSAGE_MAX_BYTES: &str = "67108864";
+
 /// Creates the topics that do not exist yet.
 pub async fn ensure_topics(brokers: &str, topics: &[&str], partitions: i32) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
@@ -194,6 +197,8 @@ pub fn run(
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &cfg.brokers)
         .set("message.timeout.ms", "30000")
+        // An over-limit event must reach the DLQ unchanged, so allow what the broker took.
+        .set("message.max.bytes", DLQ_MESSAGE_MAX_BYTES)
         .create()
         .context("cannot create Kafka producer for the dead-letter topic")?;
     consumer

@@ -45,7 +45,7 @@ impl Sink {
                 }
                 Err(err) => {
                     tracing::error!(error = %err, "applying a batch failed; retrying");
-                    self.metrics.apply_failures.with_label_values(&["write"]).inc();
+                    self.metrics.apply_failures.inc();
                     self.health.set_apply_failing(true);
                     if stop.load(Ordering::SeqCst) {
                         return false;

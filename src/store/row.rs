@@ -85,17 +85,28 @@ impl HostRow {
     pub fn encode(&self, out: &mut Vec<u8>) {
         put_varint(out, zigzag(self.status.into()));
         put_bytes(out, self.tag.as_bytes());
-        put_opt_i64(out, self.version);
-        put_opt_i64(out, self.exit_code.map(i64::from));
-        put_opt_i64(out, self.start_time);
-        put_opt_i64(out, self.end_time);
-        put_opt_i64(out, self.total_time);
+        // The optional integers: one byte saying which are present, then the present ones.
         let id = &self.identity;
+        let optionals = [
+            self.version,
+            self.exit_code.map(i64::from),
+            self.start_time,
+            self.end_time,
+            self.total_time,
+            id.bk_cloud_id.value,
+        ];
+        let present = optionals
+            .iter()
+            .enumerate()
+            .fold(0u8, |bits, (i, v)| bits | (u8::from(v.is_some()) << i));
+        out.push(present);
+        for v in optionals.into_iter().flatten() {
+            put_varint(out, zigzag(v));
+        }
         put_ranked_str(out, &id.ip);
         put_ranked_str(out, &id.ipv6);
         put_ranked_str(out, &id.bk_agent_id);
         put_varint(out, id.bk_cloud_id.rank);
-        put_opt_i64(out, id.bk_cloud_id.value);
         put_ranked_str(out, &id.bk_cloud_name);
     }
 
@@ -108,24 +119,29 @@ impl HostRow {
     pub fn decode(bytes: &[u8]) -> Option<HostRow> {
         let mut r = Reader(bytes);
         let (status, tag) = r.head()?;
+        let present = r.take(1)?[0];
+        let mut optionals = [None; 6];
+        for (i, slot) in optionals.iter_mut().enumerate() {
+            if present & (1 << i) != 0 {
+                *slot = Some(unzigzag(r.varint()?));
+            }
+        }
+        let [version, exit_code, start_time, end_time, total_time, bk_cloud_id] = optionals;
         let row = HostRow {
             status,
             tag: tag.to_owned(),
-            version: r.opt_i64()?,
-            exit_code: r.opt_i64()?.map(|v| v as i32),
-            start_time: r.opt_i64()?,
-            end_time: r.opt_i64()?,
-            total_time: r.opt_i64()?,
+            version,
+            exit_code: exit_code.map(|v| v as i32),
+            start_time,
+            end_time,
+            total_time,
             identity: Identity {
                 ip: r.ranked_str()?,
                 ipv6: r.ranked_str()?,
                 bk_agent_id: r.ranked_str()?,
-                bk_cloud_id: {
-                    let rank = r.varint()?;
-                    Ranked {
-                        value: r.opt_i64()?,
-                        rank,
-                    }
+                bk_cloud_id: Ranked {
+                    value: bk_cloud_id,
+                    rank: r.varint()?,
                 },
                 bk_cloud_name: r.ranked_str()?,
             },
@@ -158,11 +174,6 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     put_varint(out, b.len() as u64);
     out.extend_from_slice(b);
-}
-
-/// `None` is 0; `Some(v)` is zigzag(v) + 1.
-fn put_opt_i64(out: &mut Vec<u8>, v: Option<i64>) {
-    put_varint(out, v.map_or(0, |v| zigzag(v).wrapping_add(1)));
 }
 
 fn put_ranked_str(out: &mut Vec<u8>, f: &Ranked<String>) {
@@ -205,11 +216,6 @@ impl<'a> Reader<'a> {
         let len = self.varint()? as usize;
         let tag = std::str::from_utf8(self.take(len)?).ok()?;
         Some((status, tag))
-    }
-
-    fn opt_i64(&mut self) -> Option<Option<i64>> {
-        let v = self.varint()?;
-        Some((v != 0).then(|| unzigzag(v.wrapping_sub(1))))
     }
 
     fn ranked_str(&mut self) -> Option<Ranked<String>> {
