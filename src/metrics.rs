@@ -148,10 +148,10 @@ impl Metrics {
         );
         let build = gauge("stepview_build_info", "Build information.", &["version"]);
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        register(
-            &r,
+        r.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
-        );
+        ))
+        .expect("metric names are unique");
         Metrics {
             registry: r,
             events,
