@@ -19,13 +19,18 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn open(dir: &std::path::Path) -> Views {
-    let mut c = Config::default();
-    c.data_dir = dir.to_owned();
+    let c = Config {
+        data_dir: dir.to_owned(),
+        ..Config::default()
+    };
     Views::open(&c).unwrap()
 }
 
 fn main() {
-    let hosts = std::env::var("BENCH_HOSTS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let hosts = std::env::var("BENCH_HOSTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
     let w = Workload {
         jobs: 4,
         steps_per_job: 3,
@@ -67,14 +72,29 @@ fn main() {
             db.write(wb).unwrap();
         }
         baseline_rates.push(n as f64 / t.elapsed().as_secs_f64());
-        eprintln!("  run {run}/{RUNS}: decode+apply {:.0} events/s", total_rates.last().unwrap());
+        eprintln!(
+            "  run {run}/{RUNS}: decode+apply {:.0} events/s",
+            total_rates.last().unwrap()
+        );
     }
     let total = median(total_rates);
     let baseline = median(baseline_rates);
-    println!("decode only          : {:>10.0} events/s (median)", median(decode_rates));
-    println!("apply only           : {:>10.0} events/s (median)", median(apply_rates));
+    println!(
+        "decode only          : {:>10.0} events/s (median)",
+        median(decode_rates)
+    );
+    println!(
+        "apply only           : {:>10.0} events/s (median)",
+        median(apply_rates)
+    );
     println!("decode + apply       : {:>10.0} events/s (median)", total);
-    println!("baseline bare puts   : {:>10.0} puts/s   (median)", baseline);
+    println!(
+        "baseline bare puts   : {:>10.0} puts/s   (median)",
+        baseline
+    );
     println!("ratio apply/baseline : {:>10.2}", total / baseline);
-    println!("target (architecture.md) ≥ 500000 events/s: {}", if total >= 500_000.0 { "met" } else { "NOT met" });
+    println!(
+        "target (architecture.md) ≥ 500000 events/s: {}",
+        if total >= 500_000.0 { "met" } else { "NOT met" }
+    );
 }

@@ -30,10 +30,13 @@ fn topic_name(prefix: &str) -> String {
 }
 
 fn bare_consume(brokers: &str, topic: &str, n: usize) -> f64 {
-    let c: BaseConsumer = consumer_config(brokers, &topic_name("bare")).create().unwrap();
+    let c: BaseConsumer = consumer_config(brokers, &topic_name("bare"))
+        .create()
+        .unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..DEFAULT_PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     c.assign(&tpl).unwrap();
     // Timed from the first message, as stepview's run is (connection setup is not throughput).
@@ -58,23 +61,42 @@ struct Running {
 
 fn start_stepview(rt: &tokio::runtime::Runtime, brokers: &str, topic: &str) -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.data_dir = dir.path().to_owned();
+    let mut config = Config {
+        data_dir: dir.path().to_owned(),
+        ..Config::default()
+    };
     config.kafka.brokers = brokers.to_owned();
     config.kafka.topic = topic.to_owned();
     config.kafka.group_id = topic_name("group");
     let views = Views::open(&config).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let thread = {
-        let (sink, store, stop, handle) = (views.sink.clone(), Arc::clone(&views.store), Arc::clone(&stop), rt.handle().clone());
+        let (sink, store, stop, handle) = (
+            views.sink.clone(),
+            Arc::clone(&views.store),
+            Arc::clone(&stop),
+            rt.handle().clone(),
+        );
         std::thread::spawn(move || kafka::run(&config.kafka, &sink, store, handle, &stop))
     };
-    Running { views, stop, thread, _dir: dir }
+    Running {
+        views,
+        stop,
+        thread,
+        _dir: dir,
+    }
 }
 
 impl Running {
     fn stored(&self, topic: &str) -> i64 {
-        self.views.store.offsets().unwrap().iter().filter(|(t, _, _)| t == topic).map(|(_, _, o)| o).sum()
+        self.views
+            .store
+            .offsets()
+            .unwrap()
+            .iter()
+            .filter(|(t, _, _)| t == topic)
+            .map(|(_, _, o)| o)
+            .sum()
     }
 
     fn stop(self) {
@@ -84,13 +106,27 @@ impl Running {
 }
 
 fn main() {
-    let brokers = std::env::var("STEPVIEW_BENCH_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let brokers =
+        std::env::var("STEPVIEW_BENCH_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let topic = topic_name("ingest");
-    rt.block_on(kafka::ensure_topics(&brokers, &[&topic], DEFAULT_PARTITIONS))
-        .unwrap_or_else(|e| panic!("{e:#} — start a broker with ops/broker.sh start"));
-    let hosts = std::env::var("BENCH_HOSTS").ok().and_then(|v| v.parse().ok()).unwrap_or(8000);
-    let events = simulate::generate(&Workload { jobs: 4, steps_per_job: 3, hosts, batches: 2, ..Workload::default() });
+    rt.block_on(kafka::ensure_topics(
+        &brokers,
+        &[&topic],
+        DEFAULT_PARTITIONS,
+    ))
+    .unwrap_or_else(|e| panic!("{e:#} — start a broker with ops/broker.sh start"));
+    let hosts = std::env::var("BENCH_HOSTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8000);
+    let events = simulate::generate(&Workload {
+        jobs: 4,
+        steps_per_job: 3,
+        hosts,
+        batches: 2,
+        ..Workload::default()
+    });
     let n = events.len();
     eprintln!("producing {n} events to {topic} …");
     simulate::produce(&brokers, &topic, &simulate::to_messages(&events), 0, true).unwrap();
@@ -112,7 +148,11 @@ fn main() {
         }
         ours.push((n as i64 - at_t0) as f64 / t0.elapsed().as_secs_f64());
         s.stop();
-        eprintln!("  run {run}/3: bare {:.0}/s, stepview {:.0}/s", bare.last().unwrap(), ours.last().unwrap());
+        eprintln!(
+            "  run {run}/3: bare {:.0}/s, stepview {:.0}/s",
+            bare.last().unwrap(),
+            ours.last().unwrap()
+        );
     }
     let (b, o) = (median(bare), median(ours));
     println!("ingest benchmark: {n} events through the local broker");
@@ -122,32 +162,68 @@ fn main() {
 
     // Freshness under a steady 10 000 events/s.
     let live_topic = topic_name("fresh");
-    rt.block_on(kafka::ensure_topics(&brokers, &[&live_topic], DEFAULT_PARTITIONS)).unwrap();
+    rt.block_on(kafka::ensure_topics(
+        &brokers,
+        &[&live_topic],
+        DEFAULT_PARTITIONS,
+    ))
+    .unwrap();
     let s = start_stepview(&rt, &brokers, &live_topic);
-    let stream = simulate::to_messages(&simulate::generate(&Workload { jobs: 10, steps_per_job: 3, hosts: 2000, first_job_id: 1000, ..Workload::default() }));
+    let stream = simulate::to_messages(&simulate::generate(&Workload {
+        jobs: 10,
+        steps_per_job: 3,
+        hosts: 2000,
+        first_job_id: 1000,
+        ..Workload::default()
+    }));
     let seconds = (stream.len() / 10_000).max(5);
     let background = {
         let (brokers, live_topic) = (brokers.clone(), live_topic.clone());
-        std::thread::spawn(move || simulate::produce(&brokers, &live_topic, &stream, 10_000, false).unwrap())
+        std::thread::spawn(move || {
+            simulate::produce(&brokers, &live_topic, &stream, 10_000, false).unwrap()
+        })
     };
     std::thread::sleep(Duration::from_secs(3)); // let the group settle
     let probe_step = 999_999;
     let (producer, mut latencies) = (probe_producer(&brokers), Vec::new());
     for version in 1..=(seconds as i64 * 10) {
         let probe = Event::HostResult(HostResult {
-            job_instance_id: 1, step_instance_id: probe_step, execute_count: 0, batch: 0, bk_host_id: 1,
-            ip: None, ipv6: None, bk_agent_id: None, bk_cloud_id: None, bk_cloud_name: None,
-            status: 9, tag: Some(format!("v{version}")), exit_code: None, start_time: None, end_time: None,
-            total_time: None, version,
+            job_instance_id: 1,
+            step_instance_id: probe_step,
+            execute_count: 0,
+            batch: 0,
+            bk_host_id: 1,
+            ip: None,
+            ipv6: None,
+            bk_agent_id: None,
+            bk_cloud_id: None,
+            bk_cloud_name: None,
+            status: 9,
+            tag: Some(format!("v{version}")),
+            exit_code: None,
+            start_time: None,
+            end_time: None,
+            total_time: None,
+            version,
         });
         let t = Instant::now();
-        producer.send(rdkafka::producer::BaseRecord::to(&live_topic).key(&probe_step.to_string()).payload(&probe.to_json())).map_err(|(e, _)| e).unwrap();
+        producer
+            .send(
+                rdkafka::producer::BaseRecord::to(&live_topic)
+                    .key(&probe_step.to_string())
+                    .payload(&probe.to_json()),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
         rdkafka::producer::Producer::flush(&producer, Duration::from_secs(5)).unwrap();
         // Visible = in the group index a query reads first (the row is stored before that).
         let want = format!("v{version}");
         loop {
             let visible = s.views.index.retry(probe_step, 0).is_some_and(|r| {
-                r.read().batches.values().any(|b| b.groups.keys().any(|g| *g.tag == *want))
+                r.read()
+                    .batches
+                    .values()
+                    .any(|b| b.groups.keys().any(|g| *g.tag == *want))
             });
             if visible {
                 break;
@@ -165,5 +241,9 @@ fn main() {
 }
 
 fn probe_producer(brokers: &str) -> rdkafka::producer::BaseProducer {
-    rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "0").create().unwrap()
+    rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "0")
+        .create()
+        .unwrap()
 }

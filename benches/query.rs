@@ -120,8 +120,10 @@ fn query(cap: Option<i32>) -> StepQuery {
 
 fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.data_dir = dir.path().to_owned();
+    let config = Config {
+        data_dir: dir.path().to_owned(),
+        ..Config::default()
+    };
     let views = Views::open(&config).unwrap();
     eprintln!("loading a step of {HOSTS} hosts …");
     for batch in workload().chunks(5000) {
@@ -137,7 +139,10 @@ fn main() {
     drop(index);
 
     let capped = query(Some(100));
-    let groups = answer(&views.index, &views.store, &capped).unwrap().groups.len();
+    let groups = answer(&views.index, &views.store, &capped)
+        .unwrap()
+        .groups
+        .len();
     let mut lat = Vec::new();
     for _ in 0..2000 {
         let t = Instant::now();
@@ -169,9 +174,26 @@ fn main() {
     println!("query benchmark: one step, {HOSTS} hosts, {groups} groups, in process");
     println!("capped (max_host_num_per_group=100): p50 {:.1} µs, p99 {:.1} µs over {} queries (target p99 ≤ 1000 µs)",
         percentile(&lat, 0.5), percentile(&lat, 0.99), lat.len());
-    println!("full uncapped answer as JSON        : median {:.1} ms (target ≤ 100 ms)", percentile(&full_ms, 0.5));
-    println!("baseline: range scan of all rows    : median {:.1} ms", percentile(&scan_ms, 0.5));
-    println!("ratio capped p50 / baseline scan    : {:.4}", percentile(&lat, 0.5) / 1e3 / percentile(&scan_ms, 0.5));
-    println!("index memory                        : {} bytes, {:.1} bytes per host (target ≤ 64)", index_bytes, index_bytes as f64 / HOSTS as f64);
-    println!("index memory as /metrics estimates  : {} bytes ({:.2} × measured)", estimated_bytes, estimated_bytes as f64 / index_bytes as f64);
+    println!(
+        "full uncapped answer as JSON        : median {:.1} ms (target ≤ 100 ms)",
+        percentile(&full_ms, 0.5)
+    );
+    println!(
+        "baseline: range scan of all rows    : median {:.1} ms",
+        percentile(&scan_ms, 0.5)
+    );
+    println!(
+        "ratio capped p50 / baseline scan    : {:.4}",
+        percentile(&lat, 0.5) / 1e3 / percentile(&scan_ms, 0.5)
+    );
+    println!(
+        "index memory                        : {} bytes, {:.1} bytes per host (target ≤ 64)",
+        index_bytes,
+        index_bytes as f64 / HOSTS as f64
+    );
+    println!(
+        "index memory as /metrics estimates  : {} bytes ({:.2} × measured)",
+        estimated_bytes,
+        estimated_bytes as f64 / index_bytes as f64
+    );
 }

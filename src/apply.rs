@@ -104,7 +104,12 @@ impl Applier {
                     any
                 }
                 Event::HostResult(e) => {
-                    let key = RowKey::of_event(e.step_instance_id, e.execute_count, e.batch, e.bk_host_id);
+                    let key = RowKey::of_event(
+                        e.step_instance_id,
+                        e.execute_count,
+                        e.batch,
+                        e.bk_host_id,
+                    );
                     let slot = slots.get_mut(&key).expect("read_rows covers every row");
                     let created = slot.row.is_none();
                     let row = slot.row.get_or_insert_with(HostRow::waiting);
@@ -125,7 +130,12 @@ impl Applier {
                     changed || created
                 }
                 Event::HostLog(e) => {
-                    let key = RowKey::of_event(e.step_instance_id, e.execute_count, e.batch, e.bk_host_id);
+                    let key = RowKey::of_event(
+                        e.step_instance_id,
+                        e.execute_count,
+                        e.batch,
+                        e.bk_host_id,
+                    );
                     let new = unseen_logs.remove(&(key, e.offset));
                     if new {
                         logs.push((key, e));
@@ -149,7 +159,8 @@ impl Applier {
             self.store.put_log(&mut batch, key, e.offset, &e.content);
         }
         for o in offsets {
-            self.store.put_offset(&mut batch, &o.topic, o.partition, o.next);
+            self.store
+                .put_offset(&mut batch, &o.topic, o.partition, o.next);
         }
         if !batch.is_empty() {
             self.store.write(batch)?;
@@ -183,7 +194,12 @@ impl Applier {
                     }
                 }
                 Event::HostResult(e) => {
-                    let key = RowKey::of_event(e.step_instance_id, e.execute_count, e.batch, e.bk_host_id);
+                    let key = RowKey::of_event(
+                        e.step_instance_id,
+                        e.execute_count,
+                        e.batch,
+                        e.bk_host_id,
+                    );
                     if seen.insert(key) {
                         keys.push(key);
                     }

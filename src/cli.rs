@@ -14,7 +14,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "stepview", version, about = "Event-sourced step status views for BlueKing Job")]
+#[command(
+    name = "stepview",
+    version,
+    about = "Event-sourced step status views for BlueKing Job"
+)]
 struct Cli {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, global = true, env = "STEPVIEW_LOG_JSON")]
@@ -160,8 +164,9 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STEPVIEW_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STEPVIEW_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn")
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -187,7 +192,12 @@ fn run(command: Command) -> Result<()> {
             let views = Views::open(&config)?;
             for path in files {
                 let r = file::load(&views.sink, &path, config.kafka.batch_max)?;
-                println!("{}: {} events applied, {} bad", path.display(), r.applied, r.bad);
+                println!(
+                    "{}: {} events applied, {} bad",
+                    path.display(),
+                    r.applied,
+                    r.bad
+                );
             }
             Ok(())
         }
@@ -212,7 +222,11 @@ fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Digest { data_dir } => {
-            anyhow::ensure!(data_dir.is_dir(), "{} is not a data directory", data_dir.display());
+            anyhow::ensure!(
+                data_dir.is_dir(),
+                "{} is not a data directory",
+                data_dir.display()
+            );
             let store = crate::store::Store::open(&data_dir, &Default::default())?;
             println!("{}", store.digest()?);
             Ok(())

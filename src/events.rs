@@ -254,7 +254,11 @@ pub fn decode(bytes: &[u8]) -> Result<Event, BadEvent> {
     if bytes.len() > MAX_EVENT_BYTES {
         return Err(bad(
             BadReason::TooLarge,
-            format!("{} bytes, over the {} byte limit", bytes.len(), MAX_EVENT_BYTES),
+            format!(
+                "{} bytes, over the {} byte limit",
+                bytes.len(),
+                MAX_EVENT_BYTES
+            ),
         ));
     }
     // A first pass reads only `kind` (other fields are skipped), so that the second pass can go
@@ -293,7 +297,10 @@ fn check(ok: bool, field: &str, rule: &str) -> Result<(), BadEvent> {
     if ok {
         Ok(())
     } else {
-        Err(bad(BadReason::OutOfRange, format!("`{field}` must be {rule}")))
+        Err(bad(
+            BadReason::OutOfRange,
+            format!("`{field}` must be {rule}"),
+        ))
     }
 }
 

@@ -82,7 +82,10 @@ impl Index {
         let batch = retry.batches.entry(key.batch).or_default();
         match old {
             Some((status, tag)) => {
-                let old_key = GroupKey { status, tag: tag.into() };
+                let old_key = GroupKey {
+                    status,
+                    tag: tag.into(),
+                };
                 if let Some(set) = batch.groups.get_mut(&old_key) {
                     set.remove(&key.host);
                     if set.is_empty() {
@@ -95,7 +98,10 @@ impl Index {
             }
         }
         // Reuse the group's tag allocation when the group exists.
-        let probe = GroupKey { status: new.0, tag: new.1.into() };
+        let probe = GroupKey {
+            status: new.0,
+            tag: new.1.into(),
+        };
         batch.groups.entry(probe).or_default().insert(key.host);
     }
 
@@ -121,7 +127,10 @@ impl Index {
                 .entry(key.batch)
                 .or_default()
                 .groups
-                .entry(GroupKey { status, tag: tag.into() })
+                .entry(GroupKey {
+                    status,
+                    tag: tag.into(),
+                })
                 .or_default()
                 .insert(key.host);
             hosts += 1;

@@ -7,8 +7,8 @@ use crate::health::Health;
 use crate::index::Index;
 use crate::store::Store;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -46,10 +46,16 @@ impl Metrics {
     pub fn new() -> Metrics {
         let r = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
-            register(&r, IntCounterVec::new(Opts::new(name, help), labels).expect("valid"))
+            register(
+                &r,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid"),
+            )
         };
         let gauge = |name: &str, help: &str, labels: &[&str]| {
-            register(&r, IntGaugeVec::new(Opts::new(name, help), labels).expect("valid"))
+            register(
+                &r,
+                IntGaugeVec::new(Opts::new(name, help), labels).expect("valid"),
+            )
         };
         let events = counter(
             "stepview_events_total",
@@ -73,7 +79,9 @@ impl Metrics {
             &r,
             Histogram::with_opts(
                 HistogramOpts::new("stepview_apply_batch_events", "Events per applied batch.")
-                    .buckets(vec![1.0, 10.0, 100.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0]),
+                    .buckets(vec![
+                        1.0, 10.0, 100.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+                    ]),
             )
             .expect("valid"),
         );
@@ -84,7 +92,9 @@ impl Metrics {
                     "stepview_apply_duration_seconds",
                     "Time to apply one batch (decode excluded), WriteBatch included.",
                 )
-                .buckets(vec![0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
+                .buckets(vec![
+                    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0,
+                ]),
             )
             .expect("valid"),
         );
@@ -181,7 +191,10 @@ impl Metrics {
         for (label, prop) in [
             ("live_sst_bytes", "rocksdb.live-sst-files-size"),
             ("estimate_keys", "rocksdb.estimate-num-keys"),
-            ("pending_compaction_bytes", "rocksdb.estimate-pending-compaction-bytes"),
+            (
+                "pending_compaction_bytes",
+                "rocksdb.estimate-pending-compaction-bytes",
+            ),
             ("write_stopped", "rocksdb.is-write-stopped"),
             ("delayed_write_rate", "rocksdb.actual-delayed-write-rate"),
         ] {

@@ -69,7 +69,8 @@ impl StepQuery {
     }
 
     fn cap(&self) -> usize {
-        self.max_host_num_per_group.map_or(usize::MAX, |n| n as usize)
+        self.max_host_num_per_group
+            .map_or(usize::MAX, |n| n as usize)
     }
 }
 
@@ -91,9 +92,13 @@ pub fn answer(index: &Index, store: &Store, q: &StepQuery) -> Result<StepAnswer,
     let execute_count = q.execute_count.unwrap_or(step.execute_count);
     let groups = match index.retry(step.step_instance_id, execute_count) {
         None => Vec::new(),
-        Some(retry) if q.search_ip.is_none() && q.keyword.is_none() => {
-            from_index(store, q, step.step_instance_id, execute_count, &retry.read())?
-        }
+        Some(retry) if q.search_ip.is_none() && q.keyword.is_none() => from_index(
+            store,
+            q,
+            step.step_instance_id,
+            execute_count,
+            &retry.read(),
+        )?,
         Some(retry) => {
             let known = retry.read().group_keys();
             by_scan(store, q, step.step_instance_id, execute_count, known)?
@@ -136,7 +141,10 @@ fn from_index(
         };
         plan.push((group, size, keys));
     }
-    let keys: Vec<RowKey> = plan.iter().flat_map(|(_, _, k)| k.iter().copied()).collect();
+    let keys: Vec<RowKey> = plan
+        .iter()
+        .flat_map(|(_, _, k)| k.iter().copied())
+        .collect();
     let mut rows = store.get_rows(&keys)?.into_iter();
     Ok(plan
         .into_iter()
@@ -194,7 +202,12 @@ fn by_scan(
         known.into_iter().map(|k| (k, Vec::new())).collect();
     for (key, row) in store.rows_in(step, execute_count, q.batch)? {
         if let Some(needle) = ip_needle {
-            let ip_hit = row.identity.ip.value.as_deref().is_some_and(|ip| ip.contains(needle));
+            let ip_hit = row
+                .identity
+                .ip
+                .value
+                .as_deref()
+                .is_some_and(|ip| ip.contains(needle));
             let ipv6_hit = row.identity.ipv6.value.as_deref().is_some_and(|v6| {
                 v6.to_lowercase()
                     .contains(ipv6_needle.as_deref().expect("set with ip_needle"))
@@ -208,7 +221,10 @@ fn by_scan(
                 continue;
             }
         }
-        let group = GroupKey { status: row.status, tag: row.tag.as_str().into() };
+        let group = GroupKey {
+            status: row.status,
+            tag: row.tag.as_str().into(),
+        };
         groups.entry(group).or_default().push((key, row));
     }
     let cap = q.cap();
@@ -248,7 +264,10 @@ fn hosts_with_output(
     let mut end = 0i64;
     let mut flush = |row: Option<RowKey>, text: &mut Vec<u8>| {
         if let Some(row) = row {
-            if String::from_utf8_lossy(text).to_lowercase().contains(&needle) {
+            if String::from_utf8_lossy(text)
+                .to_lowercase()
+                .contains(&needle)
+            {
                 hits.insert(row);
             }
         }

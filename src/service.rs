@@ -78,8 +78,12 @@ pub async fn run(
         None
     } else {
         let kcfg = config.kafka.clone();
-        kafka::ensure_topics(&kcfg.brokers, &[&kcfg.topic, &kcfg.dlq()], kafka::DEFAULT_PARTITIONS)
-            .await?;
+        kafka::ensure_topics(
+            &kcfg.brokers,
+            &[&kcfg.topic, &kcfg.dlq()],
+            kafka::DEFAULT_PARTITIONS,
+        )
+        .await?;
         let (sink, store, stop, rt) = (
             views.sink.clone(),
             Arc::clone(&views.store),

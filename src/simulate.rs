@@ -74,7 +74,7 @@ pub fn step_id(job: i64, step_no: usize) -> i64 {
 fn host_identity(h: usize) -> (i64, String, Option<String>) {
     let id = 1000 + h as i64;
     let ip = format!("10.{}.{}.{}", (h >> 16) & 0xff, (h >> 8) & 0xff, h & 0xff);
-    let ipv6 = (h % 3 == 0).then(|| format!("FD00::{:X}", h));
+    let ipv6 = h.is_multiple_of(3).then(|| format!("FD00::{h:X}"));
     (id, ip, ipv6)
 }
 
@@ -137,7 +137,13 @@ fn step_events(w: &Workload, rng: &mut StdRng, job: i64, step_no: usize, start: 
         version: 1,
     };
     events.push(Event::Step(meta.clone()));
-    let batch_of = |h: usize| if w.batches > 1 { 1 + (h as i32 % w.batches) } else { 0 };
+    let batch_of = |h: usize| {
+        if w.batches > 1 {
+            1 + (h as i32 % w.batches)
+        } else {
+            0
+        }
+    };
     let mut failed: Vec<usize> = Vec::new();
     let mut end = start;
     for execute_count in 0..2 {
@@ -261,7 +267,10 @@ fn script_output(h: usize, execute_count: i32, status: i32, exit_code: Option<i3
     ];
     lines.push(match status {
         9 => "deploy ok\n".to_owned(),
-        104 => format!("error: service failed to start, exit {}\n", exit_code.unwrap_or(1)),
+        104 => format!(
+            "error: service failed to start, exit {}\n",
+            exit_code.unwrap_or(1)
+        ),
         _ => "interrupted\n".to_owned(),
     });
     lines
@@ -313,8 +322,10 @@ pub fn produce(
         ProgressBar::hidden()
     };
     bar.set_style(
-        ProgressStyle::with_template("simulate [{elapsed_precise}] {wide_bar} {pos}/{len} events ({per_sec})")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "simulate [{elapsed_precise}] {wide_bar} {pos}/{len} events ({per_sec})",
+        )
+        .expect("valid template"),
     );
     let started = Instant::now();
     for (i, (key, value)) in messages.iter().enumerate() {
@@ -324,12 +335,17 @@ pub fn produce(
                 std::thread::sleep(wait);
             }
         }
-        let mut record = BaseRecord::to(topic).key(key.as_str()).payload(value.as_slice());
+        let mut record = BaseRecord::to(topic)
+            .key(key.as_str())
+            .payload(value.as_slice());
         loop {
             match producer.send(record) {
                 Ok(()) => break,
                 Err((e, r)) => {
-                    if !matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::QueueFull)) {
+                    if !matches!(
+                        e.rdkafka_error_code(),
+                        Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                    ) {
                         anyhow::bail!("cannot produce to {topic} at {brokers}: {e}");
                     }
                     record = r;

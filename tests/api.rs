@@ -24,7 +24,12 @@ async fn the_api_docs_example_comes_back_field_for_field() {
         targets(
             200,
             0,
-            &[(101, 0, "127.0.0.1"), (102, 0, "127.0.0.2"), (103, 0, "127.0.0.3"), (104, 0, "127.0.0.4")],
+            &[
+                (101, 0, "127.0.0.1"),
+                (102, 0, "127.0.0.2"),
+                (103, 0, "127.0.0.3"),
+                (104, 0, "127.0.0.4"),
+            ],
         ),
     ];
     for (host, tag) in [(101, "tag1"), (103, "tag1"), (102, "tag2"), (104, "tag2")] {
@@ -55,7 +60,10 @@ async fn the_api_docs_example_comes_back_field_for_field() {
     });
     assert_eq!(body, expected);
     let id = body["job_request_id"].as_str().unwrap();
-    assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id}"
+    );
 }
 
 /// A step of hosts 1..=6 in two batches, spread over groups of several statuses and tags.
@@ -101,8 +109,14 @@ async fn groups_by_status_then_tag_bytes_and_hosts_by_id_then_batch() {
     let b = &data["step_result_group_list"][3]["host_result_list"];
     assert_eq!(b[0]["bk_host_id"], 1);
     assert_eq!(b[1]["bk_host_id"], 1);
-    assert_eq!(data["step_result_group_list"][0]["result_type_desc"], "等待执行");
-    assert_eq!(data["step_result_group_list"][4]["result_type_desc"], "脚本返回码非零");
+    assert_eq!(
+        data["step_result_group_list"][0]["result_type_desc"],
+        "等待执行"
+    );
+    assert_eq!(
+        data["step_result_group_list"][4]["result_type_desc"],
+        "脚本返回码非零"
+    );
 }
 
 #[tokio::test]
@@ -135,7 +149,9 @@ async fn status_and_tag_select_groups_without_removing_any() {
     let none = svc.data(&q(300, "status=104&tag=b")).await;
     assert_eq!(sizes(&none), sizes(&all));
     assert!(groups(&none).iter().all(|g| g.3.is_empty()));
-    let both = svc.data(&q(300, "status=9&tag=a&max_host_num_per_group=5")).await;
+    let both = svc
+        .data(&q(300, "status=9&tag=a&max_host_num_per_group=5"))
+        .await;
     let listed: Vec<_> = groups(&both).into_iter().map(|g| g.3).collect();
     assert_eq!(listed, vec![vec![], vec![], vec![2], vec![], vec![]]);
 }
@@ -182,10 +198,16 @@ async fn execute_count_defaults_to_the_latest_retry_and_is_echoed() {
     ]);
     let data = svc.data(&q(400, "")).await;
     assert_eq!(data["execute_count"], 1);
-    assert_eq!(groups(&data), vec![(3, "".into(), 1, vec![1]), (7, "".into(), 1, vec![2])]);
+    assert_eq!(
+        groups(&data),
+        vec![(3, "".into(), 1, vec![1]), (7, "".into(), 1, vec![2])]
+    );
     let old = svc.data(&q(400, "execute_count=0")).await;
     assert_eq!(old["execute_count"], 0);
-    assert_eq!(groups(&old), vec![(9, "".into(), 1, vec![1]), (104, "".into(), 1, vec![2])]);
+    assert_eq!(
+        groups(&old),
+        vec![(9, "".into(), 1, vec![1]), (104, "".into(), 1, vec![2])]
+    );
     let none = svc.data(&q(400, "execute_count=5")).await;
     assert_eq!(none["execute_count"], 5);
     assert_eq!(none["step_result_group_list"], json!([]));
@@ -198,16 +220,30 @@ async fn search_ip_matches_ipv4_substrings_and_ipv6_case_insensitively() {
     with_v6.ipv6 = Some("FD00::ABCD".into());
     svc.apply(&[
         step(500, 1, 2, 0, 1),
-        targets(500, 0, &[(1, 0, "10.0.0.1"), (2, 0, "10.0.1.20"), (3, 0, "172.16.0.3")]),
+        targets(
+            500,
+            0,
+            &[
+                (1, 0, "10.0.0.1"),
+                (2, 0, "10.0.1.20"),
+                (3, 0, "172.16.0.3"),
+            ],
+        ),
         hr(with_v6),
     ]);
     let ids = |d: &Value| groups(d).into_iter().flat_map(|g| g.3).collect::<Vec<_>>();
     assert_eq!(ids(&svc.data(&q(500, "search_ip=10.0.")).await), vec![1, 2]);
     assert_eq!(ids(&svc.data(&q(500, "search_ip=.20")).await), vec![2]);
-    assert_eq!(ids(&svc.data(&q(500, "search_ip=fd00::abc")).await), vec![3]);
+    assert_eq!(
+        ids(&svc.data(&q(500, "search_ip=fd00::abc")).await),
+        vec![3]
+    );
     let miss = svc.data(&q(500, "search_ip=192.168")).await;
     // Groups stay, with nothing in them.
-    assert_eq!(groups(&miss), vec![(5, "".into(), 0, vec![]), (9, "".into(), 0, vec![])]);
+    assert_eq!(
+        groups(&miss),
+        vec![(5, "".into(), 0, vec![]), (9, "".into(), 0, vec![])]
+    );
 }
 
 #[tokio::test]
@@ -215,7 +251,11 @@ async fn keyword_searches_output_case_insensitively_across_chunks() {
     let (_dir, svc) = service().await;
     svc.apply(&[
         step(600, 1, 2, 0, 1),
-        targets(600, 0, &[(1, 0, "10.0.0.1"), (2, 0, "10.0.0.2"), (3, 1, "10.0.0.3")]),
+        targets(
+            600,
+            0,
+            &[(1, 0, "10.0.0.1"), (2, 0, "10.0.0.2"), (3, 1, "10.0.0.3")],
+        ),
         log(600, 0, 0, 1, 0, "starting\nDeploy "),
         log(600, 0, 0, 1, 16, "FAILED: disk full\n"),
         log(600, 0, 0, 2, 0, "deploy ok\n"),
@@ -225,13 +265,30 @@ async fn keyword_searches_output_case_insensitively_across_chunks() {
         log(600, 0, 1, 3, 100, "led later"),
     ]);
     let ids = |d: &Value| groups(d).into_iter().flat_map(|g| g.3).collect::<Vec<_>>();
-    assert_eq!(ids(&svc.data(&q(600, "keyword=deploy%20failed")).await), vec![1]);
-    assert_eq!(ids(&svc.data(&q(600, "keyword=DEPLOY")).await), vec![1, 2, 3]);
-    assert_eq!(ids(&svc.data(&q(600, "keyword=else")).await), Vec::<i64>::new());
-    assert_eq!(ids(&svc.data(&q(600, "keyword=deploy&batch=1")).await), vec![3]);
+    assert_eq!(
+        ids(&svc.data(&q(600, "keyword=deploy%20failed")).await),
+        vec![1]
+    );
+    assert_eq!(
+        ids(&svc.data(&q(600, "keyword=DEPLOY")).await),
+        vec![1, 2, 3]
+    );
+    assert_eq!(
+        ids(&svc.data(&q(600, "keyword=else")).await),
+        Vec::<i64>::new()
+    );
+    assert_eq!(
+        ids(&svc.data(&q(600, "keyword=deploy&batch=1")).await),
+        vec![3]
+    );
     // Output of another retry does not count.
-    assert_eq!(ids(&svc.data(&q(600, "keyword=deploy&execute_count=1")).await), Vec::<i64>::new());
-    let data = svc.data(&q(600, "keyword=disk&max_host_num_per_group=0")).await;
+    assert_eq!(
+        ids(&svc.data(&q(600, "keyword=deploy&execute_count=1")).await),
+        Vec::<i64>::new()
+    );
+    let data = svc
+        .data(&q(600, "keyword=disk&max_host_num_per_group=0"))
+        .await;
     assert_eq!(groups(&data), vec![(5, "".into(), 1, vec![])]);
 }
 
@@ -244,7 +301,10 @@ async fn keyword_on_a_file_step_is_a_parameter_error() {
     assert_eq!(body["code"], 1241005);
     assert_eq!(body["result"], false);
     assert_eq!(body["data"], Value::Null);
-    assert!(body["message"].as_str().unwrap().contains("keyword"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("keyword"),
+        "{body}"
+    );
     // SQL steps are script steps.
     assert_eq!(svc.get(&q(602, "keyword=x")).await.1["code"], 0);
 }
@@ -252,7 +312,10 @@ async fn keyword_on_a_file_step_is_a_parameter_error() {
 #[tokio::test]
 async fn a_step_with_targets_only_is_one_waiting_group() {
     let (_dir, svc) = service().await;
-    svc.apply(&[step(700, 1, 2, 0, 1), targets(700, 0, &[(7, 0, "10.0.0.7"), (3, 0, "10.0.0.3")])]);
+    svc.apply(&[
+        step(700, 1, 2, 0, 1),
+        targets(700, 0, &[(7, 0, "10.0.0.7"), (3, 0, "10.0.0.3")]),
+    ]);
     let data = svc.data(&q(700, "")).await;
     assert_eq!(groups(&data), vec![(5, "".into(), 2, vec![3, 7])]);
     let h = &data["step_result_group_list"][0]["host_result_list"][0];
@@ -262,7 +325,10 @@ async fn a_step_with_targets_only_is_one_waiting_group() {
     assert_eq!(h["exit_code"], Value::Null);
     // A step with no rows at all answers an empty list.
     svc.apply(&[step(701, 1, 1, 0, 1)]);
-    assert_eq!(svc.data(&q(701, "")).await["step_result_group_list"], json!([]));
+    assert_eq!(
+        svc.data(&q(701, "")).await["step_result_group_list"],
+        json!([])
+    );
 }
 
 #[tokio::test]
@@ -312,7 +378,10 @@ async fn another_scope_or_job_answers_like_a_missing_step() {
 #[tokio::test]
 async fn results_before_their_step_event_appear_once_it_arrives() {
     let (_dir, svc) = service().await;
-    svc.apply(&[hr(result(950, 0, 0, 1, 9, "", 1)), log(950, 0, 0, 1, 0, "early")]);
+    svc.apply(&[
+        hr(result(950, 0, 0, 1, 9, "", 1)),
+        log(950, 0, 0, 1, 0, "early"),
+    ]);
     assert_eq!(svc.get(&q(950, "")).await.1["code"], 1244007);
     svc.apply(&[step(950, 1, 2, 0, 1)]);
     let data = svc.data(&q(950, "keyword=EARLY")).await;
@@ -331,11 +400,21 @@ async fn manual_confirmation_steps_are_unsupported() {
 async fn error_of(svc: &TestService, query: &str, lang: &str) -> (u16, i64, String) {
     let auth = auth_header(APP, SECRET);
     let (status, body) = svc
-        .get_with(query, &[("X-Bkapi-Authorization", &auth), ("Blueking-Language", lang)])
+        .get_with(
+            query,
+            &[
+                ("X-Bkapi-Authorization", &auth),
+                ("Blueking-Language", lang),
+            ],
+        )
         .await;
     assert_eq!(body["result"], false, "{query}: {body}");
     assert_eq!(body["data"], Value::Null);
-    (status, body["code"].as_i64().unwrap(), body["message"].as_str().unwrap().to_owned())
+    (
+        status,
+        body["code"].as_i64().unwrap(),
+        body["message"].as_str().unwrap().to_owned(),
+    )
 }
 
 #[tokio::test]
@@ -349,10 +428,18 @@ async fn bad_parameters_get_the_documented_code_and_name_the_parameter() {
             .collect::<Vec<_>>()
             .join("&")
     };
-    for name in ["bk_scope_type", "bk_scope_id", "job_instance_id", "step_instance_id"] {
+    for name in [
+        "bk_scope_type",
+        "bk_scope_id",
+        "job_instance_id",
+        "step_instance_id",
+    ] {
         let (status, code, msg) = error_of(&svc, &without(name), "en").await;
         assert_eq!((status, code), (200, 1240003), "{name}");
-        assert!(msg.starts_with("Bad Request: ") && msg.contains(name), "{msg}");
+        assert!(
+            msg.starts_with("Bad Request: ") && msg.contains(name),
+            "{msg}"
+        );
         // An empty value is "not given".
         let empty = format!("{}&{name}=", without(name));
         assert_eq!(error_of(&svc, &empty, "en").await.1, 1240003);
@@ -362,11 +449,19 @@ async fn bad_parameters_get_the_documented_code_and_name_the_parameter() {
     let cases: &[(&str, i64, &str)] = &[
         ("job_instance_id=abc", 1240003, "job_instance_id"),
         ("step_instance_id=1.5", 1240003, "step_instance_id"),
-        ("step_instance_id=99999999999999999999", 1240003, "step_instance_id"),
+        (
+            "step_instance_id=99999999999999999999",
+            1240003,
+            "step_instance_id",
+        ),
         ("execute_count=-1", 1240003, "execute_count"),
         ("execute_count=2147483648", 1240003, "execute_count"),
         ("batch=x", 1240003, "batch"),
-        ("max_host_num_per_group=-3", 1240003, "max_host_num_per_group"),
+        (
+            "max_host_num_per_group=-3",
+            1240003,
+            "max_host_num_per_group",
+        ),
         ("status=6", 1240003, "status"),
         ("status=nine", 1240003, "status"),
         ("tag=", 0, ""),
@@ -378,10 +473,19 @@ async fn bad_parameters_get_the_documented_code_and_name_the_parameter() {
         let query = format!("{extra}&{full}");
         let auth = auth_header(APP, SECRET);
         let (_, body) = svc
-            .get_with(&query, &[("X-Bkapi-Authorization", &auth), ("Blueking-Language", "en")])
+            .get_with(
+                &query,
+                &[
+                    ("X-Bkapi-Authorization", &auth),
+                    ("Blueking-Language", "en"),
+                ],
+            )
             .await;
         assert_eq!(body["code"], *code, "{extra}: {body}");
-        assert!(body["message"].as_str().unwrap().contains(name), "{extra}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(name),
+            "{extra}: {body}"
+        );
     }
     let long = |name: &str, n: usize| format!("{full}&{name}={}", "x".repeat(n));
     for (name, max) in [("keyword", 1024), ("search_ip", 64), ("tag", 256)] {
@@ -390,12 +494,28 @@ async fn bad_parameters_get_the_documented_code_and_name_the_parameter() {
         assert_eq!(code, 1240003);
         assert!(msg.contains(name), "{msg}");
     }
-    let (_, code, msg) = error_of(&svc, &full.replace("job_instance_id=1", "job_instance_id=0"), "en").await;
-    assert_eq!((code, msg.as_str()), (1240003, "Job instance id must be a positive number"));
-    let (_, code, msg) = error_of(&svc, &full.replace("step_instance_id=10", "step_instance_id=-4"), "zh").await;
+    let (_, code, msg) = error_of(
+        &svc,
+        &full.replace("job_instance_id=1", "job_instance_id=0"),
+        "en",
+    )
+    .await;
+    assert_eq!(
+        (code, msg.as_str()),
+        (1240003, "Job instance id must be a positive number")
+    );
+    let (_, code, msg) = error_of(
+        &svc,
+        &full.replace("step_instance_id=10", "step_instance_id=-4"),
+        "zh",
+    )
+    .await;
     assert_eq!((code, msg.as_str()), (1240003, "步骤实例ID必须为正整数"));
     let (_, code, msg) = error_of(&svc, &full.replace("biz", "host"), "en").await;
-    assert_eq!((code, msg.as_str()), (1241005, "Invalid request parameter [bk_scope_type]"));
+    assert_eq!(
+        (code, msg.as_str()),
+        (1241005, "Invalid request parameter [bk_scope_type]")
+    );
 }
 
 #[tokio::test]
@@ -420,10 +540,14 @@ async fn authentication_and_scope_permission() {
         assert_eq!(body["message"], "Authentication failed");
     }
     let biz2 = auth_header(BIZ2_APP, SECRET);
-    let (status, body) = svc.get_with(&query, &[("X-Bkapi-Authorization", &biz2)]).await;
+    let (status, body) = svc
+        .get_with(&query, &[("X-Bkapi-Authorization", &biz2)])
+        .await;
     assert_eq!((status, body["code"].clone()), (200, json!(0)));
     let other = "bk_scope_type=biz&bk_scope_id=3&job_instance_id=1&step_instance_id=20";
-    let (status, body) = svc.get_with(other, &[("X-Bkapi-Authorization", &biz2)]).await;
+    let (status, body) = svc
+        .get_with(other, &[("X-Bkapi-Authorization", &biz2)])
+        .await;
     assert_eq!((status, body["code"].clone()), (403, json!(9900403)));
     assert_eq!(body["message"], "权限不足");
 }
@@ -449,7 +573,10 @@ async fn language_and_request_id_headers() {
         (vec![("Blueking-Language", "EN")], "Waiting"),
         (vec![("Blueking-Language", "en-US")], "Waiting"),
         (vec![("Accept-Language", "en-GB,en;q=0.9")], "Waiting"),
-        (vec![("Blueking-Language", "zh-cn"), ("Accept-Language", "en")], "等待执行"),
+        (
+            vec![("Blueking-Language", "zh-cn"), ("Accept-Language", "en")],
+            "等待执行",
+        ),
         (vec![("Blueking-Language", "fr")], "等待执行"),
         (vec![], "等待执行"),
     ] {
@@ -460,7 +587,11 @@ async fn language_and_request_id_headers() {
     }
     let resp = svc
         .client
-        .get(format!("{}/api/v3/system/get_step_instance_status?{}", svc.base, q(30, "")))
+        .get(format!(
+            "{}/api/v3/system/get_step_instance_status?{}",
+            svc.base,
+            q(30, "")
+        ))
         .header("X-Bkapi-Authorization", &auth)
         .header("X-Request-Id", "req-42")
         .send()
@@ -477,7 +608,12 @@ async fn restart_on_the_same_data_directory_gives_the_same_answers() {
     let (_dir, svc) = service().await;
     mixed_step(&svc).await;
     svc.apply(&[log(300, 0, 1, 1, 0, "hello")]);
-    let queries = [q(300, ""), q(300, "batch=2&max_host_num_per_group=1"), q(300, "keyword=HELLO"), q(300, "search_ip=10.0.1")];
+    let queries = [
+        q(300, ""),
+        q(300, "batch=2&max_host_num_per_group=1"),
+        q(300, "keyword=HELLO"),
+        q(300, "search_ip=10.0.1"),
+    ];
     // The step is running: its total_time is "now − start" and moves; the rest must not.
     let answer = |mut data: Value| {
         data["total_time"] = Value::Null;
@@ -499,16 +635,61 @@ async fn no_query_string_a_client_can_send_yields_a_500() {
     let (_dir, svc) = service().await;
     mixed_step(&svc).await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-    let names = ["bk_scope_type", "bk_scope_id", "job_instance_id", "step_instance_id", "execute_count",
-        "batch", "max_host_num_per_group", "keyword", "search_ip", "status", "tag", "zzz"];
-    let values = ["biz", "biz_set", "2", "1", "300", "0", "-1", "9223372036854775807", "%00", "%FF%FE",
-        "%E4%BD%A0", "", "1e3", "%25", "+", "9", "b", "null", "[]"];
+    let names = [
+        "bk_scope_type",
+        "bk_scope_id",
+        "job_instance_id",
+        "step_instance_id",
+        "execute_count",
+        "batch",
+        "max_host_num_per_group",
+        "keyword",
+        "search_ip",
+        "status",
+        "tag",
+        "zzz",
+    ];
+    let values = [
+        "biz",
+        "biz_set",
+        "2",
+        "1",
+        "300",
+        "0",
+        "-1",
+        "9223372036854775807",
+        "%00",
+        "%FF%FE",
+        "%E4%BD%A0",
+        "",
+        "1e3",
+        "%25",
+        "+",
+        "9",
+        "b",
+        "null",
+        "[]",
+    ];
     for _ in 0..400 {
         let n = rng.random_range(0..10);
         let query: Vec<String> = (0..n)
-            .map(|_| format!("{}={}", names[rng.random_range(0..names.len())], values[rng.random_range(0..values.len())]))
+            .map(|_| {
+                format!(
+                    "{}={}",
+                    names[rng.random_range(0..names.len())],
+                    values[rng.random_range(0..values.len())]
+                )
+            })
             .collect();
-        let query = format!("{}&{}", query.join("&"), if rng.random_bool(0.5) { q(300, "") } else { String::new() });
+        let query = format!(
+            "{}&{}",
+            query.join("&"),
+            if rng.random_bool(0.5) {
+                q(300, "")
+            } else {
+                String::new()
+            }
+        );
         let (status, body) = svc.get(&query).await;
         assert!(status == 200 || status == 403, "{query}: {status} {body}");
         assert!(body["code"] != 1240002, "{query}: {body}");

@@ -14,8 +14,16 @@ use stepview::service::Views;
 /// batches, four hosts. At most one event per (row, version) and per (step, version), as
 /// producers guarantee; every other collision is allowed.
 fn event_set() -> impl Strategy<Value = Vec<Event>> {
-    let result = (1i64..=2, 0i32..=1, 0i32..=1, 1i64..=4, prop::sample::select(vec![5, 7, 9, 104, 403]),
-        prop::sample::select(vec!["", "a", "b"]), 0i64..=3, prop::option::of(prop::sample::select(vec!["10.0.0.1", "10.0.0.2"])))
+    let result = (
+        1i64..=2,
+        0i32..=1,
+        0i32..=1,
+        1i64..=4,
+        prop::sample::select(vec![5, 7, 9, 104, 403]),
+        prop::sample::select(vec!["", "a", "b"]),
+        0i64..=3,
+        prop::option::of(prop::sample::select(vec!["10.0.0.1", "10.0.0.2"])),
+    )
         .prop_map(|(s, ec, b, h, status, tag, v, ip)| {
             let mut r = result(s, ec, b, h, status, tag, v);
             r.ip = ip.map(str::to_owned);
@@ -23,26 +31,36 @@ fn event_set() -> impl Strategy<Value = Vec<Event>> {
         });
     let step_event = (1i64..=2, 0i32..=1, 0i64..=3, 1i32..=4)
         .prop_map(|(s, ec, v, status)| step(s, 1, status, ec, v));
-    let target = (1i64..=2, 0i32..=1, prop::collection::vec((1i64..=4, 0i32..=1), 1..4))
+    let target = (
+        1i64..=2,
+        0i32..=1,
+        prop::collection::vec((1i64..=4, 0i32..=1), 1..4),
+    )
         .prop_map(|(s, ec, hosts)| {
-            let hosts: Vec<(i64, i32, &str)> = hosts.into_iter().map(|(h, b)| (h, b, "10.9.9.9")).collect();
+            let hosts: Vec<(i64, i32, &str)> =
+                hosts.into_iter().map(|(h, b)| (h, b, "10.9.9.9")).collect();
             targets(s, ec, &hosts)
         });
     let chunk = (1i64..=2, 0i32..=1, 0i32..=1, 1i64..=4, 0i64..=3)
         .prop_map(|(s, ec, b, h, o)| log(s, ec, b, h, o * 4, &format!("c{o}h{h}")));
-    prop::collection::vec(prop_oneof![3 => result, 1 => step_event, 1 => target, 1 => chunk], 1..40)
-        .prop_map(|events| {
-            let mut seen = HashSet::new();
-            events
-                .into_iter()
-                .filter(|e| match e {
-                    Event::HostResult(r) => seen.insert(format!(
-                        "r{}/{}/{}/{}/{}", r.step_instance_id, r.execute_count, r.batch, r.bk_host_id, r.version)),
-                    Event::Step(s) => seen.insert(format!("s{}/{}", s.step_instance_id, s.version)),
-                    _ => true,
-                })
-                .collect()
-        })
+    prop::collection::vec(
+        prop_oneof![3 => result, 1 => step_event, 1 => target, 1 => chunk],
+        1..40,
+    )
+    .prop_map(|events| {
+        let mut seen = HashSet::new();
+        events
+            .into_iter()
+            .filter(|e| match e {
+                Event::HostResult(r) => seen.insert(format!(
+                    "r{}/{}/{}/{}/{}",
+                    r.step_instance_id, r.execute_count, r.batch, r.bk_host_id, r.version
+                )),
+                Event::Step(s) => seen.insert(format!("s{}/{}", s.step_instance_id, s.version)),
+                _ => true,
+            })
+            .collect()
+    })
 }
 
 fn queries() -> Vec<StepQuery> {
@@ -85,7 +103,10 @@ fn outcome(events: &[Event], batch_size: usize) -> (String, Vec<String>) {
             Ok(a) => format!(
                 "{} {:?}",
                 a.execute_count,
-                a.groups.iter().map(|g| (g.status, g.tag.clone(), g.host_size, g.hosts.clone())).collect::<Vec<_>>()
+                a.groups
+                    .iter()
+                    .map(|g| (g.status, g.tag.clone(), g.host_size, g.hosts.clone()))
+                    .collect::<Vec<_>>()
             ),
             Err(e) => e.to_string(),
         })
@@ -120,7 +141,11 @@ fn targets_never_downgrade_a_host_with_a_result() {
     let views = Views::open(&test_config(dir.path())).unwrap();
     let a = Event::HostResult(result(1, 0, 0, 7, 9, "ok", 3));
     let t = targets(1, 0, &[(7, 0, "10.0.0.7")]);
-    views.sink.applier.apply(&[step(1, 1, 2, 0, 1), a, t], &[]).unwrap();
+    views
+        .sink
+        .applier
+        .apply(&[step(1, 1, 2, 0, 1), a, t], &[])
+        .unwrap();
     let rows = views.store.rows_in(1, 0, None).unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!((rows[0].1.status, rows[0].1.tag.as_str()), (9, "ok"));
@@ -140,10 +165,21 @@ fn targets_never_downgrade_a_host_with_a_result() {
 fn offsets_are_stored_with_the_state_they_follow() {
     let dir = tempfile::tempdir().unwrap();
     let views = Views::open(&test_config(dir.path())).unwrap();
-    let offset = |p, next| stepview::apply::SourceOffset { topic: "t".into(), partition: p, next };
-    views.sink.applier.apply(&[step(1, 1, 2, 0, 1)], &[offset(0, 10), offset(3, 4)]).unwrap();
+    let offset = |p, next| stepview::apply::SourceOffset {
+        topic: "t".into(),
+        partition: p,
+        next,
+    };
+    views
+        .sink
+        .applier
+        .apply(&[step(1, 1, 2, 0, 1)], &[offset(0, 10), offset(3, 4)])
+        .unwrap();
     views.sink.applier.apply(&[], &[offset(0, 12)]).unwrap();
     let mut stored = views.store.offsets().unwrap();
     stored.sort();
-    assert_eq!(stored, vec![("t".to_owned(), 0, 12), ("t".to_owned(), 3, 4)]);
+    assert_eq!(
+        stored,
+        vec![("t".to_owned(), 0, 12), ("t".to_owned(), 3, 4)]
+    );
 }

@@ -10,12 +10,25 @@ use stepview::simulate::{self, Workload};
 use stepview::store::keys::RowKey;
 
 async fn readyz(svc: &TestService) -> (u16, String) {
-    let resp = svc.client.get(format!("{}/readyz", svc.base)).send().await.unwrap();
+    let resp = svc
+        .client
+        .get(format!("{}/readyz", svc.base))
+        .send()
+        .await
+        .unwrap();
     (resp.status().as_u16(), resp.text().await.unwrap())
 }
 
 async fn metric(svc: &TestService, series: &str) -> Option<f64> {
-    let text = svc.client.get(format!("{}/metrics", svc.base)).send().await.unwrap().text().await.unwrap();
+    let text = svc
+        .client
+        .get(format!("{}/metrics", svc.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     text.lines()
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
         .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
@@ -33,7 +46,10 @@ async fn wait_readyz(svc: &TestService, status: u16, within: Duration) -> Vec<St
         if s == status {
             return seen;
         }
-        assert!(Instant::now() < deadline, "/readyz never answered {status}: {seen:?}");
+        assert!(
+            Instant::now() < deadline,
+            "/readyz never answered {status}: {seen:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -42,12 +58,21 @@ async fn wait_readyz(svc: &TestService, status: u16, within: Duration) -> Vec<St
 async fn readyz_follows_catching_up_and_failing_applies() {
     let topic = unique_topic("ready");
     let group = unique_topic("g");
-    let events = simulate::generate(&Workload { jobs: 2, steps_per_job: 3, hosts: 2000, ..Workload::default() });
-    ensure_topics(brokers(), &[&topic], DEFAULT_PARTITIONS).await.unwrap();
+    let events = simulate::generate(&Workload {
+        jobs: 2,
+        steps_per_job: 3,
+        hosts: 2000,
+        ..Workload::default()
+    });
+    ensure_topics(brokers(), &[&topic], DEFAULT_PARTITIONS)
+        .await
+        .unwrap();
     let messages = simulate::to_messages(&events);
     let producing = {
         let topic = topic.clone();
-        tokio::task::spawn_blocking(move || simulate::produce(brokers(), &topic, &messages, 0, false))
+        tokio::task::spawn_blocking(move || {
+            simulate::produce(brokers(), &topic, &messages, 0, false)
+        })
     };
     producing.await.unwrap().unwrap();
 
@@ -61,10 +86,18 @@ async fn readyz_follows_catching_up_and_failing_applies() {
     let svc = TestService::start(config).await;
 
     // Alive at once; ready only when every partition has caught up.
-    let alive = svc.client.get(format!("{}/healthz", svc.base)).send().await.unwrap();
+    let alive = svc
+        .client
+        .get(format!("{}/healthz", svc.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(alive.status(), 200);
     let (status, text) = readyz(&svc).await;
-    assert_eq!((status, text.as_str()), (503, "not ready: catching up with the topic\n"));
+    assert_eq!(
+        (status, text.as_str()),
+        (503, "not ready: catching up with the topic\n")
+    );
     assert_eq!(metric(&svc, "stepview_ready").await, Some(0.0));
     wait_readyz(&svc, 200, Duration::from_secs(120)).await;
     assert_eq!(metric(&svc, "stepview_ready").await, Some(1.0));
@@ -75,7 +108,10 @@ async fn readyz_follows_catching_up_and_failing_applies() {
             _ => None,
         })
         .sum::<usize>();
-    assert_eq!(metric(&svc, "stepview_index_hosts").await, Some(rows as f64));
+    assert_eq!(
+        metric(&svc, "stepview_index_hosts").await,
+        Some(rows as f64)
+    );
     assert_eq!(metric(&svc, "stepview_index_steps").await, Some(6.0));
     assert!(metric(&svc, "stepview_index_memory_bytes").await.unwrap() > rows as f64);
 
@@ -92,9 +128,15 @@ async fn readyz_follows_catching_up_and_failing_applies() {
     {
         let cfs = ["steps", "hosts", "logs", "meta"];
         let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), cfs).unwrap();
-        let key = RowKey::of_event(victim.step_instance_id, victim.execute_count, victim.batch, victim.bk_host_id);
+        let key = RowKey::of_event(
+            victim.step_instance_id,
+            victim.execute_count,
+            victim.batch,
+            victim.bk_host_id,
+        );
         // status 9 (zigzag 18), empty tag, then nothing: a truncated row.
-        db.put_cf(db.cf_handle("hosts").unwrap(), key.to_bytes(), [18u8, 0]).unwrap();
+        db.put_cf(db.cf_handle("hosts").unwrap(), key.to_bytes(), [18u8, 0])
+            .unwrap();
     }
     let svc = TestService::start(config).await;
     wait_readyz(&svc, 200, Duration::from_secs(60)).await;

@@ -28,18 +28,29 @@ fn workload(first_job_id: i64, hosts: usize) -> Vec<Event> {
 }
 
 async fn produce(topic: &str, messages: Vec<(String, Vec<u8>)>) {
-    ensure_topics(brokers(), &[topic], DEFAULT_PARTITIONS).await.unwrap();
-    let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || simulate::produce(brokers(), &topic, &messages, 0, false).unwrap())
+    ensure_topics(brokers(), &[topic], DEFAULT_PARTITIONS)
         .await
         .unwrap();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        simulate::produce(brokers(), &topic, &messages, 0, false).unwrap()
+    })
+    .await
+    .unwrap();
 }
 
 /// High watermark per partition of `topic`.
 fn high_watermarks(topic: &str) -> HashMap<i32, i64> {
     let c: BaseConsumer = consumer_config(brokers(), "watermarks").create().unwrap();
     (0..DEFAULT_PARTITIONS)
-        .map(|p| (p, c.fetch_watermarks(topic, p, Duration::from_secs(5)).unwrap().1))
+        .map(|p| {
+            (
+                p,
+                c.fetch_watermarks(topic, p, Duration::from_secs(5))
+                    .unwrap()
+                    .1,
+            )
+        })
         .collect()
 }
 
@@ -57,10 +68,16 @@ async fn wait_consumed(services: &[&TestService], topic: &str) {
                 }
             }
         }
-        if high.iter().all(|(p, h)| *h == 0 || stored.get(p) == Some(h)) {
+        if high
+            .iter()
+            .all(|(p, h)| *h == 0 || stored.get(p) == Some(h))
+        {
             return;
         }
-        assert!(Instant::now() < deadline, "not consumed in time: stored {stored:?}, high {high:?}");
+        assert!(
+            Instant::now() < deadline,
+            "not consumed in time: stored {stored:?}, high {high:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -87,7 +104,9 @@ fn queries(events: &[Event]) -> Vec<String> {
     steps.dedup();
     let mut out = Vec::new();
     for (job, step, ty) in steps {
-        let base = format!("bk_scope_type=biz&bk_scope_id=2&job_instance_id={job}&step_instance_id={step}");
+        let base = format!(
+            "bk_scope_type=biz&bk_scope_id=2&job_instance_id={job}&step_instance_id={step}"
+        );
         out.push(base.clone());
         out.push(format!("{base}&max_host_num_per_group=3&batch=2"));
         out.push(format!("{base}&execute_count=0&search_ip=10.0.0.1"));
@@ -132,7 +151,8 @@ async fn consumed_views_equal_directly_applied_ones_and_replay() {
     let cfg = kafka_config(replay_dir.path(), &topic, "unused");
     let replayed = tokio::task::spawn_blocking(move || {
         let views = stepview::service::Views::open(&cfg).unwrap();
-        let s = stepview::ingest::replay::replay(&cfg.kafka, &views.sink, &views.store, false).unwrap();
+        let s =
+            stepview::ingest::replay::replay(&cfg.kafka, &views.sink, &views.store, false).unwrap();
         (s.messages, views.store.digest().unwrap())
     })
     .await
@@ -140,14 +160,27 @@ async fn consumed_views_equal_directly_applied_ones_and_replay() {
     assert_eq!(replayed, (events.len() as u64, live_digest));
 
     // Metrics follow from the workload: every event counted once, by kind and outcome.
-    let text = live.client.get(format!("{}/metrics", live.base)).send().await.unwrap().text().await.unwrap();
+    let text = live
+        .client
+        .get(format!("{}/metrics", live.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let counted: f64 = text
         .lines()
         .filter(|l| l.starts_with("stepview_events_total{"))
         .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
         .sum();
     assert_eq!(counted as usize, events.len(), "{text}");
-    let ready = live.client.get(format!("{}/readyz", live.base)).send().await.unwrap();
+    let ready = live
+        .client
+        .get(format!("{}/readyz", live.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
 }
 
@@ -182,11 +215,16 @@ async fn bad_events_go_to_the_dead_letter_topic_and_the_rest_is_applied() {
     let direct_dir = tempfile::tempdir().unwrap();
     let direct = TestService::start(test_config(direct_dir.path())).await;
     direct.apply(&good);
-    assert_eq!(svc.views.store.digest().unwrap(), direct.views.store.digest().unwrap());
+    assert_eq!(
+        svc.views.store.digest().unwrap(),
+        direct.views.store.digest().unwrap()
+    );
 
     // Every bad message is in the DLQ, unchanged, with its reason and source.
     let dlq = format!("{topic}.dlq");
-    let consumer: BaseConsumer = consumer_config(brokers(), &unique_topic("dlq-reader")).create().unwrap();
+    let consumer: BaseConsumer = consumer_config(brokers(), &unique_topic("dlq-reader"))
+        .create()
+        .unwrap();
     consumer.subscribe(&[&dlq]).unwrap();
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -196,23 +234,48 @@ async fn bad_events_go_to_the_dead_letter_topic_and_the_rest_is_applied() {
                 .headers()
                 .unwrap()
                 .iter()
-                .map(|h| (h.key.to_owned(), String::from_utf8(h.value.unwrap().to_vec()).unwrap()))
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        String::from_utf8(h.value.unwrap().to_vec()).unwrap(),
+                    )
+                })
                 .collect();
             assert_eq!(headers["stepview-source-topic"], topic);
             assert!(headers["stepview-source-offset"].parse::<i64>().is_ok());
             assert!(headers["stepview-source-partition"].parse::<i32>().is_ok());
             assert_eq!(m.key(), Some(&b"2001"[..]));
-            seen.push((headers["stepview-error"].clone(), m.payload().unwrap().to_vec()));
+            seen.push((
+                headers["stepview-error"].clone(),
+                m.payload().unwrap().to_vec(),
+            ));
         }
     }
     assert_eq!(seen.len(), bad.len(), "{seen:?}");
     for (label, value) in &bad {
-        let (reason, _) = seen.iter().find(|(_, v)| v == value).expect("original bytes in the DLQ");
+        let (reason, _) = seen
+            .iter()
+            .find(|(_, v)| v == value)
+            .expect("original bytes in the DLQ");
         assert!(reason.starts_with(label), "{reason} for {label}");
     }
-    let text = svc.client.get(format!("{}/metrics", svc.base)).send().await.unwrap().text().await.unwrap();
-    assert!(text.contains("stepview_dead_letters_total{reason=\"schema\"} 2"), "{text}");
-    assert!(text.contains("stepview_dead_letters_total{reason=\"too_large\"} 1"), "{text}");
+    let text = svc
+        .client
+        .get(format!("{}/metrics", svc.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("stepview_dead_letters_total{reason=\"schema\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("stepview_dead_letters_total{reason=\"too_large\"} 1"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,7 +284,9 @@ async fn two_consumers_in_one_group_share_the_partitions_and_together_hold_every
     let group = unique_topic("g");
     let events = workload(30, 100);
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    ensure_topics(brokers(), &[&topic], DEFAULT_PARTITIONS).await.unwrap();
+    ensure_topics(brokers(), &[&topic], DEFAULT_PARTITIONS)
+        .await
+        .unwrap();
     let a = TestService::start(kafka_config(dir_a.path(), &topic, &group)).await;
     let b = TestService::start(kafka_config(dir_b.path(), &topic, &group)).await;
     // Let both join before the events arrive, so that the group has settled on two members.
@@ -236,7 +301,10 @@ async fn two_consumers_in_one_group_share_the_partitions_and_together_hold_every
     for q in queries(&events) {
         let expected = answers(&direct, std::slice::from_ref(&q)).await;
         // The step's owner answers it completely; the other does not know it.
-        let (code_a, code_b) = (a.get(&q).await.1["code"].clone(), b.get(&q).await.1["code"].clone());
+        let (code_a, code_b) = (
+            a.get(&q).await.1["code"].clone(),
+            b.get(&q).await.1["code"].clone(),
+        );
         if code_a == 0 {
             assert_eq!(answers(&a, std::slice::from_ref(&q)).await, expected, "{q}");
             from_a += 1;
@@ -247,15 +315,30 @@ async fn two_consumers_in_one_group_share_the_partitions_and_together_hold_every
         }
         assert!(code_a == 0 || code_b == 0, "nobody holds {q}");
     }
-    assert!(from_a > 0 && from_b > 0, "partitions were not shared: {from_a} / {from_b}");
+    assert!(
+        from_a > 0 && from_b > 0,
+        "partitions were not shared: {from_a} / {from_b}"
+    );
 }
 
 /// Runs `stepview serve` as its own process (so that it can be killed).
 fn spawn_serve(dir: &std::path::Path, topic: &str, group: &str, port: u16) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_stepview"))
         .args(["serve", "--auth", "false", "--batch-max", "200"])
-        .args(["--data-dir", dir.to_str().unwrap(), "--brokers", brokers(), "--topic", topic])
-        .args(["--group-id", group, "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--brokers",
+            brokers(),
+            "--topic",
+            topic,
+        ])
+        .args([
+            "--group-id",
+            group,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
         .env("STEPVIEW_LOG", "warn")
         .spawn()
         .unwrap()
@@ -263,12 +346,24 @@ fn spawn_serve(dir: &std::path::Path, topic: &str, group: &str, port: u16) -> st
 
 /// Per-partition consumer lag as `/metrics` reports it, once every partition has a figure.
 async fn reported_lag(port: u16) -> Option<HashMap<String, i64>> {
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.ok()?.text().await.ok()?;
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
     let lag: HashMap<String, i64> = text
         .lines()
         .filter(|l| l.starts_with("stepview_consumer_lag_messages{"))
         .map(|l| {
-            let p = l.split("partition=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+            let p = l
+                .split("partition=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .to_owned();
             (p, l.rsplit(' ').next().unwrap().parse().unwrap())
         })
         .collect();
@@ -280,14 +375,22 @@ async fn sigkill_and_sigterm_at_random_moments_lose_nothing_and_apply_nothing_tw
     use rand::Rng;
     let topic = unique_topic("crash");
     let events = workload(40, 600);
-    ensure_topics(brokers(), &[&topic], DEFAULT_PARTITIONS).await.unwrap();
+    ensure_topics(brokers(), &[&topic], DEFAULT_PARTITIONS)
+        .await
+        .unwrap();
     // Events keep arriving while the service is killed or stopped and restarted.
     let producer = {
         let (topic, messages) = (topic.clone(), simulate::to_messages(&events));
-        tokio::task::spawn_blocking(move || simulate::produce(brokers(), &topic, &messages, 1500, false))
+        tokio::task::spawn_blocking(move || {
+            simulate::produce(brokers(), &topic, &messages, 1500, false)
+        })
     };
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut rng = rand::rng();
     for round in 0..5 {
         // A new group each time, so that no dead member holds partitions until its session
@@ -301,7 +404,10 @@ async fn sigkill_and_sigterm_at_random_moments_lose_nothing_and_apply_nothing_tw
             eprintln!("round {round}: SIGKILL after {wait} ms");
         } else {
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            assert!(child.wait().unwrap().success(), "SIGTERM must stop the service cleanly");
+            assert!(
+                child.wait().unwrap().success(),
+                "SIGTERM must stop the service cleanly"
+            );
             eprintln!("round {round}: SIGTERM after {wait} ms");
         }
     }
@@ -340,7 +446,10 @@ async fn sigkill_and_sigterm_at_random_moments_lose_nothing_and_apply_nothing_tw
         .map(|(_, p, o)| (p, o))
         .collect();
     stored.sort();
-    let mut expected: Vec<(i32, i64)> = high_watermarks(&topic).into_iter().filter(|(_, h)| *h > 0).collect();
+    let mut expected: Vec<(i32, i64)> = high_watermarks(&topic)
+        .into_iter()
+        .filter(|(_, h)| *h > 0)
+        .collect();
     expected.sort();
     assert_eq!(stored, expected);
 }

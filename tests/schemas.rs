@@ -43,37 +43,159 @@ fn schemas_and_decoder_agree() {
         ("step", step.clone()),
         ("step_targets", targets.clone()),
         ("host_result", result.clone()),
-        ("host_result without optionals", json!({"kind":"host_result","job_instance_id":1,
-            "step_instance_id":2,"execute_count":0,"bk_host_id":1,"status":5,"version":0})),
-        ("host_result null tag", with(&result, |o| { o.insert("tag".into(), Value::Null); })),
+        (
+            "host_result without optionals",
+            json!({"kind":"host_result","job_instance_id":1,
+            "step_instance_id":2,"execute_count":0,"bk_host_id":1,"status":5,"version":0}),
+        ),
+        (
+            "host_result null tag",
+            with(&result, |o| {
+                o.insert("tag".into(), Value::Null);
+            }),
+        ),
         ("host_log", log.clone()),
-        ("biz_set scope", with(&step, |o| { o.insert("bk_scope_type".into(), json!("biz_set")); })),
-        ("empty hosts", with(&targets, |o| { o.insert("hosts".into(), json!([])); })),
+        (
+            "biz_set scope",
+            with(&step, |o| {
+                o.insert("bk_scope_type".into(), json!("biz_set"));
+            }),
+        ),
+        (
+            "empty hosts",
+            with(&targets, |o| {
+                o.insert("hosts".into(), json!([]));
+            }),
+        ),
     ];
     let invalid = vec![
-        ("unknown kind", json!({"kind":"host_deleted","step_instance_id":2})),
-        ("no kind", with(&log, |o| { o.remove("kind"); })),
-        ("missing required", with(&result, |o| { o.remove("version"); })),
-        ("missing status", with(&result, |o| { o.remove("status"); })),
-        ("missing content", with(&log, |o| { o.remove("content"); })),
-        ("missing hosts", with(&targets, |o| { o.remove("hosts"); })),
-        ("host without id", with(&targets, |o| { o.insert("hosts".into(), json!([{"ip":"1.1.1.1"}])); })),
-        ("wrong type", with(&result, |o| { o.insert("status".into(), json!("9")); })),
-        ("wrong type name", with(&step, |o| { o.insert("name".into(), json!(5)); })),
-        ("null required", with(&step, |o| { o.insert("execute_count".into(), Value::Null); })),
-        ("zero step id", with(&result, |o| { o.insert("step_instance_id".into(), json!(0)); })),
-        ("negative host id", with(&log, |o| { o.insert("bk_host_id".into(), json!(-4)); })),
-        ("negative execute_count", with(&result, |o| { o.insert("execute_count".into(), json!(-1)); })),
-        ("negative batch", with(&result, |o| { o.insert("batch".into(), json!(-1)); })),
-        ("negative offset", with(&log, |o| { o.insert("offset".into(), json!(-1)); })),
-        ("negative version", with(&step, |o| { o.insert("version".into(), json!(-1)); })),
-        ("int32 overflow", with(&result, |o| { o.insert("execute_count".into(), json!(1u64 << 31)); })),
-        ("bad scope type", with(&step, |o| { o.insert("bk_scope_type".into(), json!("tenant")); })),
-        ("tag too long", with(&result, |o| { o.insert("tag".into(), json!("x".repeat(257))); })),
-        ("chunk_count zero", with(&targets, |o| { o.insert("chunk_count".into(), json!(0)); })),
-        ("too many hosts", with(&targets, |o| {
-            o.insert("hosts".into(), Value::Array((1..=10_001).map(|i| json!({"bk_host_id": i})).collect()));
-        })),
+        (
+            "unknown kind",
+            json!({"kind":"host_deleted","step_instance_id":2}),
+        ),
+        (
+            "no kind",
+            with(&log, |o| {
+                o.remove("kind");
+            }),
+        ),
+        (
+            "missing required",
+            with(&result, |o| {
+                o.remove("version");
+            }),
+        ),
+        (
+            "missing status",
+            with(&result, |o| {
+                o.remove("status");
+            }),
+        ),
+        (
+            "missing content",
+            with(&log, |o| {
+                o.remove("content");
+            }),
+        ),
+        (
+            "missing hosts",
+            with(&targets, |o| {
+                o.remove("hosts");
+            }),
+        ),
+        (
+            "host without id",
+            with(&targets, |o| {
+                o.insert("hosts".into(), json!([{"ip":"1.1.1.1"}]));
+            }),
+        ),
+        (
+            "wrong type",
+            with(&result, |o| {
+                o.insert("status".into(), json!("9"));
+            }),
+        ),
+        (
+            "wrong type name",
+            with(&step, |o| {
+                o.insert("name".into(), json!(5));
+            }),
+        ),
+        (
+            "null required",
+            with(&step, |o| {
+                o.insert("execute_count".into(), Value::Null);
+            }),
+        ),
+        (
+            "zero step id",
+            with(&result, |o| {
+                o.insert("step_instance_id".into(), json!(0));
+            }),
+        ),
+        (
+            "negative host id",
+            with(&log, |o| {
+                o.insert("bk_host_id".into(), json!(-4));
+            }),
+        ),
+        (
+            "negative execute_count",
+            with(&result, |o| {
+                o.insert("execute_count".into(), json!(-1));
+            }),
+        ),
+        (
+            "negative batch",
+            with(&result, |o| {
+                o.insert("batch".into(), json!(-1));
+            }),
+        ),
+        (
+            "negative offset",
+            with(&log, |o| {
+                o.insert("offset".into(), json!(-1));
+            }),
+        ),
+        (
+            "negative version",
+            with(&step, |o| {
+                o.insert("version".into(), json!(-1));
+            }),
+        ),
+        (
+            "int32 overflow",
+            with(&result, |o| {
+                o.insert("execute_count".into(), json!(1u64 << 31));
+            }),
+        ),
+        (
+            "bad scope type",
+            with(&step, |o| {
+                o.insert("bk_scope_type".into(), json!("tenant"));
+            }),
+        ),
+        (
+            "tag too long",
+            with(&result, |o| {
+                o.insert("tag".into(), json!("x".repeat(257)));
+            }),
+        ),
+        (
+            "chunk_count zero",
+            with(&targets, |o| {
+                o.insert("chunk_count".into(), json!(0));
+            }),
+        ),
+        (
+            "too many hosts",
+            with(&targets, |o| {
+                o.insert(
+                    "hosts".into(),
+                    Value::Array((1..=10_001).map(|i| json!({"bk_host_id": i})).collect()),
+                );
+            }),
+        ),
         ("not an object", json!([1, 2])),
         ("a string", json!("step")),
     ];
@@ -81,15 +203,28 @@ fn schemas_and_decoder_agree() {
     for (name, sample) in &valid {
         let bytes = serde_json::to_vec(sample).unwrap();
         assert!(v.is_valid(sample), "schema rejects valid sample {name}");
-        assert!(decode(&bytes).is_ok(), "decoder rejects valid sample {name}: {:?}", decode(&bytes));
+        assert!(
+            decode(&bytes).is_ok(),
+            "decoder rejects valid sample {name}: {:?}",
+            decode(&bytes)
+        );
     }
     for (name, sample) in &invalid {
         let bytes = serde_json::to_vec(sample).unwrap();
         assert!(!v.is_valid(sample), "schema accepts invalid sample {name}");
-        assert!(decode(&bytes).is_err(), "decoder accepts invalid sample {name}");
+        assert!(
+            decode(&bytes).is_err(),
+            "decoder accepts invalid sample {name}"
+        );
     }
     // What JSON Schema cannot say, the decoder still rejects: bytes that are not JSON at all, and
     // a chunk index past chunk_count (a relation between two fields).
     assert!(decode(b"{\"kind\":\"step\",").is_err());
-    assert!(decode(&serde_json::to_vec(&with(&targets, |o| { o.insert("chunk".into(), json!(1)); })).unwrap()).is_err());
+    assert!(decode(
+        &serde_json::to_vec(&with(&targets, |o| {
+            o.insert("chunk".into(), json!(1));
+        }))
+        .unwrap()
+    )
+    .is_err());
 }

@@ -96,7 +96,9 @@ impl Auth {
 
 impl Caller<'_> {
     pub fn may_read(&self, scope_type: ScopeType, scope_id: &str) -> bool {
-        let Some(grants) = self.grants else { return true };
+        let Some(grants) = self.grants else {
+            return true;
+        };
         grants.iter().any(|g| match g {
             Grant::All => true,
             Grant::AnyOf(t) => *t == scope_type,

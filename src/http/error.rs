@@ -55,7 +55,10 @@ impl ApiError {
         match self {
             ApiError::BadParam(name, problem) => {
                 let (zh, en) = match problem {
-                    Problem::Missing => (format!("参数[{name}]不能为空"), format!("{name} is required")),
+                    Problem::Missing => (
+                        format!("参数[{name}]不能为空"),
+                        format!("{name} is required"),
+                    ),
                     Problem::NotInteger => (
                         format!("参数[{name}]必须为整数"),
                         format!("{name} must be an integer"),
@@ -79,10 +82,16 @@ impl ApiError {
                 }
             }
             ApiError::JobIdNotPositive => lang
-                .pick("任务实例ID必须为正整数", "Job instance id must be a positive number")
+                .pick(
+                    "任务实例ID必须为正整数",
+                    "Job instance id must be a positive number",
+                )
                 .into(),
             ApiError::StepIdNotPositive => lang
-                .pick("步骤实例ID必须为正整数", "Step instance id must be a positive number")
+                .pick(
+                    "步骤实例ID必须为正整数",
+                    "Step instance id must be a positive number",
+                )
                 .into(),
             ApiError::InvalidParam(name) => match lang {
                 Lang::Zh => format!("请求参数[{name}]不合法"),

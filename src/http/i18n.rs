@@ -57,7 +57,11 @@ const HOST_STATUSES: &[(i32, &str, &str)] = &[
     (104, "脚本返回码非零", "Non-zero Exit Code"),
     (202, "文件传输失败", "File Transmission Failed"),
     (203, "源文件不存在", "Source File Not Exists"),
-    (301, "文件任务系统错误-未分类的", "Unclassified File Failure"),
+    (
+        301,
+        "文件任务系统错误-未分类的",
+        "Unclassified File Failure",
+    ),
     (303, "文件任务超时", "File Transmission Timeout"),
     (310, "Agent异常", "Abnormal Agent"),
     (311, "用户名不存在", "User not exist"),

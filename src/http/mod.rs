@@ -94,7 +94,11 @@ async fn step_status(
             0,
             render::success(&a, lang, &request_id, now_ms),
         ),
-        Err(e) => (e.http_status(), e.code(), render::failure(&e, lang, &request_id)),
+        Err(e) => (
+            e.http_status(),
+            e.code(),
+            render::failure(&e, lang, &request_id),
+        ),
     };
     tracing::debug!(
         request_id,
@@ -157,7 +161,9 @@ async fn answer(
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let body = state.metrics.render(&state.index, &state.store, &state.health);
+    let body = state
+        .metrics
+        .render(&state.index, &state.store, &state.health);
     (
         [(
             header::CONTENT_TYPE,
@@ -171,7 +177,11 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     match state.health.readiness() {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
     }
 }
 

@@ -31,7 +31,9 @@ impl Params {
     }
 
     fn int<T: TryFrom<i64>>(&self, name: &'static str, min: i64) -> Result<Option<T>, ApiError> {
-        let Some(raw) = self.0.get(name) else { return Ok(None) };
+        let Some(raw) = self.0.get(name) else {
+            return Ok(None);
+        };
         let v: i64 = raw
             .trim()
             .parse()
@@ -60,8 +62,7 @@ pub fn parse(raw: Option<&str>) -> Result<StepQuery, ApiError> {
     if job_instance_id < 1 {
         return Err(ApiError::JobIdNotPositive);
     }
-    let step_instance_id: i64 =
-        required(p.int("step_instance_id", i64::MIN)?, "step_instance_id")?;
+    let step_instance_id: i64 = required(p.int("step_instance_id", i64::MIN)?, "step_instance_id")?;
     if step_instance_id < 1 {
         return Err(ApiError::StepIdNotPositive);
     }

@@ -44,11 +44,9 @@ pub async fn ensure_topics(brokers: &str, topics: &[&str], partitions: i32) -> R
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    for result in admin
-        .create_topics(&new, &opts)
-        .await
-        .with_context(|| format!("cannot reach Kafka at {brokers} (is the broker running? ops/broker.sh start)"))?
-    {
+    for result in admin.create_topics(&new, &opts).await.with_context(|| {
+        format!("cannot reach Kafka at {brokers} (is the broker running? ops/broker.sh start)")
+    })? {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => anyhow::bail!("cannot create topic {topic}: {code}"),
@@ -218,7 +216,12 @@ pub fn run(
             poll_wait = Duration::ZERO;
         }
         if !msgs.is_empty() {
-            let assigned = consumer.context().assigned.lock().clone().unwrap_or_default();
+            let assigned = consumer
+                .context()
+                .assigned
+                .lock()
+                .clone()
+                .unwrap_or_default();
             // Messages of partitions revoked while the batch was gathered belong to another
             // member now; the next owner reads them from the stored offsets.
             msgs.retain(|m| assigned.contains(&m.partition()));
@@ -267,9 +270,15 @@ fn process(
     let topic = decoded.offsets.first().map_or("", |o| o.topic.as_str());
     for (p, (offset, ts)) in &decoded.last {
         let labels = [topic, &p.to_string()];
-        sink.metrics.last_offset.with_label_values(&labels).set(*offset);
+        sink.metrics
+            .last_offset
+            .with_label_values(&labels)
+            .set(*offset);
         if let Some(ts) = ts {
-            sink.metrics.last_event_time.with_label_values(&labels).set(*ts);
+            sink.metrics
+                .last_event_time
+                .with_label_values(&labels)
+                .set(*ts);
         }
     }
     true
@@ -291,10 +300,22 @@ fn dead_letter(
     tracing::warn!(partition, offset, %reason, "bad event sent to the dead-letter topic");
     loop {
         let headers = OwnedHeaders::new()
-            .insert(Header { key: "stepview-error", value: Some(reason.as_str()) })
-            .insert(Header { key: "stepview-source-topic", value: Some(m.topic()) })
-            .insert(Header { key: "stepview-source-partition", value: Some(partition.as_str()) })
-            .insert(Header { key: "stepview-source-offset", value: Some(offset.as_str()) });
+            .insert(Header {
+                key: "stepview-error",
+                value: Some(reason.as_str()),
+            })
+            .insert(Header {
+                key: "stepview-source-topic",
+                value: Some(m.topic()),
+            })
+            .insert(Header {
+                key: "stepview-source-partition",
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: "stepview-source-offset",
+                value: Some(offset.as_str()),
+            });
         let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(dlq).headers(headers);
         if let Some(k) = m.key() {
             record = record.key(k);
@@ -315,7 +336,12 @@ fn dead_letter(
     }
 }
 
-fn report_lag(consumer: &BaseConsumer<GroupContext>, cfg: &KafkaConfig, sink: &Sink, store: &Store) {
+fn report_lag(
+    consumer: &BaseConsumer<GroupContext>,
+    cfg: &KafkaConfig,
+    sink: &Sink,
+    store: &Store,
+) {
     let Some(assigned) = consumer.context().assigned.lock().clone() else {
         return; // not in the group yet
     };

@@ -36,9 +36,7 @@ impl Sink {
                     self.metrics
                         .apply_duration
                         .observe(started.elapsed().as_secs_f64());
-                    self.metrics
-                        .apply_batch_events
-                        .observe(events.len() as f64);
+                    self.metrics.apply_batch_events.observe(events.len() as f64);
                     self.record(&stats);
                     self.health.set_apply_failing(false);
                     return true;

@@ -21,7 +21,12 @@ pub struct ReplaySummary {
     pub seconds: f64,
 }
 
-pub fn replay(cfg: &KafkaConfig, sink: &Sink, store: &Store, show_progress: bool) -> Result<ReplaySummary> {
+pub fn replay(
+    cfg: &KafkaConfig,
+    sink: &Sink,
+    store: &Store,
+    show_progress: bool,
+) -> Result<ReplaySummary> {
     let group = format!("stepview-replay-{}", hex::encode(rand::random::<[u8; 6]>()));
     let consumer: BaseConsumer = consumer_config(&cfg.brokers, &group)
         .create()
@@ -36,7 +41,11 @@ pub fn replay(cfg: &KafkaConfig, sink: &Sink, store: &Store, show_progress: bool
         .filter(|t| t.name() == cfg.topic)
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
-    anyhow::ensure!(!partitions.is_empty(), "topic {} has no partitions (does it exist?)", cfg.topic);
+    anyhow::ensure!(
+        !partitions.is_empty(),
+        "topic {} has no partitions (does it exist?)",
+        cfg.topic
+    );
     // A resumed replay continues from what the directory already holds.
     let stored = stored_offsets(store, &cfg.topic);
     let mut end: BTreeMap<i32, i64> = BTreeMap::new();
@@ -65,7 +74,11 @@ pub fn replay(cfg: &KafkaConfig, sink: &Sink, store: &Store, show_progress: bool
     );
     let started = Instant::now();
     let never = AtomicBool::new(false);
-    let mut summary = ReplaySummary { messages: 0, bad: 0, seconds: 0.0 };
+    let mut summary = ReplaySummary {
+        messages: 0,
+        bad: 0,
+        seconds: 0.0,
+    };
     let mut idle_since = Instant::now();
     while !end.is_empty() {
         let mut msgs = Vec::new();
@@ -88,7 +101,10 @@ pub fn replay(cfg: &KafkaConfig, sink: &Sink, store: &Store, show_progress: bool
             continue;
         }
         idle_since = Instant::now();
-        msgs.retain(|m| end.get(&m.partition()).is_some_and(|high| m.offset() < *high));
+        msgs.retain(|m| {
+            end.get(&m.partition())
+                .is_some_and(|high| m.offset() < *high)
+        });
         let decoded = decode_batch(&msgs);
         for (_, bad) in &decoded.bad {
             sink.record_bad(bad);

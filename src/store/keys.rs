@@ -89,8 +89,18 @@ mod tests {
 
     #[test]
     fn keys_sort_numerically_and_round_trip() {
-        let a = RowKey { step: 1, execute_count: 0, batch: 2, host: 300 };
-        let b = RowKey { step: 1, execute_count: 0, batch: 10, host: 5 };
+        let a = RowKey {
+            step: 1,
+            execute_count: 0,
+            batch: 2,
+            host: 300,
+        };
+        let b = RowKey {
+            step: 1,
+            execute_count: 0,
+            batch: 10,
+            host: 5,
+        };
         assert!(a.to_bytes() < b.to_bytes());
         assert_eq!(RowKey::from_bytes(&b.to_bytes()), Some(b));
         assert!(a.to_bytes().starts_with(&retry_prefix(1, 0, Some(2))));

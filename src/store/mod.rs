@@ -64,8 +64,11 @@ impl Store {
         std::fs::create_dir_all(path)
             .with_context(|| format!("cannot create data directory {}", path.display()))?;
         let cache = Cache::new_lru_cache(opts.block_cache_bytes);
-        let wbm =
-            WriteBufferManager::new_write_buffer_manager_with_cache(opts.write_buffer_bytes, false, cache.clone());
+        let wbm = WriteBufferManager::new_write_buffer_manager_with_cache(
+            opts.write_buffer_bytes,
+            false,
+            cache.clone(),
+        );
         let mut db_opts = Options::default();
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
@@ -95,13 +98,18 @@ impl Store {
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        self.db.cf_handle(name).expect("column families are created at open")
+        self.db
+            .cf_handle(name)
+            .expect("column families are created at open")
     }
 
     pub fn put_step(&self, b: &mut StoreBatch, step: &StepEvent) {
         let value = serde_json::to_vec(step).expect("steps serialize");
-        b.batch
-            .put_cf(self.cf(CF_STEPS), keys::step_key(step.step_instance_id), value);
+        b.batch.put_cf(
+            self.cf(CF_STEPS),
+            keys::step_key(step.step_instance_id),
+            value,
+        );
     }
 
     pub fn put_row(&self, b: &mut StoreBatch, key: RowKey, row: &HostRow) {
@@ -187,11 +195,15 @@ impl Store {
         batch: Option<i32>,
     ) -> Result<Vec<(RowKey, HostRow)>> {
         let mut rows = Vec::new();
-        self.scan_prefix(CF_HOSTS, &keys::retry_prefix(step, execute_count, batch), |k, v| {
-            let key = RowKey::from_bytes(k).context("corrupt host row key")?;
-            rows.push((key, HostRow::decode(v).context("corrupt host row")?));
-            Ok(())
-        })?;
+        self.scan_prefix(
+            CF_HOSTS,
+            &keys::retry_prefix(step, execute_count, batch),
+            |k, v| {
+                let key = RowKey::from_bytes(k).context("corrupt host row key")?;
+                rows.push((key, HostRow::decode(v).context("corrupt host row")?));
+                Ok(())
+            },
+        )?;
         Ok(rows)
     }
 
@@ -204,12 +216,17 @@ impl Store {
         batch: Option<i32>,
         mut f: impl FnMut(RowKey, i64, &[u8]),
     ) -> Result<()> {
-        self.scan_prefix(CF_LOGS, &keys::retry_prefix(step, execute_count, batch), |k, v| {
-            let key = RowKey::from_bytes(k).context("corrupt log key")?;
-            let offset = i64::from_be_bytes(k[ROW_KEY_LEN..].try_into().context("corrupt log key")?);
-            f(key, offset, v);
-            Ok(())
-        })
+        self.scan_prefix(
+            CF_LOGS,
+            &keys::retry_prefix(step, execute_count, batch),
+            |k, v| {
+                let key = RowKey::from_bytes(k).context("corrupt log key")?;
+                let offset =
+                    i64::from_be_bytes(k[ROW_KEY_LEN..].try_into().context("corrupt log key")?);
+                f(key, offset, v);
+                Ok(())
+            },
+        )
     }
 
     fn scan_prefix(
@@ -239,7 +256,9 @@ impl Store {
         );
         for item in it {
             let (k, v) = item.context("RocksDB read failed")?;
-            let Some(rest) = k.strip_prefix(OFFSET_PREFIX) else { break };
+            let Some(rest) = k.strip_prefix(OFFSET_PREFIX) else {
+                break;
+            };
             let rest = std::str::from_utf8(rest).context("corrupt offset key")?;
             let (topic, partition) = rest.rsplit_once('/').context("corrupt offset key")?;
             let next = i64::from_be_bytes(v.as_ref().try_into().context("corrupt offset")?);
@@ -267,7 +286,9 @@ impl Store {
     /// Flushes memtables to SST files (graceful shutdown; the WAL alone would also do).
     pub fn flush(&self) -> Result<()> {
         for name in [CF_STEPS, CF_HOSTS, CF_LOGS, CF_META] {
-            self.db.flush_cf(self.cf(name)).context("RocksDB flush failed")?;
+            self.db
+                .flush_cf(self.cf(name))
+                .context("RocksDB flush failed")?;
         }
         Ok(())
     }
@@ -276,7 +297,12 @@ impl Store {
     pub fn property_sum(&self, name: &str) -> u64 {
         [CF_STEPS, CF_HOSTS, CF_LOGS, CF_META]
             .iter()
-            .filter_map(|cf| self.db.property_int_value_cf(self.cf(cf), name).ok().flatten())
+            .filter_map(|cf| {
+                self.db
+                    .property_int_value_cf(self.cf(cf), name)
+                    .ok()
+                    .flatten()
+            })
             .sum()
     }
 

@@ -25,8 +25,10 @@ fn sha256_hex(s: &str) -> String {
 }
 
 pub fn test_config(data_dir: &std::path::Path) -> Config {
-    let mut c = Config::default();
-    c.data_dir = data_dir.to_owned();
+    let mut c = Config {
+        data_dir: data_dir.to_owned(),
+        ..Config::default()
+    };
     c.http.listen = "127.0.0.1:0".parse().unwrap();
     c.store.block_cache_mb = 16;
     c.store.write_buffer_mb = 32;
@@ -100,14 +102,18 @@ impl TestService {
 
     /// GET the API with `query` and the test app's credentials; the status and the JSON body.
     pub async fn get(&self, query: &str) -> (u16, Value) {
-        self.get_with(query, &[("X-Bkapi-Authorization", &auth_header(APP, SECRET))])
-            .await
+        self.get_with(
+            query,
+            &[("X-Bkapi-Authorization", &auth_header(APP, SECRET))],
+        )
+        .await
     }
 
     pub async fn get_with(&self, query: &str, headers: &[(&str, &str)]) -> (u16, Value) {
-        let mut req = self
-            .client
-            .get(format!("{}/api/v3/get_step_instance_status?{query}", self.base));
+        let mut req = self.client.get(format!(
+            "{}/api/v3/get_step_instance_status?{query}",
+            self.base
+        ));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -146,10 +152,16 @@ pub fn brokers() -> &'static str {
             .port();
         let url = format!("tcp://127.0.0.1:{port}");
         let mut cmd = std::process::Command::new("tansu");
-        cmd.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
+        cmd.args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "memory://tansu/"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
         // The broker dies with the test process: PR_SET_PDEATHSIG fires when the spawning
         // *thread* ends, so spawn it from a thread that lives as long as the process.
         unsafe {
@@ -261,7 +273,14 @@ pub fn result(
     }
 }
 
-pub fn log(step: i64, execute_count: i32, batch: i32, host: i64, offset: i64, content: &str) -> Event {
+pub fn log(
+    step: i64,
+    execute_count: i32,
+    batch: i32,
+    host: i64,
+    offset: i64,
+    content: &str,
+) -> Event {
     Event::HostLog(stepview::events::HostLog {
         step_instance_id: step,
         execute_count,
@@ -274,7 +293,8 @@ pub fn log(step: i64, execute_count: i32, batch: i32, host: i64, offset: i64, co
 
 /// The query string naming `step` in scope biz:2, job `JOB`, plus `extra`.
 pub fn q(step: i64, extra: &str) -> String {
-    let base = format!("bk_scope_type=biz&bk_scope_id=2&job_instance_id={JOB}&step_instance_id={step}");
+    let base =
+        format!("bk_scope_type=biz&bk_scope_id=2&job_instance_id={JOB}&step_instance_id={step}");
     if extra.is_empty() {
         base
     } else {
