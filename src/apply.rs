@@ -173,7 +173,7 @@ impl Applier {
         for (key, slot) in &slots {
             if let (true, Some(row)) = (slot.dirty, &slot.row) {
                 let before = slot.before.as_ref().map(|(s, t)| (*s, t.as_str()));
-                self.index.place(*key, before, (row.status, &row.tag));
+                self.index.place(*key, before, row);
             }
         }
         Ok(stats)

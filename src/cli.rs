@@ -106,6 +106,10 @@ struct Settings {
     /// RocksDB write-buffer budget (memtables), MiB [default: 256].
     #[arg(long, env = "STEPVIEW_WRITE_BUFFER_MB")]
     write_buffer_mb: Option<usize>,
+    /// Rows kept in memory for the steps that capped queries poll, ~300 bytes each; 0 = none
+    /// [default: 200000].
+    #[arg(long, env = "STEPVIEW_HOT_ROWS")]
+    hot_rows: Option<usize>,
 }
 
 impl Settings {
@@ -146,6 +150,9 @@ impl Settings {
         }
         if let Some(v) = self.write_buffer_mb {
             c.store.write_buffer_mb = v;
+        }
+        if let Some(v) = self.hot_rows {
+            c.store.hot_rows = v;
         }
         Ok(c)
     }

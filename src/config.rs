@@ -47,6 +47,8 @@ pub struct KafkaConfig {
 pub struct StoreConfig {
     pub block_cache_mb: usize,
     pub write_buffer_mb: usize,
+    /// Most rows kept in memory for the retries that capped queries poll (0: none).
+    pub hot_rows: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -98,6 +100,7 @@ impl Default for StoreConfig {
         StoreConfig {
             block_cache_mb: 256,
             write_buffer_mb: 256,
+            hot_rows: 200_000,
         }
     }
 }

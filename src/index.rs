@@ -1,17 +1,25 @@
 //! The in-memory indexes that make queries cheap: step records by id, and for every step / retry /
-//! batch the hosts of each (status, tag) group in `bk_host_id` order.
+//! batch the hosts of each (status, tag) group in `bk_host_id` order; plus, for the retries that
+//! capped queries poll, copies of the rows they returned ("hot rows"), so that a repeated poll
+//! reads no RocksDB at all.
 //!
-//! Owns: the group sets and the step cache. Must not: write to the store or be changed by anyone
-//! but `apply` (and the rebuild at start). It is derived state: `rebuild` recreates it from RocksDB.
+//! Owns: the group sets, the step cache and the hot rows. Must not: write to the store or be
+//! changed by anyone but `apply` (and the rebuild at start, and queries adding hot rows). It is
+//! derived state: `rebuild` recreates it from RocksDB.
+//!
+//! Hot rows stay coherent because both sides hold the retry's lock: `apply` refreshes a hot row
+//! under the write lock after the store has the new row; a query reads the store and adds hot rows
+//! under the read lock, so it either finishes before the refresh or reads the new row.
 
 use crate::events::StepEvent;
 use crate::store::keys::RowKey;
+use crate::store::row::HostRow;
 use crate::store::Store;
 use anyhow::Result;
 use dashmap::DashMap;
-use parking_lot::RwLock;
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicI64, Ordering};
+use parking_lot::{Mutex, RwLock};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// A (status, tag) group. Ordered as api.md orders groups: status ascending, then tag bytes.
@@ -27,10 +35,19 @@ pub struct BatchGroups {
     pub groups: BTreeMap<GroupKey, BTreeSet<i64>>,
 }
 
-/// The groups of one step's retry, per batch.
+/// The groups of one step's retry, per batch, and its hot rows.
 #[derive(Debug, Default)]
 pub struct RetryGroups {
     pub batches: BTreeMap<i32, BatchGroups>,
+    hot: Mutex<HotRows>,
+}
+
+/// Rows of one retry that capped queries returned, by (batch, host).
+#[derive(Debug, Default)]
+struct HotRows {
+    rows: HashMap<(i32, i64), Arc<HostRow>>,
+    /// When a query last used them (index clock), for eviction.
+    used: u64,
 }
 
 impl RetryGroups {
@@ -50,6 +67,10 @@ pub struct Index {
     steps: DashMap<i64, Arc<StepEvent>>,
     retries: DashMap<RetryId, Arc<RwLock<RetryGroups>>>,
     hosts: AtomicI64,
+    /// Most hot rows kept over all retries (0: none).
+    hot_budget: usize,
+    hot_count: AtomicUsize,
+    clock: AtomicU64,
 }
 
 impl Index {
@@ -67,11 +88,9 @@ impl Index {
             .map(|r| Arc::clone(&r))
     }
 
-    /// Moves a host from its old group (None: a new row) to `new`.
-    pub fn place(&self, key: RowKey, old: Option<(i32, &str)>, new: (i32, &str)) {
-        if old == Some(new) {
-            return;
-        }
+    /// Moves a host from its old group (None: a new row) to the group of `row`, and refreshes
+    /// its hot copy if it has one. Called after the store holds `row`.
+    pub fn place(&self, key: RowKey, old: Option<(i32, &str)>, row: &HostRow) {
         let retry = Arc::clone(
             &self
                 .retries
@@ -79,6 +98,13 @@ impl Index {
                 .or_default(),
         );
         let mut retry = retry.write();
+        if let Some(hot) = retry.hot.get_mut().rows.get_mut(&(key.batch, key.host)) {
+            *hot = Arc::new(row.clone());
+        }
+        let new = (row.status, row.tag.as_str());
+        if old == Some(new) {
+            return;
+        }
         let batch = retry.batches.entry(key.batch).or_default();
         match old {
             Some((status, tag)) => {
@@ -97,17 +123,92 @@ impl Index {
                 self.hosts.fetch_add(1, Ordering::Relaxed);
             }
         }
-        // Reuse the group's tag allocation when the group exists.
-        let probe = GroupKey {
+        let group = GroupKey {
             status: new.0,
             tag: new.1.into(),
         };
-        batch.groups.entry(probe).or_default().insert(key.host);
+        batch.groups.entry(group).or_default().insert(key.host);
+    }
+
+    /// The hot copies of `keys` (all of one retry), `None` where there is none.
+    pub fn hot_rows(&self, retry: &RetryGroups, keys: &[RowKey]) -> Vec<Option<Arc<HostRow>>> {
+        let mut hot = retry.hot.lock();
+        if hot.rows.is_empty() {
+            return vec![None; keys.len()];
+        }
+        hot.used = self.clock.fetch_add(1, Ordering::Relaxed);
+        keys.iter()
+            .map(|k| hot.rows.get(&(k.batch, k.host)).cloned())
+            .collect()
+    }
+
+    /// Keeps copies of rows a capped query just read from the store. The caller holds the
+    /// retry's read lock across reading them and this call (see the module comment).
+    pub fn add_hot_rows(&self, retry: &RetryGroups, rows: &[(RowKey, Arc<HostRow>)]) {
+        if self.hot_budget == 0 || rows.is_empty() {
+            return;
+        }
+        {
+            let mut hot = retry.hot.lock();
+            hot.used = self.clock.fetch_add(1, Ordering::Relaxed);
+            let before = hot.rows.len();
+            for (k, row) in rows {
+                hot.rows
+                    .entry((k.batch, k.host))
+                    .or_insert_with(|| Arc::clone(row));
+            }
+            self.hot_count
+                .fetch_add(hot.rows.len() - before, Ordering::Relaxed);
+        }
+        if self.hot_count.load(Ordering::Relaxed) > self.hot_budget {
+            self.evict_hot_rows(retry);
+        }
+    }
+
+    /// Drops the hot rows of the least recently polled retries until 3/4 of the budget is used.
+    /// Rare, and O(retries) when it happens.
+    fn evict_hot_rows(&self, keep: &RetryGroups) {
+        let mut by_age: Vec<(u64, Arc<RwLock<RetryGroups>>)> = self
+            .retries
+            .iter()
+            .map(|r| Arc::clone(r.value()))
+            .filter_map(|r| {
+                let used = r.try_read()?.hot.lock().used;
+                Some((used, r))
+            })
+            .collect();
+        by_age.sort_by_key(|(used, _)| *used);
+        for (_, retry) in by_age {
+            if self.hot_count.load(Ordering::Relaxed) <= self.hot_budget / 4 * 3 {
+                break;
+            }
+            // The caller's retry is read-locked by the caller already; reading again is fine.
+            let Some(retry) = retry.try_read() else {
+                continue;
+            };
+            if std::ptr::eq(&*retry, keep) {
+                continue;
+            }
+            let dropped = std::mem::take(&mut retry.hot.lock().rows).len();
+            self.hot_count.fetch_sub(dropped, Ordering::Relaxed);
+        }
+    }
+
+    pub fn hot_row_count(&self) -> usize {
+        self.hot_count.load(Ordering::Relaxed)
+    }
+
+    /// An empty index that keeps at most `hot_budget` hot rows.
+    pub fn new(hot_budget: usize) -> Index {
+        Index {
+            hot_budget,
+            ..Index::default()
+        }
     }
 
     /// Recreates the index from the store (service start).
-    pub fn rebuild(store: &Store) -> Result<Index> {
-        let index = Index::default();
+    pub fn rebuild(store: &Store, hot_budget: usize) -> Result<Index> {
+        let index = Index::new(hot_budget);
         for step in store.steps()? {
             index.set_step(step);
         }
@@ -164,7 +265,9 @@ impl Index {
             .iter()
             .map(|r| {
                 let r = r.read();
+                let hot = r.hot.lock().rows.len();
                 RETRY_BYTES
+                    + hot * HOT_ROW_BYTES
                     + r.batches
                         .values()
                         .flat_map(|b| b.groups.iter())
@@ -183,5 +286,7 @@ const HOST_BYTES: usize = 16;
 const GROUP_BYTES: usize = 112;
 /// A retry's map entry, lock and batch map.
 const RETRY_BYTES: usize = 160;
+/// A hot row: its map slot, the row and its strings.
+const HOT_ROW_BYTES: usize = 48 + std::mem::size_of::<HostRow>() + 64;
 /// A step record in the step map, its `Arc` and map slot.
 const STEP_BYTES: usize = std::mem::size_of::<StepEvent>() + 64;

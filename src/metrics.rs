@@ -27,6 +27,7 @@ pub struct Metrics {
     ready: IntGauge,
     index_hosts: IntGauge,
     index_memory: IntGauge,
+    hot_rows: IntGauge,
     rocksdb: IntGaugeVec,
 }
 
@@ -150,6 +151,14 @@ impl Metrics {
             )
             .expect("valid"),
         );
+        let hot_rows = register(
+            &r,
+            IntGauge::new(
+                "stepview_index_hot_rows",
+                "Rows kept in memory for the retries that capped queries poll.",
+            )
+            .expect("valid"),
+        );
         let rocksdb = gauge(
             "stepview_rocksdb",
             "RocksDB figures, by property (live_sst_bytes, block_cache_usage_bytes, \
@@ -178,6 +187,7 @@ impl Metrics {
             ready,
             index_hosts,
             index_memory,
+            hot_rows,
             rocksdb,
         }
     }
@@ -188,6 +198,7 @@ impl Metrics {
         self.index_steps.set(index.step_count() as i64);
         self.index_hosts.set(index.host_count());
         self.index_memory.set(index.estimated_bytes() as i64);
+        self.hot_rows.set(index.hot_row_count() as i64);
         for (label, prop) in [
             ("live_sst_bytes", "rocksdb.live-sst-files-size"),
             ("estimate_keys", "rocksdb.estimate-num-keys"),

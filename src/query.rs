@@ -53,7 +53,7 @@ pub struct GroupAnswer {
     pub status: i32,
     pub tag: String,
     pub host_size: usize,
-    pub hosts: Vec<(RowKey, HostRow)>,
+    pub hosts: Vec<(RowKey, Arc<HostRow>)>,
 }
 
 pub struct StepAnswer {
@@ -92,13 +92,9 @@ pub fn answer(index: &Index, store: &Store, q: &StepQuery) -> Result<StepAnswer,
     let execute_count = q.execute_count.unwrap_or(step.execute_count);
     let groups = match index.retry(step.step_instance_id, execute_count) {
         None => Vec::new(),
-        Some(retry) if q.search_ip.is_none() && q.keyword.is_none() => from_index(
-            store,
-            q,
-            step.step_instance_id,
-            execute_count,
-            &retry.read(),
-        )?,
+        Some(retry) if q.search_ip.is_none() && q.keyword.is_none() => {
+            from_index(index, store, q, execute_count, &retry.read())?
+        }
         Some(retry) => {
             let known = retry.read().group_keys();
             by_scan(store, q, step.step_instance_id, execute_count, known)?
@@ -113,12 +109,13 @@ pub fn answer(index: &Index, store: &Store, q: &StepQuery) -> Result<StepAnswer,
 
 /// Sizes from the index; rows read only for the hosts returned.
 fn from_index(
+    index: &Index,
     store: &Store,
     q: &StepQuery,
-    step: i64,
     execute_count: i32,
     retry: &RetryGroups,
 ) -> Result<Vec<GroupAnswer>, QueryError> {
+    let step = q.step_instance_id;
     let batches: Vec<_> = retry
         .batches
         .iter()
@@ -145,7 +142,8 @@ fn from_index(
         .iter()
         .flat_map(|(_, _, k)| k.iter().copied())
         .collect();
-    let mut rows = store.get_rows(&keys)?.into_iter();
+    let in_scope: usize = plan.iter().map(|(_, size, _)| size).sum();
+    let mut rows = fetch_rows(index, store, q, retry, &keys, in_scope)?.into_iter();
     Ok(plan
         .into_iter()
         .map(|(group, host_size, keys)| GroupAnswer {
@@ -159,6 +157,50 @@ fn from_index(
         })
         .collect())
 }
+
+/// Rows for `keys` (all of one retry; `in_scope` rows pass the batch filter): hot copies first,
+/// the rest from the store, by point lookups or, when most of the scope is wanted, by one range
+/// scan (cheaper per row). Rows a capped query read become hot.
+fn fetch_rows(
+    index: &Index,
+    store: &Store,
+    q: &StepQuery,
+    retry: &RetryGroups,
+    keys: &[RowKey],
+    in_scope: usize,
+) -> anyhow::Result<Vec<Option<Arc<HostRow>>>> {
+    let mut rows = index.hot_rows(retry, keys);
+    let missing: Vec<usize> = (0..keys.len()).filter(|&i| rows[i].is_none()).collect();
+    if missing.is_empty() {
+        return Ok(rows);
+    }
+    let wanted: Vec<RowKey> = missing.iter().map(|&i| keys[i]).collect();
+    let fetched = if wanted.len() * SCAN_WHEN_ONE_IN >= in_scope {
+        store.get_rows_by_scan(
+            q.step_instance_id,
+            wanted[0].execute_count,
+            q.batch,
+            &wanted,
+        )?
+    } else {
+        store.get_rows(&wanted)?
+    };
+    let mut fresh = Vec::new();
+    for (i, row) in missing.into_iter().zip(fetched) {
+        if let Some(row) = row {
+            let row = Arc::new(row);
+            fresh.push((keys[i], Arc::clone(&row)));
+            rows[i] = Some(row);
+        }
+    }
+    if q.max_host_num_per_group.is_some() {
+        index.add_hot_rows(retry, &fresh);
+    }
+    Ok(rows)
+}
+
+/// A range scan beats point lookups once at least one row in this many is wanted.
+const SCAN_WHEN_ONE_IN: usize = 4;
 
 /// The first `n` (host, batch) pairs of the union of per-batch sorted sets, ordered by host, then
 /// batch. Costs O(n × batches), not O(hosts).
@@ -198,7 +240,7 @@ fn by_scan(
     };
     let ip_needle = q.search_ip.as_deref();
     let ipv6_needle = ip_needle.map(str::to_lowercase);
-    let mut groups: BTreeMap<GroupKey, Vec<(RowKey, HostRow)>> =
+    let mut groups: BTreeMap<GroupKey, Vec<(RowKey, Arc<HostRow>)>> =
         known.into_iter().map(|k| (k, Vec::new())).collect();
     for (key, row) in store.rows_in(step, execute_count, q.batch)? {
         if let Some(needle) = ip_needle {
@@ -225,7 +267,7 @@ fn by_scan(
             status: row.status,
             tag: row.tag.as_str().into(),
         };
-        groups.entry(group).or_default().push((key, row));
+        groups.entry(group).or_default().push((key, Arc::new(row)));
     }
     let cap = q.cap();
     Ok(groups

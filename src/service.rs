@@ -26,7 +26,9 @@ impl Views {
     pub fn open(config: &Config) -> Result<Views> {
         let started = Instant::now();
         let store = Arc::new(Store::open(&config.data_dir, &config.store.options())?);
-        let index = Arc::new(Index::rebuild(&store).context("index rebuild failed")?);
+        let index = Arc::new(
+            Index::rebuild(&store, config.store.hot_rows).context("index rebuild failed")?,
+        );
         tracing::info!(
             steps = index.step_count(),
             hosts = index.host_count(),

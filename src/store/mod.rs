@@ -79,8 +79,10 @@ impl Store {
             let mut table = BlockBasedOptions::default();
             table.set_block_cache(&cache);
             table.set_bloom_filter(10.0, false);
-            table.set_cache_index_and_filter_blocks(true);
-            table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+            // Queries read rows by point lookups: a hash index inside each data block saves
+            // the binary search, and index and filter blocks stay in the table readers rather
+            // than behind a cache lookup per key (they are small: ~1.5 bytes per key).
+            table.set_data_block_index_type(rocksdb::DataBlockIndexType::BinaryAndHash);
             let mut o = Options::default();
             o.set_block_based_table_factory(&table);
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);
@@ -137,18 +139,50 @@ impl Store {
 
     pub fn get_rows(&self, keys: &[RowKey]) -> Result<Vec<Option<HostRow>>> {
         let cf = self.cf(CF_HOSTS);
-        let raw: Vec<[u8; ROW_KEY_LEN]> = keys.iter().map(|k| k.to_bytes()).collect();
-        self.db
-            .batched_multi_get_cf(cf, &raw, false)
+        // RocksDB wants the keys sorted; sorting their positions here is cheaper than letting
+        // it sort its own key contexts.
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_unstable_by_key(|&i| keys[i]);
+        let raw: Vec<[u8; ROW_KEY_LEN]> = order.iter().map(|&i| keys[i].to_bytes()).collect();
+        let mut rows: Vec<Option<HostRow>> = vec![None; keys.len()];
+        for (r, &i) in self
+            .db
+            .batched_multi_get_cf(cf, &raw, true)
             .into_iter()
-            .zip(keys)
-            .map(|(r, k)| match r.context("RocksDB read failed")? {
-                None => Ok(None),
-                Some(v) => HostRow::decode(&v)
-                    .map(Some)
-                    .with_context(|| format!("corrupt host row {k:?}")),
-            })
-            .collect()
+            .zip(&order)
+        {
+            if let Some(v) = r.context("RocksDB read failed")? {
+                let row = HostRow::decode(&v)
+                    .with_context(|| format!("corrupt host row {:?}", keys[i]))?;
+                rows[i] = Some(row);
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Like `get_rows`, by one scan of the retry (or batch) that holds all `keys`: cheaper per
+    /// row when many of its rows are wanted.
+    pub fn get_rows_by_scan(
+        &self,
+        step: i64,
+        execute_count: i32,
+        batch: Option<i32>,
+        keys: &[RowKey],
+    ) -> Result<Vec<Option<HostRow>>> {
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_unstable_by_key(|&i| keys[i]);
+        let mut wanted = order.into_iter().peekable();
+        let mut rows: Vec<Option<HostRow>> = vec![None; keys.len()];
+        let prefix = keys::retry_prefix(step, execute_count, batch);
+        self.scan_prefix(CF_HOSTS, &prefix, |k, v| {
+            let key = RowKey::from_bytes(k).context("corrupt host row key")?;
+            while wanted.next_if(|&i| keys[i] < key).is_some() {}
+            if let Some(i) = wanted.next_if(|&i| keys[i] == key) {
+                rows[i] = Some(HostRow::decode(v).context("corrupt host row")?);
+            }
+            Ok(())
+        })?;
+        Ok(rows)
     }
 
     /// Which of these log chunks (row key, offset) are stored already.
