@@ -3,7 +3,6 @@ use stepview::config::Config;
 use stepview::events::{Event, HostResult, ScopeType, StepEvent, StepTargets, TargetHost};
 use stepview::query::{answer, StepQuery};
 use stepview::service::Views;
-use stepview::store::keys::RowKey;
 const HOSTS: i64 = 100_000;
 const STEP: i64 = 77;
 
@@ -92,48 +91,25 @@ fn query(cap: Option<i32>) -> StepQuery {
 
 fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        data_dir: dir.path().to_owned(),
-        ..Config::default()
-    };
+    let config = Config { data_dir: dir.path().to_owned(), ..Config::default() };
     let views = Views::open(&config).unwrap();
-    for batch in workload().chunks(5000) {
-        views.sink.applier.apply(batch, &[]).unwrap();
-    }
+    for batch in workload().chunks(5000) { views.sink.applier.apply(batch, &[]).unwrap(); }
     views.store.flush().unwrap();
-    let capped = query(Some(100));
-    let a = answer(&views.index, &views.store, &capped).unwrap();
-    let keys: Vec<RowKey> = a
-        .groups
-        .iter()
-        .flat_map(|g| g.hosts.iter().map(|(k, _)| *k))
-        .collect();
-    let mut sorted = keys.clone();
-    sorted.sort();
-    for (name, ks) in [("unsorted", &keys), ("sorted", &sorted)] {
-        let mut t = Vec::new();
-        for _ in 0..3000 {
-            let s = Instant::now();
-            std::hint::black_box(views.store.get_rows(ks).unwrap());
-            t.push(s.elapsed().as_micros());
-        }
-        t.sort();
-        println!(
-            "get_rows {name} {} keys: p50 {} us",
-            ks.len(),
-            t[t.len() / 2]
-        );
+    let full = query(None);
+    for _ in 0..5 {
+        let t = Instant::now();
+        let rows = views.store.rows_in(STEP, 0, None).unwrap();
+        let scan = t.elapsed().as_millis();
+        drop(rows);
+        let t = Instant::now();
+        let a = answer(&views.index, &views.store, &full).unwrap();
+        let ans = t.elapsed().as_millis();
+        let t = Instant::now();
+        let body = stepview::http::render::success(&a, stepview::http::i18n::Lang::Zh, "x", 0);
+        let render = t.elapsed().as_millis();
+        let t = Instant::now();
+        drop(a);
+        let dropt = t.elapsed().as_millis();
+        println!("scan {scan} ms, answer {ans} ms, render {render} ms ({} bytes), drop {dropt} ms", body.len());
     }
-    let mut t = Vec::new();
-    for _ in 0..500 {
-        let s = Instant::now();
-        std::hint::black_box(answer(&views.index, &views.store, &capped).unwrap());
-        t.push(s.elapsed().as_micros());
-    }
-    t.sort();
-    println!(
-        "answer p50 {} us p99 {}",
-        t[t.len() / 2],
-        t[t.len() * 99 / 100]
-    );
 }
