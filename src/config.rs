@@ -129,3 +129,25 @@ impl Config {
         toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses_and_states_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("ops/stepview.example.toml");
+        let example = Config::from_file(&path).unwrap();
+        let defaults = Config::default();
+        assert_eq!(example.http.auth, defaults.http.auth);
+        assert_eq!(example.kafka.topic, defaults.kafka.topic);
+        assert_eq!(example.kafka.batch_max, defaults.kafka.batch_max);
+        assert_eq!(example.kafka.ready_max_lag, defaults.kafka.ready_max_lag);
+        assert_eq!(example.store.block_cache_mb, defaults.store.block_cache_mb);
+        assert_eq!(example.store.write_buffer_mb, defaults.store.write_buffer_mb);
+        assert_eq!(example.store.hot_rows, defaults.store.hot_rows);
+        assert!(!example.apps.is_empty());
+        let typo = toml::from_str::<Config>("[kafka]\nbroker = \"x\"\n").unwrap_err();
+        assert!(typo.to_string().contains("broker"), "{typo}");
+    }
+}
