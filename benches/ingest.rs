@@ -30,7 +30,7 @@ fn topic_name(prefix: &str) -> String {
 }
 
 fn bare_consume(brokers: &str, topic: &str, n: usize) -> f64 {
-    let c: BaseConsumer = consumer_config(brokers, &topic_name("bare"))
+    let c: BaseConsumer = consumer_config(brokers, &topic_name("bare"), 1000)
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();

@@ -11,7 +11,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use stepview::config::Config;
 use stepview::events::Event;
-use stepview::ingest::kafka::{consumer_config, ensure_topics, DEFAULT_PARTITIONS};
+use rdkafka::{Offset, TopicPartitionList};
+use stepview::ingest::kafka::{
+    consumer_config, ensure_topics, WatermarkContext, Watermarks, DEFAULT_PARTITIONS,
+};
 use stepview::simulate::{self, Workload};
 
 fn workload(first_job_id: i64, hosts: usize) -> Vec<Event> {
@@ -39,19 +42,27 @@ async fn produce(topic: &str, messages: Vec<(String, Vec<u8>)>) {
     .unwrap();
 }
 
-/// High watermark per partition of `topic`.
+/// High watermark per partition of `topic`, as fetch responses report it (what stepview uses).
 fn high_watermarks(topic: &str) -> HashMap<i32, i64> {
-    let c: BaseConsumer = consumer_config(brokers(), "watermarks").create().unwrap();
-    (0..DEFAULT_PARTITIONS)
-        .map(|p| {
-            (
-                p,
-                c.fetch_watermarks(topic, p, Duration::from_secs(5))
-                    .unwrap()
-                    .1,
-            )
-        })
-        .collect()
+    let c: BaseConsumer<WatermarkContext> = consumer_config(brokers(), &unique_topic("wm"), 100)
+        .create_with_context(WatermarkContext(Watermarks::new(topic)))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..DEFAULT_PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::End).unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let known: Option<HashMap<i32, i64>> = (0..DEFAULT_PARTITIONS)
+            .map(|p| c.context().0.get(p).map(|(_, high)| (p, high)))
+            .collect();
+        if let Some(known) = known {
+            return known;
+        }
+        assert!(Instant::now() < deadline, "no watermarks reported for {topic}");
+        let _ = c.poll(Duration::from_millis(50));
+    }
 }
 
 /// Waits until the stored offsets of these services together reach every high watermark.
@@ -222,7 +233,7 @@ async fn bad_events_go_to_the_dead_letter_topic_and_the_rest_is_applied() {
 
     // Every bad message is in the DLQ, unchanged, with its reason and source.
     let dlq = format!("{topic}.dlq");
-    let consumer: BaseConsumer = consumer_config(brokers(), &unique_topic("dlq-reader"))
+    let consumer: BaseConsumer = consumer_config(brokers(), &unique_topic("dlq-reader"), 1000)
         .create()
         .unwrap();
     consumer.subscribe(&[&dlq]).unwrap();

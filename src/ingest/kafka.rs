@@ -5,6 +5,10 @@
 //! partition go into one RocksDB WriteBatch (`apply`). On assignment every partition is sought to
 //! the offset stored in RocksDB, not to the group's committed one; commits to Kafka follow, for
 //! lag tooling only.
+//!
+//! Partition ends (for lag, readiness and replay) come from the watermarks that fetch responses
+//! carry, read from librdkafka's statistics, not from ListOffsets requests: they cost nothing
+//! extra, and Tansu 0.6 answers ListOffsets(latest) with the last batch's base offset + 1.
 
 use super::Sink;
 use crate::apply::SourceOffset;
@@ -20,7 +24,7 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Message, Offset, Statistics, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -55,10 +59,12 @@ pub async fn ensure_topics(brokers: &str, topics: &[&str], partitions: i32) -> R
     Ok(())
 }
 
-/// Consumer settings shared by the group consumer and replay.
-pub fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
+/// Consumer settings shared by the group consumer and replay; `stats_ms` is how often
+/// librdkafka reports the watermarks (see [`Watermarks`]).
+pub fn consumer_config(brokers: &str, group_id: &str, stats_ms: u32) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers)
+        .set("statistics.interval.ms", stats_ms.to_string())
         .set("group.id", group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -68,6 +74,48 @@ pub fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
         .set("enable.partition.eof", "false");
     c
 }
+
+/// Low and high watermark per partition of one topic, as the latest fetch responses reported
+/// them; a partition appears once it has been fetched from.
+pub struct Watermarks {
+    topic: String,
+    seen: parking_lot::Mutex<HashMap<i32, (i64, i64)>>,
+}
+
+impl Watermarks {
+    pub fn new(topic: &str) -> Watermarks {
+        Watermarks {
+            topic: topic.to_owned(),
+            seen: parking_lot::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn record(&self, stats: &Statistics) {
+        let Some(topic) = stats.topics.get(&self.topic) else { return };
+        let mut seen = self.seen.lock();
+        for (p, s) in &topic.partitions {
+            if *p >= 0 && s.hi_offset >= 0 {
+                seen.insert(*p, (s.lo_offset.max(0), s.hi_offset));
+            }
+        }
+    }
+
+    /// (low, high) of `partition`, if known yet.
+    pub fn get(&self, partition: i32) -> Option<(i64, i64)> {
+        self.seen.lock().get(&partition).copied()
+    }
+}
+
+/// A consumer context that only records watermarks (replay, benchmarks, tests).
+pub struct WatermarkContext(pub Watermarks);
+
+impl ClientContext for WatermarkContext {
+    fn stats(&self, stats: Statistics) {
+        self.0.record(&stats);
+    }
+}
+
+impl ConsumerContext for WatermarkContext {}
 
 /// What a batch of messages decodes to.
 pub struct Decoded<'m> {
@@ -115,14 +163,20 @@ pub fn decode_batch<'m>(msgs: &'m [BorrowedMessage<'m>]) -> Decoded<'m> {
     }
 }
 
-/// Seeks assigned partitions to the offsets stored with the views (the durability rule).
+/// Seeks assigned partitions to the offsets stored with the views (the durability rule), and
+/// records watermarks.
 struct GroupContext {
     store: Arc<Store>,
     topic: String,
     assigned: parking_lot::Mutex<Option<BTreeSet<i32>>>,
+    watermarks: Watermarks,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn stats(&self, stats: Statistics) {
+        self.watermarks.record(&stats);
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn rebalance(
@@ -188,8 +242,9 @@ pub fn run(
         store: Arc::clone(&store),
         topic: cfg.topic.clone(),
         assigned: parking_lot::Mutex::new(None),
+        watermarks: Watermarks::new(&cfg.topic),
     };
-    let consumer: BaseConsumer<GroupContext> = consumer_config(&cfg.brokers, &cfg.group_id)
+    let consumer: BaseConsumer<GroupContext> = consumer_config(&cfg.brokers, &cfg.group_id, 1000)
         .create_with_context(context)
         .context("cannot create Kafka consumer")?;
     let producer: FutureProducer = ClientConfig::new()
@@ -336,21 +391,15 @@ fn dead_letter(
     }
 }
 
-fn report_lag(
-    consumer: &BaseConsumer<GroupContext>,
-    cfg: &KafkaConfig,
-    sink: &Sink,
-    store: &Store,
-) {
+fn report_lag(consumer: &BaseConsumer<GroupContext>, cfg: &KafkaConfig, sink: &Sink, store: &Store) {
     let Some(assigned) = consumer.context().assigned.lock().clone() else {
         return; // not in the group yet
     };
     let stored = stored_offsets(store, &cfg.topic);
     let mut max_lag = 0;
     for p in assigned {
-        let Ok((low, high)) = consumer.fetch_watermarks(&cfg.topic, p, Duration::from_secs(1))
-        else {
-            return; // unknown lag: do not claim to be caught up
+        let Some((low, high)) = consumer.context().watermarks.get(p) else {
+            return; // not fetched from yet: unknown lag, so do not claim to be caught up
         };
         let next = stored.get(&p).copied().unwrap_or(low).max(low);
         let lag = (high - next).max(0);

@@ -1,8 +1,8 @@
 //! Replay: rebuild every view from the topic's earliest retained offset into a data directory,
-//! reading each partition up to the high watermark seen at start. Bad events are counted, not
+//! reading each partition up to the high watermark first reported after the replay starts. Bad events are counted, not
 //! dead-lettered again (the live service did that). Progress and throughput are shown.
 
-use super::kafka::{consumer_config, decode_batch, stored_offsets};
+use super::kafka::{consumer_config, decode_batch, stored_offsets, WatermarkContext, Watermarks};
 use super::Sink;
 use crate::config::KafkaConfig;
 use crate::store::Store;
@@ -21,6 +21,14 @@ pub struct ReplaySummary {
     pub seconds: f64,
 }
 
+/// Where one partition's replay stands.
+struct Progress {
+    /// Next offset to apply; `None` until the partition's low watermark is known.
+    next: Option<i64>,
+    /// The high watermark first reported after assignment: replay stops there.
+    end: Option<i64>,
+}
+
 pub fn replay(
     cfg: &KafkaConfig,
     sink: &Sink,
@@ -28,12 +36,11 @@ pub fn replay(
     show_progress: bool,
 ) -> Result<ReplaySummary> {
     let group = format!("stepview-replay-{}", hex::encode(rand::random::<[u8; 6]>()));
-    let consumer: BaseConsumer = consumer_config(&cfg.brokers, &group)
-        .create()
+    let consumer: BaseConsumer<WatermarkContext> = consumer_config(&cfg.brokers, &group, 100)
+        .create_with_context(WatermarkContext(Watermarks::new(&cfg.topic)))
         .context("cannot create Kafka consumer")?;
-    let timeout = Duration::from_secs(10);
     let metadata = consumer
-        .fetch_metadata(Some(&cfg.topic), timeout)
+        .fetch_metadata(Some(&cfg.topic), Duration::from_secs(10))
         .with_context(|| format!("cannot read metadata of {} from {}", cfg.topic, cfg.brokers))?;
     let partitions: Vec<i32> = metadata
         .topics()
@@ -48,21 +55,16 @@ pub fn replay(
     );
     // A resumed replay continues from what the directory already holds.
     let stored = stored_offsets(store, &cfg.topic);
-    let mut end: BTreeMap<i32, i64> = BTreeMap::new();
     let mut tpl = TopicPartitionList::new();
-    let mut total = 0u64;
+    let mut pending: BTreeMap<i32, Progress> = BTreeMap::new();
     for p in partitions {
-        let (low, high) = consumer.fetch_watermarks(&cfg.topic, p, timeout)?;
-        let start = stored.get(&p).copied().unwrap_or(low).max(low);
-        if start < high {
-            end.insert(p, high);
-            total += (high - start) as u64;
-            tpl.add_partition_offset(&cfg.topic, p, Offset::Offset(start))?;
-        }
+        let next = stored.get(&p).copied();
+        tpl.add_partition_offset(&cfg.topic, p, next.map_or(Offset::Beginning, Offset::Offset))?;
+        pending.insert(p, Progress { next, end: None });
     }
     consumer.assign(&tpl)?;
     let bar = if show_progress {
-        ProgressBar::new(total)
+        ProgressBar::new(0)
     } else {
         ProgressBar::hidden()
     };
@@ -80,9 +82,9 @@ pub fn replay(
         seconds: 0.0,
     };
     let mut idle_since = Instant::now();
-    while !end.is_empty() {
+    while !pending.is_empty() {
         let mut msgs = Vec::new();
-        let mut wait = Duration::from_millis(200);
+        let mut wait = Duration::from_millis(100);
         while msgs.len() < cfg.batch_max {
             match consumer.poll(wait) {
                 Some(Ok(m)) => msgs.push(m),
@@ -91,20 +93,30 @@ pub fn replay(
             }
             wait = Duration::ZERO;
         }
+        for (p, progress) in pending.iter_mut().filter(|(_, pr)| pr.end.is_none()) {
+            if let Some((low, high)) = consumer.context().0.get(*p) {
+                let next = *progress.next.get_or_insert(low);
+                progress.end = Some(high);
+                bar.inc_length(high.saturating_sub(next).max(0) as u64);
+            }
+        }
+        // Messages past a partition's end arrived after the replay began: not ours to apply.
+        msgs.retain(|m| {
+            pending
+                .get(&m.partition())
+                .is_some_and(|pr| pr.end.is_none_or(|end| m.offset() < end))
+        });
         if msgs.is_empty() {
+            pending.retain(|_, pr| !matches!((pr.next, pr.end), (Some(n), Some(e)) if n >= e));
             // Retention may have removed the tail end; give up on silence rather than hang.
             anyhow::ensure!(
-                idle_since.elapsed() < Duration::from_secs(30),
+                pending.is_empty() || idle_since.elapsed() < Duration::from_secs(30),
                 "no messages for 30 s with {} partition(s) short of their end",
-                end.len()
+                pending.len()
             );
             continue;
         }
         idle_since = Instant::now();
-        msgs.retain(|m| {
-            end.get(&m.partition())
-                .is_some_and(|high| m.offset() < *high)
-        });
         let decoded = decode_batch(&msgs);
         for (_, bad) in &decoded.bad {
             sink.record_bad(bad);
@@ -114,10 +126,11 @@ pub fn replay(
         summary.bad += decoded.bad.len() as u64;
         bar.inc(msgs.len() as u64);
         for o in &decoded.offsets {
-            if end.get(&o.partition).is_some_and(|high| o.next >= *high) {
-                end.remove(&o.partition);
+            if let Some(pr) = pending.get_mut(&o.partition) {
+                pr.next = Some(o.next);
             }
         }
+        pending.retain(|_, pr| !matches!((pr.next, pr.end), (Some(n), Some(e)) if n >= e));
     }
     bar.finish_and_clear();
     summary.seconds = started.elapsed().as_secs_f64();
