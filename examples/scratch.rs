@@ -91,9 +91,14 @@ fn query(cap: Option<i32>) -> StepQuery {
 
 fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config { data_dir: dir.path().to_owned(), ..Config::default() };
+    let config = Config {
+        data_dir: dir.path().to_owned(),
+        ..Config::default()
+    };
     let views = Views::open(&config).unwrap();
-    for batch in workload().chunks(5000) { views.sink.applier.apply(batch, &[]).unwrap(); }
+    for batch in workload().chunks(5000) {
+        views.sink.applier.apply(batch, &[]).unwrap();
+    }
     views.store.flush().unwrap();
     let full = query(None);
     for _ in 0..5 {
@@ -110,6 +115,9 @@ fn main() {
         let t = Instant::now();
         drop(a);
         let dropt = t.elapsed().as_millis();
-        println!("scan {scan} ms, answer {ans} ms, render {render} ms ({} bytes), drop {dropt} ms", body.len());
+        println!(
+            "scan {scan} ms, answer {ans} ms, render {render} ms ({} bytes), drop {dropt} ms",
+            body.len()
+        );
     }
 }

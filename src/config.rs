@@ -144,7 +144,10 @@ mod tests {
         assert_eq!(example.kafka.batch_max, defaults.kafka.batch_max);
         assert_eq!(example.kafka.ready_max_lag, defaults.kafka.ready_max_lag);
         assert_eq!(example.store.block_cache_mb, defaults.store.block_cache_mb);
-        assert_eq!(example.store.write_buffer_mb, defaults.store.write_buffer_mb);
+        assert_eq!(
+            example.store.write_buffer_mb,
+            defaults.store.write_buffer_mb
+        );
         assert_eq!(example.store.hot_rows, defaults.store.hot_rows);
         assert!(!example.apps.is_empty());
         let typo = toml::from_str::<Config>("[kafka]\nbroker = \"x\"\n").unwrap_err();

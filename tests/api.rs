@@ -701,11 +701,17 @@ async fn a_polled_step_shows_every_update_to_the_rows_it_returned() {
     let (_dir, svc) = service().await;
     svc.apply(&[
         step(40, 1, 3, 0, 1),
-        targets(40, 0, &[(1, 0, "10.0.0.1"), (2, 0, "10.0.0.2"), (3, 0, "10.0.0.3")]),
+        targets(
+            40,
+            0,
+            &[(1, 0, "10.0.0.1"), (2, 0, "10.0.0.2"), (3, 0, "10.0.0.3")],
+        ),
         hr(result(40, 0, 0, 1, 7, "", 1)),
     ]);
     let polled = q(40, "max_host_num_per_group=2");
-    let host = |d: &Value, group: usize, i: usize| d["step_result_group_list"][group]["host_result_list"][i].clone();
+    let host = |d: &Value, group: usize, i: usize| {
+        d["step_result_group_list"][group]["host_result_list"][i].clone()
+    };
     let first = svc.data(&polled).await;
     assert_eq!(host(&first, 1, 0)["exit_code"], Value::Null);
     // Same group, new fields (the row is kept hot after the poll above).
@@ -717,9 +723,15 @@ async fn a_polled_step_shows_every_update_to_the_rows_it_returned() {
     assert_eq!(host(&second, 1, 0)["exit_code"], 3);
     assert_eq!(host(&second, 1, 0)["ip"], "10.9.9.9");
     // A move to another group, and a new host in the polled one.
-    svc.apply(&[hr(result(40, 0, 0, 2, 9, "", 1)), hr(result(40, 0, 0, 1, 9, "", 3))]);
+    svc.apply(&[
+        hr(result(40, 0, 0, 2, 9, "", 1)),
+        hr(result(40, 0, 0, 1, 9, "", 3)),
+    ]);
     let third = svc.data(&polled).await;
-    assert_eq!(groups(&third), vec![(5, "".into(), 1, vec![3]), (9, "".into(), 2, vec![1, 2])]);
+    assert_eq!(
+        groups(&third),
+        vec![(5, "".into(), 1, vec![3]), (9, "".into(), 2, vec![1, 2])]
+    );
     assert_eq!(host(&third, 1, 0)["ip"], "10.9.9.9");
     assert_eq!(host(&third, 1, 1)["status"], 9);
     // The same answers as a service that never served a poll.

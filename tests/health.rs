@@ -151,10 +151,19 @@ async fn readyz_follows_catching_up_and_failing_applies() {
     let seen = wait_readyz(&svc, 503, Duration::from_secs(60)).await;
     assert_eq!(seen.last().unwrap(), "not ready: applying events fails\n");
     assert!(metric(&svc, "stepview_apply_failures_total").await.unwrap() >= 1.0);
-    // Queries are still answered from what is stored.
+    // Other steps are still answered from what is stored.
+    let other = events
+        .iter()
+        .find_map(|e| match e {
+            stepview::events::Event::Step(s) if s.step_instance_id != victim.step_instance_id => {
+                Some(s.clone())
+            }
+            _ => None,
+        })
+        .unwrap();
     let q = format!(
         "bk_scope_type=biz&bk_scope_id=2&job_instance_id={}&step_instance_id={}&max_host_num_per_group=1",
-        victim.job_instance_id, victim.step_instance_id
+        other.job_instance_id, other.step_instance_id
     );
     assert_eq!(svc.get(&q).await.1["code"], 0);
     // And a stop during the retries is still clean.

@@ -7,11 +7,11 @@ use common::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::Message;
+use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use stepview::config::Config;
 use stepview::events::Event;
-use rdkafka::{Offset, TopicPartitionList};
 use stepview::ingest::kafka::{
     consumer_config, ensure_topics, WatermarkContext, Watermarks, DEFAULT_PARTITIONS,
 };
@@ -60,7 +60,10 @@ fn high_watermarks(topic: &str) -> HashMap<i32, i64> {
         if let Some(known) = known {
             return known;
         }
-        assert!(Instant::now() < deadline, "no watermarks reported for {topic}");
+        assert!(
+            Instant::now() < deadline,
+            "no watermarks reported for {topic}"
+        );
         let _ = c.poll(Duration::from_millis(50));
     }
 }

@@ -91,7 +91,9 @@ impl Watermarks {
     }
 
     fn record(&self, stats: &Statistics) {
-        let Some(topic) = stats.topics.get(&self.topic) else { return };
+        let Some(topic) = stats.topics.get(&self.topic) else {
+            return;
+        };
         let mut seen = self.seen.lock();
         for (p, s) in &topic.partitions {
             if *p >= 0 && s.hi_offset >= 0 {
@@ -391,7 +393,12 @@ fn dead_letter(
     }
 }
 
-fn report_lag(consumer: &BaseConsumer<GroupContext>, cfg: &KafkaConfig, sink: &Sink, store: &Store) {
+fn report_lag(
+    consumer: &BaseConsumer<GroupContext>,
+    cfg: &KafkaConfig,
+    sink: &Sink,
+    store: &Store,
+) {
     let Some(assigned) = consumer.context().assigned.lock().clone() else {
         return; // not in the group yet
     };

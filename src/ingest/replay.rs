@@ -59,7 +59,11 @@ pub fn replay(
     let mut pending: BTreeMap<i32, Progress> = BTreeMap::new();
     for p in partitions {
         let next = stored.get(&p).copied();
-        tpl.add_partition_offset(&cfg.topic, p, next.map_or(Offset::Beginning, Offset::Offset))?;
+        tpl.add_partition_offset(
+            &cfg.topic,
+            p,
+            next.map_or(Offset::Beginning, Offset::Offset),
+        )?;
         pending.insert(p, Progress { next, end: None });
     }
     consumer.assign(&tpl)?;
