@@ -74,6 +74,7 @@ say "simulating 3 jobs x 3 steps x $hosts hosts (3 rolling batches, retries, 1% 
   --rate "${DEMO_RATE:-20000}"
 
 say "waiting for stepview to catch up"
+sleep 2.5 # lag is reported from fetch responses every second: let it see the last events
 for _ in $(seq 300); do
   lag=$(curl -sf "$base/metrics" | awk '/^stepview_consumer_lag_messages/ {s += $2} END {print s + 0}')
   [ "$lag" = 0 ] && break
@@ -85,14 +86,14 @@ auth="{\"bk_app_code\":\"$app\",\"bk_app_secret\":\"$secret\",\"bk_username\":\"
 api="$base/api/v3/get_step_instance_status?bk_scope_type=biz&bk_scope_id=2&job_instance_id=$job"
 script_step=$((job * 100 + 1))
 file_step=$((job * 100 + 2))
-run() {
-  printf '\n\033[1m$ %s\033[0m\n' "$1"
-  eval "$1" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin), ensure_ascii=False, indent=1)[:1500])'
+run() { # what it shows, the command
+  printf '\n# %s\n\033[1m$ %s\033[0m\n' "$1" "$2"
+  eval "$2" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin), ensure_ascii=False, indent=1)[:1500])'
 }
 say "example queries (the service keeps running; stop it with: ops/demo.sh stop)"
-run "curl -s -H 'X-Bkapi-Authorization: $auth' '$api&step_instance_id=$script_step&max_host_num_per_group=1'"
-run "curl -s -H 'X-Bkapi-Authorization: $auth' -H 'Blueking-Language: en' '$api&step_instance_id=$script_step&status=104&keyword=error&max_host_num_per_group=2'"
-run "curl -s -H 'X-Bkapi-Authorization: $auth' '$api&step_instance_id=$file_step&batch=2&search_ip=10.0.3.&max_host_num_per_group=2'"
-run "curl -s -H 'X-Bkapi-Authorization: $auth' '$api&step_instance_id=$script_step&execute_count=0&max_host_num_per_group=0'"
-run "curl -s '$api&step_instance_id=$script_step'"
+run "a script step: every (status, tag) group with its first host" "curl -s -H 'X-Bkapi-Authorization: $auth' '$api&step_instance_id=$script_step&max_host_num_per_group=1'"
+run "in English: failed hosts (status 104) whose output contains 'error'" "curl -s -H 'X-Bkapi-Authorization: $auth' -H 'Blueking-Language: en' '$api&step_instance_id=$script_step&status=104&keyword=error&max_host_num_per_group=2'"
+run "a file step, rolling batch 2, hosts whose IP contains 10.0.3." "curl -s -H 'X-Bkapi-Authorization: $auth' '$api&step_instance_id=$file_step&batch=2&search_ip=10.0.3.&max_host_num_per_group=2'"
+run "the first try (execute_count=0): group sizes only" "curl -s -H 'X-Bkapi-Authorization: $auth' '$api&step_instance_id=$script_step&execute_count=0&max_host_num_per_group=0'"
+run "no credentials: refused with 401" "curl -s '$api&step_instance_id=$script_step'"
 printf '\nMetrics: curl -s %s/metrics | grep ^stepview_    Readiness: curl %s/readyz\n' "$base" "$base"
