@@ -6,15 +6,16 @@
 //! permutation of the same events gives the same state. Must not: read Kafka or answer queries.
 //!
 //! One call applies one batch as one RocksDB WriteBatch, together with the consumer offsets the
-//! batch advances to, and only then updates the in-memory index.
+//! batch advances to, and only then updates the in-memory index; the retries it changes stay
+//! write-locked from before the store write until the index has the batch.
 
 use crate::events::{Event, StepEvent};
-use crate::index::Index;
+use crate::index::{Index, RetryId};
 use crate::store::keys::RowKey;
 use crate::store::row::{result_rank, HostRow, RANK_TARGETS};
 use crate::store::{Store, StoreBatch};
 use anyhow::Result;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 /// Where the next message of a partition starts, stored with the state it follows.
@@ -162,6 +163,14 @@ impl Applier {
             self.store
                 .put_offset(&mut batch, &o.topic, o.partition, o.next);
         }
+        let changed: BTreeSet<RetryId> = slots
+            .iter()
+            .filter(|(_, slot)| slot.dirty)
+            .map(|(key, _)| (key.step, key.execute_count))
+            .collect();
+        let retries = self.index.retries_for_update(changed);
+        let mut locked: BTreeMap<RetryId, _> =
+            retries.iter().map(|(id, r)| (*id, r.write())).collect();
         if !batch.is_empty() {
             self.store.write(batch)?;
         }
@@ -173,7 +182,10 @@ impl Applier {
         for (key, slot) in &slots {
             if let (true, Some(row)) = (slot.dirty, &slot.row) {
                 let before = slot.before.as_ref().map(|(s, t)| (*s, t.as_str()));
-                self.index.place(*key, before, row);
+                let retry = locked
+                    .get_mut(&(key.step, key.execute_count))
+                    .expect("every changed retry is locked");
+                self.index.place(retry, *key, before, row);
             }
         }
         Ok(stats)

@@ -140,7 +140,7 @@ impl Settings {
             c.kafka.group_id = v;
         }
         if let Some(v) = self.batch_max {
-            c.kafka.batch_max = v.max(1);
+            c.kafka.batch_max = v;
         }
         if let Some(v) = self.ready_max_lag {
             c.kafka.ready_max_lag = v;
@@ -154,6 +154,7 @@ impl Settings {
         if let Some(v) = self.hot_rows {
             c.store.hot_rows = v;
         }
+        c.validate()?;
         Ok(c)
     }
 }

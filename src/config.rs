@@ -128,6 +128,23 @@ impl Config {
             .with_context(|| format!("cannot read config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
+
+    /// Rejects settings that parse but cannot work.
+    pub fn validate(&self) -> Result<()> {
+        anyhow::ensure!(
+            self.kafka.batch_max >= 1,
+            "kafka.batch_max must be at least 1"
+        );
+        anyhow::ensure!(
+            self.kafka.ready_max_lag >= 0,
+            "kafka.ready_max_lag must be at least 0"
+        );
+        anyhow::ensure!(
+            !self.kafka.topic.is_empty(),
+            "kafka.topic must not be empty"
+        );
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -261,18 +261,13 @@ pub fn decode(bytes: &[u8]) -> Result<Event, BadEvent> {
             ),
         ));
     }
-    // A first pass reads only `kind` (other fields are skipped), so that the second pass can go
-    // straight into the right struct without buffering the document.
-    #[derive(Deserialize)]
-    struct KindProbe<'a> {
-        #[serde(borrow)]
-        kind: Option<Cow<'a, str>>,
-    }
-    let probe: KindProbe = serde_json::from_slice(bytes)
-        .map_err(|e| bad(BadReason::NotJson, format!("not a JSON object: {e}")))?;
-    let kind = probe
-        .kind
-        .ok_or_else(|| bad(BadReason::Schema, "missing field `kind`"))?;
+    // serde_json checks the strings it reads, not the ones it skips (unknown fields).
+    std::str::from_utf8(bytes)
+        .map_err(|e| bad(BadReason::NotJson, format!("not valid UTF-8: {e}")))?;
+    let kind = match leading_kind(bytes) {
+        Some(kind) => Cow::Borrowed(kind),
+        None => probe_kind(bytes)?,
+    };
     let event = match kind.as_ref() {
         "step" => Event::Step(parse(bytes)?),
         "step_targets" => Event::StepTargets(parse(bytes)?),
@@ -289,8 +284,40 @@ pub fn decode(bytes: &[u8]) -> Result<Event, BadEvent> {
     Ok(event)
 }
 
+/// `kind` when it is the object's first member, as producers write it: read from the front
+/// without a parse. The full parse that follows still checks the whole document.
+fn leading_kind(bytes: &[u8]) -> Option<&str> {
+    let rest = bytes.trim_ascii_start().strip_prefix(b"{")?;
+    let rest = rest.trim_ascii_start().strip_prefix(b"\"kind\"")?;
+    let rest = rest.trim_ascii_start().strip_prefix(b":")?;
+    let rest = rest.trim_ascii_start().strip_prefix(b"\"")?;
+    let kind = &rest[..memchr::memchr(b'"', rest)?];
+    if kind.contains(&b'\\') {
+        return None; // an escaped kind: leave it to the parser
+    }
+    std::str::from_utf8(kind).ok()
+}
+
+/// `kind` wherever it is: a pass that reads only `kind` and skips every other member, so that
+/// the second pass can go straight into the right struct without buffering the document.
+fn probe_kind(bytes: &[u8]) -> Result<Cow<'_, str>, BadEvent> {
+    #[derive(Deserialize)]
+    struct KindProbe<'a> {
+        #[serde(borrow)]
+        kind: Option<Cow<'a, str>>,
+    }
+    let probe: KindProbe = serde_json::from_slice(bytes)
+        .map_err(|e| bad(BadReason::NotJson, format!("not a JSON object: {e}")))?;
+    probe
+        .kind
+        .ok_or_else(|| bad(BadReason::Schema, "missing field `kind`"))
+}
+
 fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, BadEvent> {
-    serde_json::from_slice(bytes).map_err(|e| bad(BadReason::Schema, e.to_string()))
+    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => bad(BadReason::Schema, e.to_string()),
+        _ => bad(BadReason::NotJson, format!("not a JSON object: {e}")),
+    })
 }
 
 fn check(ok: bool, field: &str, rule: &str) -> Result<(), BadEvent> {
@@ -359,7 +386,12 @@ fn validate(event: &Event) -> Result<(), BadEvent> {
             check_non_negative(e.execute_count.into(), "execute_count")?;
             check_non_negative(e.batch.into(), "batch")?;
             check_id(e.bk_host_id, "bk_host_id")?;
-            check_non_negative(e.offset, "offset")
+            check_non_negative(e.offset, "offset")?;
+            check(
+                e.offset.checked_add(e.content.len() as i64).is_some(),
+                "offset",
+                "such that offset + content length fits in an int64",
+            )
         }
     }
 }
@@ -381,6 +413,15 @@ mod tests {
         let range = br#"{"kind":"host_log","step_instance_id":0,"execute_count":0,"bk_host_id":2,"offset":0,"content":"hi"}"#;
         assert_eq!(decode(range).unwrap_err().reason, BadReason::OutOfRange);
         assert_eq!(decode(b"\xff\xfe").unwrap_err().reason, BadReason::NotJson);
+        let truncated = br#"{"kind":"host_log","step_instance_id":1,"#;
+        assert_eq!(decode(truncated).unwrap_err().reason, BadReason::NotJson);
+        let bad_utf8_in_unknown_field = b"{\"kind\":\"host_log\",\"x\":\"\xff\"}";
+        assert_eq!(
+            decode(bad_utf8_in_unknown_field).unwrap_err().reason,
+            BadReason::NotJson
+        );
+        let kind_last = br#"{"step_instance_id":1,"execute_count":0,"bk_host_id":2,"offset":0,"content":"hi","kind":"host_log"}"#;
+        assert!(matches!(decode(kind_last), Ok(Event::HostLog(_))));
         let big = vec![b' '; MAX_EVENT_BYTES + 1];
         assert_eq!(decode(&big).unwrap_err().reason, BadReason::TooLarge);
     }

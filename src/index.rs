@@ -60,7 +60,8 @@ impl RetryGroups {
     }
 }
 
-type RetryId = (i64, i32);
+/// (step, execute_count)
+pub type RetryId = (i64, i32);
 
 #[derive(Default)]
 pub struct Index {
@@ -88,16 +89,27 @@ impl Index {
             .map(|r| Arc::clone(&r))
     }
 
-    /// Moves a host from its old group (None: a new row) to the group of `row`, and refreshes
-    /// its hot copy if it has one. Called after the store holds `row`.
-    pub fn place(&self, key: RowKey, old: Option<(i32, &str)>, row: &HostRow) {
-        let retry = Arc::clone(
-            &self
-                .retries
-                .entry((key.step, key.execute_count))
-                .or_default(),
-        );
-        let mut retry = retry.write();
+    /// The retries (created when new) that a batch is about to change, in id order: `apply`
+    /// write-locks them before it writes the batch to the store and holds them until every row
+    /// is placed, so that a query sees a retry's groups and rows both before or both after.
+    pub fn retries_for_update(
+        &self,
+        ids: BTreeSet<RetryId>,
+    ) -> Vec<(RetryId, Arc<RwLock<RetryGroups>>)> {
+        ids.into_iter()
+            .map(|id| (id, Arc::clone(&self.retries.entry(id).or_default())))
+            .collect()
+    }
+
+    /// Moves a host of `retry` (write-locked by the caller) from its old group (None: a new
+    /// row) to the group of `row`, and refreshes its hot copy if it has one.
+    pub fn place(
+        &self,
+        retry: &mut RetryGroups,
+        key: RowKey,
+        old: Option<(i32, &str)>,
+        row: &HostRow,
+    ) {
         if let Some(hot) = retry.hot.get_mut().rows.get_mut(&(key.batch, key.host)) {
             *hot = Arc::new(row.clone());
         }

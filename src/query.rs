@@ -329,7 +329,7 @@ fn hosts_with_output(
         let skip = (end - offset) as usize;
         if skip < content.len() {
             text.extend_from_slice(&content[skip..]);
-            end = offset + content.len() as i64;
+            end = offset.saturating_add(content.len() as i64);
         }
     })?;
     flush(current, &mut text);

@@ -183,3 +183,58 @@ fn offsets_are_stored_with_the_state_they_follow() {
         vec![("t".to_owned(), 0, 12), ("t".to_owned(), 3, 4)]
     );
 }
+
+/// Queries running while batches move hosts between groups see, for every group, rows of that
+/// group only and as many as its size: never a batch half in the store and half in the index.
+#[test]
+fn concurrent_queries_never_see_a_batch_half_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let views = Views::open(&test_config(dir.path())).unwrap();
+    let hosts: Vec<(i64, i32, &str)> = (1..=200).map(|h| (h, 0, "10.0.0.1")).collect();
+    views
+        .sink
+        .applier
+        .apply(&[step(1, 1, 2, 0, 1), targets(1, 0, &hosts)], &[])
+        .unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for version in 1..=300i64 {
+                let status = if version % 2 == 0 { 9 } else { 7 };
+                let batch: Vec<Event> = (1..=200)
+                    .map(|h| Event::HostResult(result(1, 0, 0, h, status, "", version)))
+                    .collect();
+                views.sink.applier.apply(&batch, &[]).unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let mut checked = 0;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) || checked == 0 {
+            for cap in [None, Some(5)] {
+                let q = StepQuery {
+                    max_host_num_per_group: cap,
+                    ..queries()[0].clone()
+                };
+                let a = query::answer(
+                    &views.index,
+                    &views.store,
+                    &StepQuery {
+                        step_instance_id: 1,
+                        ..q
+                    },
+                )
+                .unwrap();
+                assert_eq!(a.groups.iter().map(|g| g.host_size).sum::<usize>(), 200);
+                for g in &a.groups {
+                    for (_, row) in &g.hosts {
+                        assert_eq!((row.status, row.tag.as_str()), (g.status, g.tag.as_str()));
+                    }
+                    if cap.is_none() {
+                        assert_eq!(g.hosts.len(), g.host_size);
+                    }
+                }
+                checked += 1;
+            }
+        }
+    });
+}

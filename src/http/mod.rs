@@ -31,6 +31,8 @@ use std::time::Instant;
 pub const ROUTE: &str = "/api/v3/get_step_instance_status";
 pub const SYSTEM_ROUTE: &str = "/api/v3/system/get_step_instance_status";
 const JSON_UTF8: &str = "application/json; charset=utf-8";
+/// Capped answers up to this many hosts per group are computed on the event loop.
+const INLINE_CAP: i32 = 1000;
 
 /// What the handlers read.
 pub struct AppState {
@@ -137,7 +139,11 @@ async fn answer(
     }
     // A capped answer without search is a few microseconds: answer inline. Scans and full answers
     // of large steps go to the blocking pool so that they never hold up the event loop.
-    let cheap = q.max_host_num_per_group.is_some() && q.search_ip.is_none() && q.keyword.is_none();
+    let cheap = q
+        .max_host_num_per_group
+        .is_some_and(|cap| cap <= INLINE_CAP)
+        && q.search_ip.is_none()
+        && q.keyword.is_none();
     let result = if cheap {
         query::answer(&state.index, &state.store, &q)
     } else {

@@ -13,7 +13,7 @@
 use super::Sink;
 use crate::apply::SourceOffset;
 use crate::config::KafkaConfig;
-use crate::events::{decode, BadEvent, BadReason, Event};
+use crate::events::{decode, BadEvent, BadReason, Event, MAX_EVENT_BYTES};
 use crate::store::Store;
 use anyhow::{Context, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -43,9 +43,14 @@ pub async fn ensure_topics(brokers: &str, topics: &[&str], partitions: i32) -> R
         .set("bootstrap.servers", brokers)
         .create()
         .context("cannot create Kafka admin client")?;
+    // Every topic may carry messages over the event limit: the events topic receives them
+    // from producers, the dead-letter topic must take them unchanged.
     let new: Vec<NewTopic> = topics
         .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .map(|t| {
+            NewTopic::new(t, partitions, TopicReplication::Fixed(1))
+                .set("max.message.bytes", DLQ_MESSAGE_MAX_BYTES)
+        })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics(&new, &opts).await.with_context(|| {
@@ -211,7 +216,8 @@ impl ConsumerContext for GroupContext {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 tracing::info!("partitions revoked");
-                *self.assigned.lock() = Some(BTreeSet::new());
+                // Unknown until the next assignment: neither "caught up" nor anything to apply.
+                *self.assigned.lock() = None;
                 if let Err(e) = consumer.unassign() {
                     tracing::error!(error = %e, "unassign failed");
                 }
@@ -358,9 +364,14 @@ fn dead_letter(
     let reason = bad.to_string();
     let partition = m.partition().to_string();
     let offset = m.offset().to_string();
+    let payload = m.payload().unwrap_or_default();
     tracing::warn!(partition, offset, %reason, "bad event sent to the dead-letter topic");
+    // Cut only when the dead-letter topic refuses the whole message: a stalled partition would
+    // lose more than the tail of one bad message. The header says how long it was.
+    let mut cut: Option<usize> = None;
     loop {
-        let headers = OwnedHeaders::new()
+        let original_len = payload.len().to_string();
+        let mut headers = OwnedHeaders::new()
             .insert(Header {
                 key: "stepview-error",
                 value: Some(reason.as_str()),
@@ -377,16 +388,31 @@ fn dead_letter(
                 key: "stepview-source-offset",
                 value: Some(offset.as_str()),
             });
+        if cut.is_some() {
+            headers = headers.insert(Header {
+                key: "stepview-truncated-from-bytes",
+                value: Some(original_len.as_str()),
+            });
+        }
         let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(dlq).headers(headers);
         if let Some(k) = m.key() {
             record = record.key(k);
         }
-        if let Some(p) = m.payload() {
-            record = record.payload(p);
+        if m.payload().is_some() {
+            record = record.payload(&payload[..cut.unwrap_or(payload.len())]);
         }
         match rt.block_on(producer.send(record, Duration::from_secs(30))) {
             Ok(_) => return true,
             Err((e, _)) => {
+                let too_large = matches!(
+                    e.rdkafka_error_code(),
+                    Some(RDKafkaErrorCode::MessageSizeTooLarge)
+                );
+                if too_large && cut.is_none() {
+                    tracing::error!(error = %e, "the dead-letter topic refuses the whole message; sending its first MiB");
+                    cut = Some(payload.len().min(MAX_EVENT_BYTES));
+                    continue;
+                }
                 tracing::error!(error = %e, "cannot write to the dead-letter topic; retrying");
                 if stop.load(Ordering::SeqCst) {
                     return false;
