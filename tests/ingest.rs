@@ -189,13 +189,22 @@ async fn consumed_views_equal_directly_applied_ones_and_replay() {
         .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
         .sum();
     assert_eq!(counted as usize, events.len(), "{text}");
-    let ready = live
-        .client
-        .get(format!("{}/readyz", live.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200);
+    // Ready once a lag report (every second) has seen every partition caught up.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = live
+            .client
+            .get(format!("{}/readyz", live.base))
+            .send()
+            .await
+            .unwrap();
+        let (status, text) = (ready.status(), ready.text().await.unwrap());
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status} {text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
