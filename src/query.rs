@@ -12,7 +12,8 @@ use crate::index::{GroupKey, Index, RetryGroups};
 use crate::store::keys::RowKey;
 use crate::store::row::HostRow;
 use crate::store::Store;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
 use std::sync::Arc;
 
 /// Step types (api.md, "Step types").
@@ -203,25 +204,24 @@ fn fetch_rows(
 const SCAN_WHEN_ONE_IN: usize = 4;
 
 /// The first `n` (host, batch) pairs of the union of per-batch sorted sets, ordered by host, then
-/// batch. Costs O(n × batches), not O(hosts).
+/// batch: a k-way merge, O(n log batches), whatever the step's host count.
 fn first_hosts(sets: &[(i32, &BTreeSet<i64>)], n: usize) -> Vec<(i64, i32)> {
-    let mut iters: Vec<_> = sets
-        .iter()
-        .map(|(b, s)| (*b, s.iter().peekable()))
+    let mut iters: Vec<_> = sets.iter().map(|(b, s)| (*b, s.iter())).collect();
+    let mut heads: BinaryHeap<Reverse<(i64, i32, usize)>> = iters
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(i, (b, it))| it.next().map(|h| Reverse((*h, *b, i))))
         .collect();
-    let mut out = Vec::new();
+    let total: usize = sets.iter().map(|(_, s)| s.len()).sum();
+    let mut out = Vec::with_capacity(n.min(total));
     while out.len() < n {
-        let next = iters
-            .iter_mut()
-            .filter_map(|(b, it)| it.peek().map(|h| (**h, *b)))
-            .min();
-        let Some((host, batch)) = next else { break };
+        let Some(Reverse((host, batch, i))) = heads.pop() else {
+            break;
+        };
         out.push((host, batch));
-        let (_, it) = iters
-            .iter_mut()
-            .find(|(b, _)| *b == batch)
-            .expect("the batch just peeked");
-        it.next();
+        if let Some(next) = iters[i].1.next() {
+            heads.push(Reverse((*next, batch, i)));
+        }
     }
     out
 }

@@ -20,15 +20,7 @@ async fn readyz(svc: &TestService) -> (u16, String) {
 }
 
 async fn metric(svc: &TestService, series: &str) -> Option<f64> {
-    let text = svc
-        .client
-        .get(format!("{}/metrics", svc.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = svc.scrape().await;
     text.lines()
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
         .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())

@@ -174,15 +174,7 @@ async fn consumed_views_equal_directly_applied_ones_and_replay() {
     assert_eq!(replayed, (events.len() as u64, live_digest));
 
     // Metrics follow from the workload: every event counted once, by kind and outcome.
-    let text = live
-        .client
-        .get(format!("{}/metrics", live.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = live.scrape().await;
     let counted: f64 = text
         .lines()
         .filter(|l| l.starts_with("stepview_events_total{"))
@@ -282,15 +274,7 @@ async fn bad_events_go_to_the_dead_letter_topic_and_the_rest_is_applied() {
             .expect("original bytes in the DLQ");
         assert!(reason.starts_with(label), "{reason} for {label}");
     }
-    let text = svc
-        .client
-        .get(format!("{}/metrics", svc.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = svc.scrape().await;
     assert!(
         text.contains("stepview_dead_letters_total{reason=\"schema\"} 2"),
         "{text}"

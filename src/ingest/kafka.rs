@@ -128,6 +128,24 @@ impl ClientContext for WatermarkContext {
 
 impl ConsumerContext for WatermarkContext {}
 
+/// Up to `max` messages: waits up to 100 ms for the first, then takes what is already fetched.
+pub fn poll_batch<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    max: usize,
+) -> Vec<BorrowedMessage<'_>> {
+    let mut msgs = Vec::new();
+    let mut wait = Duration::from_millis(100);
+    while msgs.len() < max {
+        match consumer.poll(wait) {
+            Some(Ok(m)) => msgs.push(m),
+            Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+            None => break,
+        }
+        wait = Duration::ZERO;
+    }
+    msgs
+}
+
 /// What a batch of messages decodes to.
 pub struct Decoded<'m> {
     pub events: Vec<Event>,
@@ -272,16 +290,7 @@ pub fn run(
     let dlq = cfg.dlq();
     let mut last_lag_check: Option<Instant> = None;
     while !stop.load(Ordering::SeqCst) {
-        let mut msgs = Vec::new();
-        let mut poll_wait = Duration::from_millis(100);
-        while msgs.len() < cfg.batch_max {
-            match consumer.poll(poll_wait) {
-                Some(Ok(m)) => msgs.push(m),
-                Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
-                None => break,
-            }
-            poll_wait = Duration::ZERO;
-        }
+        let mut msgs = poll_batch(&consumer, cfg.batch_max);
         if !msgs.is_empty() {
             let assigned = consumer
                 .context()

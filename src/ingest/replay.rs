@@ -2,7 +2,9 @@
 //! reading each partition up to the high watermark first reported after the replay starts. Bad events are counted, not
 //! dead-lettered again (the live service did that). Progress and throughput are shown.
 
-use super::kafka::{consumer_config, decode_batch, stored_offsets, WatermarkContext, Watermarks};
+use super::kafka::{
+    consumer_config, decode_batch, poll_batch, stored_offsets, WatermarkContext, Watermarks,
+};
 use super::Sink;
 use crate::config::KafkaConfig;
 use crate::store::Store;
@@ -87,16 +89,7 @@ pub fn replay(
     };
     let mut idle_since = Instant::now();
     while !pending.is_empty() {
-        let mut msgs = Vec::new();
-        let mut wait = Duration::from_millis(100);
-        while msgs.len() < cfg.batch_max {
-            match consumer.poll(wait) {
-                Some(Ok(m)) => msgs.push(m),
-                Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
-                None => break,
-            }
-            wait = Duration::ZERO;
-        }
+        let mut msgs = poll_batch(&consumer, cfg.batch_max);
         for (p, progress) in pending.iter_mut().filter(|(_, pr)| pr.end.is_none()) {
             if let Some((low, high)) = consumer.context().0.get(*p) {
                 let next = *progress.next.get_or_insert(low);

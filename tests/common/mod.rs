@@ -128,6 +128,16 @@ impl TestService {
         (status, body)
     }
 
+    /// The Prometheus exposition of `/metrics`.
+    pub async fn scrape(&self) -> String {
+        let resp = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await;
+        resp.unwrap().text().await.unwrap()
+    }
+
     /// The `data` of a successful answer (panics with the body otherwise).
     pub async fn data(&self, query: &str) -> Value {
         let (status, body) = self.get(query).await;
