@@ -30,6 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Consume events from Kafka and answer get_step_instance_status over HTTP.
+    #[command(after_help = SETTINGS_HELP)]
     Serve(Settings),
     /// Apply JSON-lines event files to a data directory (no Kafka).
     Load {
@@ -66,6 +67,12 @@ enum Command {
     /// Print the SHA-256 of an app secret, for `secret_sha256` in the config file.
     HashSecret { secret: String },
 }
+
+const SETTINGS_HELP: &str = "\
+Precedence: flag > environment variable > config file (--config) > default.
+The apps that may call the API are set in the config file only, as [[apps]] tables with
+`code`, `secret_sha256` (`stepview hash-secret SECRET`) and `scopes` (\"biz:2\", \"biz_set:*\",
+\"*\"); see ops/stepview.example.toml. Logging: STEPVIEW_LOG (tracing filter, default info).";
 
 /// Every service setting; each overrides the config file when given.
 #[derive(clap::Args, Clone)]
@@ -282,5 +289,49 @@ fn run(command: Command) -> Result<()> {
             println!("{}", hex::encode(sha2::Sha256::digest(secret.as_bytes())));
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_environment_beats_file_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("stepview.toml");
+        std::fs::write(
+            &file,
+            "[kafka]\ntopic = \"from-file\"\nbatch_max = 100\nready_max_lag = 5\n",
+        )
+        .unwrap();
+        // The only test that sets STEPVIEW_* variables.
+        std::env::set_var("STEPVIEW_BATCH_MAX", "200");
+        std::env::set_var("STEPVIEW_READY_MAX_LAG", "6");
+        let cli = Cli::try_parse_from([
+            "stepview",
+            "serve",
+            "--config",
+            file.to_str().unwrap(),
+            "--batch-max",
+            "300",
+        ])
+        .unwrap();
+        std::env::remove_var("STEPVIEW_BATCH_MAX");
+        std::env::remove_var("STEPVIEW_READY_MAX_LAG");
+        let Command::Serve(settings) = cli.command else {
+            panic!("not serve")
+        };
+        let config = settings.resolve().unwrap();
+        assert_eq!(config.kafka.batch_max, 300);
+        assert_eq!(config.kafka.ready_max_lag, 6);
+        assert_eq!(config.kafka.topic, "from-file");
+        assert_eq!(config.kafka.group_id, Config::default().kafka.group_id);
+        let zero = Cli::try_parse_from(["stepview", "serve", "--batch-max", "0"]).unwrap();
+        let Command::Serve(settings) = zero.command else {
+            panic!("not serve")
+        };
+        let err = settings.resolve().unwrap_err().to_string();
+        assert!(err.contains("batch_max"), "{err}");
     }
 }
