@@ -15,7 +15,8 @@ use crate::store::keys::RowKey;
 use crate::store::row::{result_rank, HostRow, RANK_TARGETS};
 use crate::store::{Store, StoreBatch};
 use anyhow::Result;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// Where the next message of a partition starts, stored with the state it follows.
@@ -75,7 +76,7 @@ impl Applier {
         let mut slots = self.read_rows(events)?;
         let mut unseen_logs = self.unseen_logs(events)?;
         let mut logs = Vec::new();
-        let mut steps: HashMap<i64, StepEvent> = HashMap::new();
+        let mut steps: FxHashMap<i64, StepEvent> = FxHashMap::default();
         let mut stats = ApplyStats::default();
 
         for event in events {
@@ -192,9 +193,9 @@ impl Applier {
     }
 
     /// Reads, in one multi-get, every host row the batch touches.
-    fn read_rows(&self, events: &[Event]) -> Result<HashMap<RowKey, Slot>> {
+    fn read_rows(&self, events: &[Event]) -> Result<FxHashMap<RowKey, Slot>> {
         let mut keys: Vec<RowKey> = Vec::new();
-        let mut seen: HashSet<RowKey> = HashSet::new();
+        let mut seen: FxHashSet<RowKey> = FxHashSet::default();
         for event in events {
             match event {
                 Event::StepTargets(e) => {
@@ -238,7 +239,7 @@ impl Applier {
     }
 
     /// The log chunks of the batch that the store does not hold yet.
-    fn unseen_logs(&self, events: &[Event]) -> Result<HashSet<(RowKey, i64)>> {
+    fn unseen_logs(&self, events: &[Event]) -> Result<FxHashSet<(RowKey, i64)>> {
         let chunks: Vec<(RowKey, i64)> = events
             .iter()
             .filter_map(|event| match event {

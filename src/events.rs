@@ -97,16 +97,16 @@ pub struct StepEvent {
     pub version: i64,
 }
 
-/// Where a host is and which agent runs on it. Every field optional: events may carry only part.
-/// (Inlined in the event structs rather than `#[serde(flatten)]`, which would make serde buffer
-/// every event of the hottest kinds.)
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HostInfo {
-    pub ip: Option<String>,
-    pub ipv6: Option<String>,
-    pub bk_agent_id: Option<String>,
+/// Where a host is and which agent runs on it, borrowed from an event. Every field optional:
+/// events may carry only part. (The event structs hold these fields inline rather than through
+/// `#[serde(flatten)]`, which would make serde buffer every event of the hottest kinds.)
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostInfo<'a> {
+    pub ip: Option<&'a str>,
+    pub ipv6: Option<&'a str>,
+    pub bk_agent_id: Option<&'a str>,
     pub bk_cloud_id: Option<i64>,
-    pub bk_cloud_name: Option<String>,
+    pub bk_cloud_name: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,13 +127,13 @@ pub struct TargetHost {
 }
 
 impl TargetHost {
-    pub fn info(&self) -> HostInfo {
+    pub fn info(&self) -> HostInfo<'_> {
         HostInfo {
-            ip: self.ip.clone(),
-            ipv6: self.ipv6.clone(),
-            bk_agent_id: self.bk_agent_id.clone(),
+            ip: self.ip.as_deref(),
+            ipv6: self.ipv6.as_deref(),
+            bk_agent_id: self.bk_agent_id.as_deref(),
             bk_cloud_id: self.bk_cloud_id,
-            bk_cloud_name: self.bk_cloud_name.clone(),
+            bk_cloud_name: self.bk_cloud_name.as_deref(),
         }
     }
 }
@@ -183,13 +183,13 @@ pub struct HostResult {
 }
 
 impl HostResult {
-    pub fn info(&self) -> HostInfo {
+    pub fn info(&self) -> HostInfo<'_> {
         HostInfo {
-            ip: self.ip.clone(),
-            ipv6: self.ipv6.clone(),
-            bk_agent_id: self.bk_agent_id.clone(),
+            ip: self.ip.as_deref(),
+            ipv6: self.ipv6.as_deref(),
+            bk_agent_id: self.bk_agent_id.as_deref(),
             bk_cloud_id: self.bk_cloud_id,
-            bk_cloud_name: self.bk_cloud_name.clone(),
+            bk_cloud_name: self.bk_cloud_name.as_deref(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! binary encoding. Status and tag come first so that an index rebuild can read them alone.
 
 use crate::events::HostInfo;
+use std::borrow::Borrow;
 
 /// One identity field (ip, agent, cloud …) with the rank of the event that set it, so that merging
 /// is independent of arrival order: 0 never set, 1 set by `step_targets`, `version + 2` set by a
@@ -12,13 +13,19 @@ pub struct Ranked<T> {
     pub rank: u64,
 }
 
-impl<T: Ord + Clone> Ranked<T> {
+impl<T: Ord> Ranked<T> {
     /// Offers `value` at `rank`; absent values offer nothing ("absent = keep what is known").
-    fn offer(&mut self, value: &Option<T>, rank: u64) -> bool {
+    /// Copies the value only when it wins.
+    fn offer<V>(&mut self, value: Option<&V>, rank: u64) -> bool
+    where
+        V: ?Sized + Ord + ToOwned<Owned = T>,
+        T: Borrow<V>,
+    {
         let Some(v) = value else { return false };
-        let wins = rank > self.rank || (rank == self.rank && self.value.as_ref() < Some(v));
+        let current = self.value.as_ref().map(|c| c.borrow());
+        let wins = rank > self.rank || (rank == self.rank && current < Some(v));
         if wins {
-            self.value = Some(v.clone());
+            self.value = Some(v.to_owned());
             self.rank = rank;
         }
         wins
@@ -42,12 +49,12 @@ pub struct Identity {
 
 impl Identity {
     /// Merges what `info` carries at `rank`; true when anything changed.
-    pub fn merge(&mut self, info: &HostInfo, rank: u64) -> bool {
-        let a = self.ip.offer(&info.ip, rank);
-        let b = self.ipv6.offer(&info.ipv6, rank);
-        let c = self.bk_agent_id.offer(&info.bk_agent_id, rank);
-        let d = self.bk_cloud_id.offer(&info.bk_cloud_id, rank);
-        let e = self.bk_cloud_name.offer(&info.bk_cloud_name, rank);
+    pub fn merge(&mut self, info: &HostInfo<'_>, rank: u64) -> bool {
+        let a = self.ip.offer(info.ip, rank);
+        let b = self.ipv6.offer(info.ipv6, rank);
+        let c = self.bk_agent_id.offer(info.bk_agent_id, rank);
+        let d = self.bk_cloud_id.offer(info.bk_cloud_id.as_ref(), rank);
+        let e = self.bk_cloud_name.offer(info.bk_cloud_name, rank);
         a | b | c | d | e
     }
 }
