@@ -146,16 +146,18 @@ pub fn poll_batch<C: ConsumerContext>(
     msgs
 }
 
-/// What a batch of messages decodes to.
-pub struct Decoded<'m> {
+/// What a batch of messages decodes to (the bad ones are returned beside it, with their
+/// messages, for the dead-letter topic).
+pub struct Decoded {
     pub events: Vec<Event>,
-    pub bad: Vec<(&'m BorrowedMessage<'m>, BadEvent)>,
     pub offsets: Vec<SourceOffset>,
     /// Per partition: (offset, Kafka timestamp ms) of the last message.
     pub last: BTreeMap<i32, (i64, Option<i64>)>,
 }
 
-pub fn decode_batch<'m>(msgs: &'m [BorrowedMessage<'m>]) -> Decoded<'m> {
+pub type BadMessages<'m> = Vec<(&'m BorrowedMessage<'m>, BadEvent)>;
+
+pub fn decode_batch<'m>(msgs: &'m [BorrowedMessage<'m>]) -> (Decoded, BadMessages<'m>) {
     let mut events = Vec::with_capacity(msgs.len());
     let mut bad = Vec::new();
     let mut last: BTreeMap<i32, (i64, Option<i64>)> = BTreeMap::new();
@@ -184,12 +186,14 @@ pub fn decode_batch<'m>(msgs: &'m [BorrowedMessage<'m>]) -> Decoded<'m> {
             next: o + 1,
         })
         .collect();
-    Decoded {
-        events,
+    (
+        Decoded {
+            events,
+            offsets,
+            last,
+        },
         bad,
-        offsets,
-        last,
-    }
+    )
 }
 
 /// Seeks assigned partitions to the offsets stored with the views (the durability rule), and
@@ -288,76 +292,97 @@ pub fn run(
         .subscribe(&[&cfg.topic])
         .with_context(|| format!("cannot subscribe to {}", cfg.topic))?;
     let dlq = cfg.dlq();
-    let mut last_lag_check: Option<Instant> = None;
-    while !stop.load(Ordering::SeqCst) {
-        let mut msgs = poll_batch(&consumer, cfg.batch_max);
-        if !msgs.is_empty() {
-            let assigned = consumer
-                .context()
-                .assigned
-                .lock()
-                .clone()
-                .unwrap_or_default();
-            // Messages of partitions revoked while the batch was gathered belong to another
-            // member now; the next owner reads them from the stored offsets.
-            msgs.retain(|m| assigned.contains(&m.partition()));
-            if !process(&msgs, &consumer, &producer, &dlq, sink, &rt, stop) {
-                break;
+    // Two threads, so that decoding the next batch overlaps applying this one: this one polls,
+    // decodes, dead-letters and commits; the applier applies, one batch in flight at most.
+    let (to_apply, applying) = std::sync::mpsc::sync_channel::<Decoded>(1);
+    let (to_commit, applied) = std::sync::mpsc::channel::<Vec<SourceOffset>>();
+    std::thread::scope(|scope| {
+        let applier = scope.spawn(move || apply_batches(applying, to_commit, sink, stop));
+        let mut last_lag_check: Option<Instant> = None;
+        while !stop.load(Ordering::SeqCst) {
+            commit(&consumer, applied.try_iter());
+            let mut msgs = poll_batch(&consumer, cfg.batch_max);
+            if !msgs.is_empty() {
+                let assigned = consumer
+                    .context()
+                    .assigned
+                    .lock()
+                    .clone()
+                    .unwrap_or_default();
+                // Messages of partitions revoked while the batch was gathered belong to another
+                // member now; the next owner reads them from the stored offsets.
+                msgs.retain(|m| assigned.contains(&m.partition()));
+                let (decoded, bad) = decode_batch(&msgs);
+                let dead_lettered = bad
+                    .iter()
+                    .all(|(m, bad)| dead_letter(&producer, &dlq, m, bad, &rt, stop));
+                if !dead_lettered {
+                    break; // stopping: the batch is read again after restart
+                }
+                for (_, reason) in &bad {
+                    sink.record_bad(reason);
+                }
+                if to_apply.send(decoded).is_err() {
+                    break; // the applier gave up: stopping
+                }
+            }
+            if last_lag_check.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                report_lag(&consumer, cfg, sink, &store);
+                last_lag_check = Some(Instant::now());
             }
         }
-        if last_lag_check.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-            report_lag(&consumer, cfg, sink, &store);
-            last_lag_check = Some(Instant::now());
-        }
-    }
+        // The batch in hand is finished before the group is left.
+        drop(to_apply);
+        let _ = applier.join();
+        commit(&consumer, applied.try_iter());
+    });
     tracing::info!("consumer stopping: leaving the group");
     consumer.unsubscribe();
     Ok(())
 }
 
-/// Dead-letters, applies and commits one batch; false if stopping interrupted it (then nothing
-/// of it is stored, and it is read again after restart).
-fn process(
-    msgs: &[BorrowedMessage<'_>],
-    consumer: &BaseConsumer<GroupContext>,
-    producer: &FutureProducer,
-    dlq: &str,
+/// The applier thread: applies decoded batches in order (each with its offsets, atomically)
+/// until the channel closes or stopping makes a failing batch give up.
+fn apply_batches(
+    batches: std::sync::mpsc::Receiver<Decoded>,
+    applied: std::sync::mpsc::Sender<Vec<SourceOffset>>,
     sink: &Sink,
-    rt: &Handle,
     stop: &AtomicBool,
-) -> bool {
-    let decoded = decode_batch(msgs);
-    for (m, bad) in &decoded.bad {
-        if !dead_letter(producer, dlq, m, bad, rt, stop) {
-            return false;
+) {
+    for batch in batches {
+        if !sink.apply(&batch.events, &batch.offsets, stop) {
+            return;
         }
-        sink.record_bad(bad);
+        let topic = batch.offsets.first().map_or("", |o| o.topic.as_str());
+        for (p, (offset, ts)) in &batch.last {
+            let labels = [topic, &p.to_string()];
+            sink.metrics
+                .last_offset
+                .with_label_values(&labels)
+                .set(*offset);
+            if let Some(ts) = ts {
+                sink.metrics
+                    .last_event_time
+                    .with_label_values(&labels)
+                    .set(*ts);
+            }
+        }
+        let _ = applied.send(batch.offsets);
     }
-    if !sink.apply(&decoded.events, &decoded.offsets, stop) {
-        return false;
-    }
+}
+
+/// Commits applied offsets to Kafka, for lag tooling only (resuming reads RocksDB's).
+fn commit(consumer: &BaseConsumer<GroupContext>, applied: impl Iterator<Item = Vec<SourceOffset>>) {
     let mut tpl = TopicPartitionList::new();
-    for o in &decoded.offsets {
+    for o in applied.flatten() {
         let _ = tpl.add_partition_offset(&o.topic, o.partition, Offset::Offset(o.next));
+    }
+    if tpl.count() == 0 {
+        return;
     }
     if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
         tracing::debug!(error = %e, "offset commit to Kafka failed (lag tooling only)");
     }
-    let topic = decoded.offsets.first().map_or("", |o| o.topic.as_str());
-    for (p, (offset, ts)) in &decoded.last {
-        let labels = [topic, &p.to_string()];
-        sink.metrics
-            .last_offset
-            .with_label_values(&labels)
-            .set(*offset);
-        if let Some(ts) = ts {
-            sink.metrics
-                .last_event_time
-                .with_label_values(&labels)
-                .set(*ts);
-        }
-    }
-    true
 }
 
 /// Writes the original message to the DLQ with the reason and source in headers, retrying until

@@ -114,13 +114,13 @@ pub fn replay(
             continue;
         }
         idle_since = Instant::now();
-        let decoded = decode_batch(&msgs);
-        for (_, bad) in &decoded.bad {
-            sink.record_bad(bad);
+        let (decoded, bad) = decode_batch(&msgs);
+        for (_, reason) in &bad {
+            sink.record_bad(reason);
         }
         sink.apply(&decoded.events, &decoded.offsets, &never);
         summary.messages += msgs.len() as u64;
-        summary.bad += decoded.bad.len() as u64;
+        summary.bad += bad.len() as u64;
         bar.inc(msgs.len() as u64);
         for o in &decoded.offsets {
             if let Some(pr) = pending.get_mut(&o.partition) {
