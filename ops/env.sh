@@ -40,7 +40,10 @@ ensure_packages() {
 ensure_tansu() {
   if ! command -v tansu >/dev/null; then
     say "installing the Tansu broker $TANSU_VERSION (one-time build, ~13 min on 2 cores)"
-    cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore
+    # Its own build directory, removed afterwards: nothing of it is reused, and it is large.
+    CARGO_TARGET_DIR="$STEPVIEW_HOME/tansu-build" \
+      cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore
+    rm -rf "$STEPVIEW_HOME/tansu-build"
   fi
 }
 
