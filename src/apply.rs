@@ -152,11 +152,18 @@ impl Applier {
         for step in steps.values() {
             self.store.put_step(&mut batch, step);
         }
-        for (key, slot) in &slots {
-            if let (true, Some(row)) = (slot.dirty, &slot.row) {
-                self.store.put_row(&mut batch, *key, row);
-            }
+        // In key order: RocksDB's memtable inserts sorted keys faster (it remembers where the
+        // previous one went).
+        let mut rows: Vec<(&RowKey, &HostRow)> = slots
+            .iter()
+            .filter(|(_, slot)| slot.dirty)
+            .filter_map(|(key, slot)| slot.row.as_ref().map(|row| (key, row)))
+            .collect();
+        rows.sort_unstable_by_key(|(key, _)| **key);
+        for (key, row) in rows {
+            self.store.put_row(&mut batch, *key, row);
         }
+        logs.sort_unstable_by_key(|(key, e)| (*key, e.offset));
         for (key, e) in logs {
             self.store.put_log(&mut batch, key, e.offset, &e.content);
         }
