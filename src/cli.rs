@@ -113,7 +113,7 @@ struct Settings {
     /// RocksDB write-buffer budget (memtables), MiB [default: 256].
     #[arg(long, env = "STEPVIEW_WRITE_BUFFER_MB")]
     write_buffer_mb: Option<usize>,
-    /// Rows kept in memory for the steps that capped queries poll, ~300 bytes each; 0 = none
+    /// Rows kept in memory for the steps that capped queries poll, ~160 bytes each; 0 = none
     /// [default: 200000].
     #[arg(long, env = "STEPVIEW_HOT_ROWS")]
     hot_rows: Option<usize>,

@@ -13,7 +13,7 @@
 
 use crate::events::StepEvent;
 use crate::store::keys::RowKey;
-use crate::store::row::HostRow;
+use crate::store::row::{HostRow, StoredRow};
 use crate::store::Store;
 use anyhow::Result;
 use dashmap::DashMap;
@@ -45,7 +45,7 @@ pub struct RetryGroups {
 /// Rows of one retry that capped queries returned, by (batch, host).
 #[derive(Debug, Default)]
 struct HotRows {
-    rows: HashMap<(i32, i64), Arc<HostRow>>,
+    rows: HashMap<(i32, i64), StoredRow>,
     /// When a query last used them (index clock), for eviction.
     used: u64,
 }
@@ -111,7 +111,7 @@ impl Index {
         row: &HostRow,
     ) {
         if let Some(hot) = retry.hot.get_mut().rows.get_mut(&(key.batch, key.host)) {
-            *hot = Arc::new(row.clone());
+            *hot = StoredRow::of(row);
         }
         let new = (row.status, row.tag.as_str());
         if old == Some(new) {
@@ -143,7 +143,7 @@ impl Index {
     }
 
     /// The hot copies of `keys` (all of one retry), `None` where there is none.
-    pub fn hot_rows(&self, retry: &RetryGroups, keys: &[RowKey]) -> Vec<Option<Arc<HostRow>>> {
+    pub fn hot_rows(&self, retry: &RetryGroups, keys: &[RowKey]) -> Vec<Option<StoredRow>> {
         let mut hot = retry.hot.lock();
         if hot.rows.is_empty() {
             return vec![None; keys.len()];
@@ -156,7 +156,7 @@ impl Index {
 
     /// Keeps copies of rows a capped query just read from the store. The caller holds the
     /// retry's read lock across reading them and this call (see the module comment).
-    pub fn add_hot_rows(&self, retry: &RetryGroups, rows: &[(RowKey, Arc<HostRow>)]) {
+    pub fn add_hot_rows(&self, retry: &RetryGroups, rows: &[(RowKey, StoredRow)]) {
         if self.hot_budget == 0 || rows.is_empty() {
             return;
         }
@@ -167,7 +167,7 @@ impl Index {
             for (k, row) in rows {
                 hot.rows
                     .entry((k.batch, k.host))
-                    .or_insert_with(|| Arc::clone(row));
+                    .or_insert_with(|| row.clone());
             }
             self.hot_count
                 .fetch_add(hot.rows.len() - before, Ordering::Relaxed);
@@ -298,7 +298,7 @@ const HOST_BYTES: usize = 16;
 const GROUP_BYTES: usize = 112;
 /// A retry's map entry, lock and batch map.
 const RETRY_BYTES: usize = 160;
-/// A hot row: its map slot, the row and its strings.
-const HOT_ROW_BYTES: usize = 48 + std::mem::size_of::<HostRow>() + 64;
+/// A hot row: its map slot and its shared encoded bytes (~90 for a typical row).
+const HOT_ROW_BYTES: usize = 48 + 16 + 96;
 /// A step record in the step map, its `Arc` and map slot.
 const STEP_BYTES: usize = std::mem::size_of::<StepEvent>() + 64;

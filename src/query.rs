@@ -10,7 +10,7 @@
 use crate::events::{ScopeType, StepEvent};
 use crate::index::{GroupKey, Index, RetryGroups};
 use crate::store::keys::RowKey;
-use crate::store::row::HostRow;
+use crate::store::row::StoredRow;
 use crate::store::Store;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
@@ -54,7 +54,7 @@ pub struct GroupAnswer {
     pub status: i32,
     pub tag: String,
     pub host_size: usize,
-    pub hosts: Vec<(RowKey, Arc<HostRow>)>,
+    pub hosts: Vec<(RowKey, StoredRow)>,
 }
 
 pub struct StepAnswer {
@@ -169,7 +169,7 @@ fn fetch_rows(
     retry: &RetryGroups,
     keys: &[RowKey],
     in_scope: usize,
-) -> anyhow::Result<Vec<Option<Arc<HostRow>>>> {
+) -> anyhow::Result<Vec<Option<StoredRow>>> {
     let mut rows = index.hot_rows(retry, keys);
     let missing: Vec<usize> = (0..keys.len()).filter(|&i| rows[i].is_none()).collect();
     if missing.is_empty() {
@@ -177,20 +177,19 @@ fn fetch_rows(
     }
     let wanted: Vec<RowKey> = missing.iter().map(|&i| keys[i]).collect();
     let fetched = if wanted.len() * SCAN_WHEN_ONE_IN >= in_scope {
-        store.get_rows_by_scan(
+        store.get_stored_rows_by_scan(
             q.step_instance_id,
             wanted[0].execute_count,
             q.batch,
             &wanted,
         )?
     } else {
-        store.get_rows(&wanted)?
+        store.get_stored_rows(&wanted)?
     };
     let mut fresh = Vec::new();
     for (i, row) in missing.into_iter().zip(fetched) {
         if let Some(row) = row {
-            let row = Arc::new(row);
-            fresh.push((keys[i], Arc::clone(&row)));
+            fresh.push((keys[i], row.clone()));
             rows[i] = Some(row);
         }
     }
@@ -240,17 +239,13 @@ fn by_scan(
     };
     let ip_needle = q.search_ip.as_deref();
     let ipv6_needle = ip_needle.map(str::to_lowercase);
-    let mut groups: BTreeMap<GroupKey, Vec<(RowKey, Arc<HostRow>)>> =
+    let mut groups: BTreeMap<GroupKey, Vec<(RowKey, StoredRow)>> =
         known.into_iter().map(|k| (k, Vec::new())).collect();
     for (key, row) in store.rows_in(step, execute_count, q.batch)? {
+        let view = row.view();
         if let Some(needle) = ip_needle {
-            let ip_hit = row
-                .identity
-                .ip
-                .value
-                .as_deref()
-                .is_some_and(|ip| ip.contains(needle));
-            let ipv6_hit = row.identity.ipv6.value.as_deref().is_some_and(|v6| {
+            let ip_hit = view.identity.ip.value.is_some_and(|ip| ip.contains(needle));
+            let ipv6_hit = view.identity.ipv6.value.is_some_and(|v6| {
                 v6.to_lowercase()
                     .contains(ipv6_needle.as_deref().expect("set with ip_needle"))
             });
@@ -264,10 +259,10 @@ fn by_scan(
             }
         }
         let group = GroupKey {
-            status: row.status,
-            tag: row.tag.as_str().into(),
+            status: view.status,
+            tag: view.tag.into(),
         };
-        groups.entry(group).or_default().push((key, Arc::new(row)));
+        groups.entry(group).or_default().push((key, row));
     }
     let cap = q.cap();
     Ok(groups

@@ -148,9 +148,10 @@ fn targets_never_downgrade_a_host_with_a_result() {
         .unwrap();
     let rows = views.store.rows_in(1, 0, None).unwrap();
     assert_eq!(rows.len(), 1);
-    assert_eq!((rows[0].1.status, rows[0].1.tag.as_str()), (9, "ok"));
+    let row = rows[0].1.view();
+    assert_eq!((row.status, row.tag), (9, "ok"));
     // The target's identity fills what the result did not carry.
-    assert_eq!(rows[0].1.identity.ip.value.as_deref(), Some("10.0.0.7"));
+    assert_eq!(row.identity.ip.value, Some("10.0.0.7"));
     // An older version changes nothing.
     let stats = views
         .sink
@@ -158,7 +159,10 @@ fn targets_never_downgrade_a_host_with_a_result() {
         .apply(&[Event::HostResult(result(1, 0, 0, 7, 7, "", 2))], &[])
         .unwrap();
     assert_eq!(stats.unchanged.get("host_result"), Some(&1));
-    assert_eq!(views.store.rows_in(1, 0, None).unwrap()[0].1.status, 9);
+    assert_eq!(
+        views.store.rows_in(1, 0, None).unwrap()[0].1.view().status,
+        9
+    );
 }
 
 #[test]
@@ -227,7 +231,8 @@ fn concurrent_queries_never_see_a_batch_half_applied() {
                 assert_eq!(a.groups.iter().map(|g| g.host_size).sum::<usize>(), 200);
                 for g in &a.groups {
                     for (_, row) in &g.hosts {
-                        assert_eq!((row.status, row.tag.as_str()), (g.status, g.tag.as_str()));
+                        let row = row.view();
+                        assert_eq!((row.status, row.tag), (g.status, g.tag.as_str()));
                     }
                     if cap.is_none() {
                         assert_eq!(g.hosts.len(), g.host_size);

@@ -4,7 +4,7 @@ use super::error::ApiError;
 use super::i18n::{host_status_desc, Lang};
 use crate::query::{step_total_time, StepAnswer};
 use crate::store::keys::RowKey;
-use crate::store::row::HostRow;
+use crate::store::row::RowView;
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -57,18 +57,18 @@ struct HostOut<'a> {
     total_time: Option<i64>,
 }
 
-fn host<'a>(key: &RowKey, row: &'a HostRow, lang: Lang) -> HostOut<'a> {
+fn host<'a>(key: &RowKey, row: RowView<'a>, lang: Lang) -> HostOut<'a> {
     let id = &row.identity;
     HostOut {
         bk_host_id: key.host,
-        ip: id.ip.value.as_deref(),
-        ipv6: id.ipv6.value.as_deref(),
-        bk_agent_id: id.bk_agent_id.value.as_deref(),
+        ip: id.ip.value,
+        ipv6: id.ipv6.value,
+        bk_agent_id: id.bk_agent_id.value,
         bk_cloud_id: id.bk_cloud_id.value,
-        bk_cloud_name: id.bk_cloud_name.value.as_deref(),
+        bk_cloud_name: id.bk_cloud_name.value,
         status: row.status,
         status_desc: host_status_desc(row.status, lang),
-        tag: &row.tag,
+        tag: row.tag,
         exit_code: row.exit_code,
         start_time: row.start_time,
         end_time: row.end_time,
@@ -96,7 +96,11 @@ pub fn success(answer: &StepAnswer, lang: Lang, request_id: &str, now_ms: i64) -
                 result_type_desc: host_status_desc(g.status, lang),
                 tag: &g.tag,
                 host_size: g.host_size,
-                host_result_list: g.hosts.iter().map(|(k, r)| host(k, r, lang)).collect(),
+                host_result_list: g
+                    .hosts
+                    .iter()
+                    .map(|(k, r)| host(k, r.view(), lang))
+                    .collect(),
             })
             .collect(),
     };

@@ -14,7 +14,7 @@ use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, Direction, IteratorMode, Options,
     ReadOptions, WriteBatch, WriteBufferManager, DB,
 };
-use row::HostRow;
+use row::{HostRow, StoredRow};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
@@ -137,14 +137,28 @@ impl Store {
         self.db.write(b.batch).context("RocksDB write failed")
     }
 
+    /// The rows at `keys`, decoded to be changed (apply).
     pub fn get_rows(&self, keys: &[RowKey]) -> Result<Vec<Option<HostRow>>> {
+        self.multi_get_rows(keys, HostRow::decode)
+    }
+
+    /// The rows at `keys`, as stored (answers).
+    pub fn get_stored_rows(&self, keys: &[RowKey]) -> Result<Vec<Option<StoredRow>>> {
+        self.multi_get_rows(keys, StoredRow::new)
+    }
+
+    fn multi_get_rows<T: Clone>(
+        &self,
+        keys: &[RowKey],
+        decode: impl Fn(&[u8]) -> Option<T>,
+    ) -> Result<Vec<Option<T>>> {
         let cf = self.cf(CF_HOSTS);
         // RocksDB wants the keys sorted; sorting their positions here is cheaper than letting
         // it sort its own key contexts.
         let mut order: Vec<usize> = (0..keys.len()).collect();
         order.sort_unstable_by_key(|&i| keys[i]);
         let raw: Vec<[u8; ROW_KEY_LEN]> = order.iter().map(|&i| keys[i].to_bytes()).collect();
-        let mut rows: Vec<Option<HostRow>> = vec![None; keys.len()];
+        let mut rows: Vec<Option<T>> = vec![None; keys.len()];
         for (r, &i) in self
             .db
             .batched_multi_get_cf(cf, &raw, true)
@@ -152,33 +166,32 @@ impl Store {
             .zip(&order)
         {
             if let Some(v) = r.context("RocksDB read failed")? {
-                let row = HostRow::decode(&v)
-                    .with_context(|| format!("corrupt host row {:?}", keys[i]))?;
+                let row = decode(&v).with_context(|| format!("corrupt host row {:?}", keys[i]))?;
                 rows[i] = Some(row);
             }
         }
         Ok(rows)
     }
 
-    /// Like `get_rows`, by one scan of the retry (or batch) that holds all `keys`: cheaper per
-    /// row when many of its rows are wanted.
-    pub fn get_rows_by_scan(
+    /// Like `get_stored_rows`, by one scan of the retry (or batch) that holds all `keys`:
+    /// cheaper per row when many of its rows are wanted.
+    pub fn get_stored_rows_by_scan(
         &self,
         step: i64,
         execute_count: i32,
         batch: Option<i32>,
         keys: &[RowKey],
-    ) -> Result<Vec<Option<HostRow>>> {
+    ) -> Result<Vec<Option<StoredRow>>> {
         let mut order: Vec<usize> = (0..keys.len()).collect();
         order.sort_unstable_by_key(|&i| keys[i]);
         let mut wanted = order.into_iter().peekable();
-        let mut rows: Vec<Option<HostRow>> = vec![None; keys.len()];
+        let mut rows: Vec<Option<StoredRow>> = vec![None; keys.len()];
         let prefix = keys::retry_prefix(step, execute_count, batch);
         self.scan_prefix(CF_HOSTS, &prefix, |k, v| {
             let key = RowKey::from_bytes(k).context("corrupt host row key")?;
             while wanted.next_if(|&i| keys[i] < key).is_some() {}
             if let Some(i) = wanted.next_if(|&i| keys[i] == key) {
-                rows[i] = Some(HostRow::decode(v).context("corrupt host row")?);
+                rows[i] = Some(StoredRow::new(v).context("corrupt host row")?);
             }
             Ok(())
         })?;
@@ -227,14 +240,14 @@ impl Store {
         step: i64,
         execute_count: i32,
         batch: Option<i32>,
-    ) -> Result<Vec<(RowKey, HostRow)>> {
+    ) -> Result<Vec<(RowKey, StoredRow)>> {
         let mut rows = Vec::new();
         self.scan_prefix(
             CF_HOSTS,
             &keys::retry_prefix(step, execute_count, batch),
             |k, v| {
                 let key = RowKey::from_bytes(k).context("corrupt host row key")?;
-                rows.push((key, HostRow::decode(v).context("corrupt host row")?));
+                rows.push((key, StoredRow::new(v).context("corrupt host row")?));
                 Ok(())
             },
         )?;

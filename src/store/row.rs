@@ -3,6 +3,7 @@
 
 use crate::events::HostInfo;
 use std::borrow::Borrow;
+use std::sync::Arc;
 
 /// One identity field (ip, agent, cloud …) with the rank of the event that set it, so that merging
 /// is independent of arrival order: 0 never set, 1 set by `step_targets`, `version + 2` set by a
@@ -38,13 +39,24 @@ pub fn result_rank(version: i64) -> u64 {
     version as u64 + 2
 }
 
+impl Ranked<&str> {
+    fn to_owned_field(&self) -> Ranked<String> {
+        Ranked {
+            value: self.value.map(str::to_owned),
+            rank: self.rank,
+        }
+    }
+}
+
+/// Who and where the host is. `S` is `String` in a row being changed, `&str` in a row read in
+/// place ([`RowView`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Identity {
-    pub ip: Ranked<String>,
-    pub ipv6: Ranked<String>,
-    pub bk_agent_id: Ranked<String>,
+pub struct Identity<S = String> {
+    pub ip: Ranked<S>,
+    pub ipv6: Ranked<S>,
+    pub bk_agent_id: Ranked<S>,
     pub bk_cloud_id: Ranked<i64>,
-    pub bk_cloud_name: Ranked<String>,
+    pub bk_cloud_name: Ranked<S>,
 }
 
 impl Identity {
@@ -63,16 +75,39 @@ impl Identity {
 pub const STATUS_WAITING: i32 = 5;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostRow {
+pub struct HostRow<S = String> {
     pub status: i32,
-    pub tag: String,
+    pub tag: S,
     /// Version of the `host_result` this row holds; `None` while only targets named the host.
     pub version: Option<i64>,
     pub exit_code: Option<i32>,
     pub start_time: Option<i64>,
     pub end_time: Option<i64>,
     pub total_time: Option<i64>,
-    pub identity: Identity,
+    pub identity: Identity<S>,
+}
+
+/// A row read in place from its encoded bytes (no allocation): what answers render.
+pub type RowView<'a> = HostRow<&'a str>;
+
+/// An encoded row, checked once, shared by answers and hot rows; read through [`StoredRow::view`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRow(Arc<[u8]>);
+
+impl StoredRow {
+    /// `None` when `bytes` is not an encoded row.
+    pub fn new(bytes: &[u8]) -> Option<StoredRow> {
+        RowView::decode_view(bytes)?;
+        Some(StoredRow(Arc::from(bytes)))
+    }
+
+    pub fn of(row: &HostRow) -> StoredRow {
+        StoredRow(Arc::from(row.to_bytes()))
+    }
+
+    pub fn view(&self) -> RowView<'_> {
+        RowView::decode_view(&self.0).expect("checked when the StoredRow was made")
+    }
 }
 
 impl HostRow {
@@ -124,6 +159,13 @@ impl HostRow {
     }
 
     pub fn decode(bytes: &[u8]) -> Option<HostRow> {
+        RowView::decode_view(bytes).map(|v| v.to_owned_row())
+    }
+}
+
+impl<'a> RowView<'a> {
+    /// The one decoder of the row encoding.
+    pub fn decode_view(bytes: &'a [u8]) -> Option<RowView<'a>> {
         let mut r = Reader(bytes);
         let (status, tag) = r.head()?;
         let present = r.take(1)?[0];
@@ -136,7 +178,7 @@ impl HostRow {
         let [version, exit_code, start_time, end_time, total_time, bk_cloud_id] = optionals;
         let row = HostRow {
             status,
-            tag: tag.to_owned(),
+            tag,
             version,
             exit_code: exit_code.map(|v| v as i32),
             start_time,
@@ -154,6 +196,26 @@ impl HostRow {
             },
         };
         r.0.is_empty().then_some(row)
+    }
+
+    pub fn to_owned_row(&self) -> HostRow {
+        let id = &self.identity;
+        HostRow {
+            status: self.status,
+            tag: self.tag.to_owned(),
+            version: self.version,
+            exit_code: self.exit_code,
+            start_time: self.start_time,
+            end_time: self.end_time,
+            total_time: self.total_time,
+            identity: Identity {
+                ip: id.ip.to_owned_field(),
+                ipv6: id.ipv6.to_owned_field(),
+                bk_agent_id: id.bk_agent_id.to_owned_field(),
+                bk_cloud_id: id.bk_cloud_id.clone(),
+                bk_cloud_name: id.bk_cloud_name.to_owned_field(),
+            },
+        }
     }
 }
 
@@ -225,13 +287,13 @@ impl<'a> Reader<'a> {
         Some((status, tag))
     }
 
-    fn ranked_str(&mut self) -> Option<Ranked<String>> {
+    fn ranked_str(&mut self) -> Option<Ranked<&'a str>> {
         let rank = self.varint()?;
         let len = self.varint()? as usize;
         let value = if len == 0 {
             None
         } else {
-            Some(std::str::from_utf8(self.take(len - 1)?).ok()?.to_owned())
+            Some(std::str::from_utf8(self.take(len - 1)?).ok()?)
         };
         Some(Ranked { value, rank })
     }
