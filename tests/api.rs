@@ -738,3 +738,38 @@ async fn a_polled_step_shows_every_update_to_the_rows_it_returned() {
     let restarted = svc.restart().await;
     assert_eq!(restarted.data(&polled).await, third);
 }
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_json_too() {
+    let (_dir, svc) = service().await;
+    let resp = svc
+        .client
+        .get(format!("{}/api/v3/get_step_instance_statuz", svc.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/json; charset=utf-8"
+    );
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (body["result"].clone(), body["code"].clone()),
+        (json!(false), json!(1240003))
+    );
+    let resp = svc
+        .client
+        .post(format!(
+            "{}/api/v3/get_step_instance_status?{}",
+            svc.base,
+            q(1, "")
+        ))
+        .header("Blueking-Language", "en")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["message"], "Bad Request: this API takes GET only");
+}

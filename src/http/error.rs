@@ -24,15 +24,18 @@ pub enum ApiError {
     Unsupported,
     AuthFailed,
     PermissionDenied,
+    /// No such route (HTTP 404), or not with this method (HTTP 405): still a JSON body.
+    NoRoute(StatusCode),
     Internal,
 }
 
 impl ApiError {
     pub fn code(&self) -> i64 {
         match self {
-            ApiError::BadParam(..) | ApiError::JobIdNotPositive | ApiError::StepIdNotPositive => {
-                1240003
-            }
+            ApiError::BadParam(..)
+            | ApiError::JobIdNotPositive
+            | ApiError::StepIdNotPositive
+            | ApiError::NoRoute(_) => 1240003,
             ApiError::InvalidParam(_) => 1241005,
             ApiError::StepNotFound => 1244007,
             ApiError::Unsupported => 1241003,
@@ -46,6 +49,7 @@ impl ApiError {
         match self {
             ApiError::AuthFailed => StatusCode::UNAUTHORIZED,
             ApiError::PermissionDenied => StatusCode::FORBIDDEN,
+            ApiError::NoRoute(status) => *status,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::OK,
         }
@@ -103,6 +107,15 @@ impl ApiError {
             ApiError::Unsupported => lang.pick("不支持的操作", "Unsupported operation").into(),
             ApiError::AuthFailed => lang.pick("认证失败", "Authentication failed").into(),
             ApiError::PermissionDenied => lang.pick("权限不足", "Permission denied").into(),
+            ApiError::NoRoute(status) if *status == StatusCode::METHOD_NOT_ALLOWED => lang
+                .pick(
+                    "错误的请求：此接口只支持 GET",
+                    "Bad Request: this API takes GET only",
+                )
+                .into(),
+            ApiError::NoRoute(_) => lang
+                .pick("错误的请求：没有这个接口", "Bad Request: no such API")
+                .into(),
             ApiError::Internal => lang.pick("内部服务器异常", "Internal Server Error").into(),
         }
     }

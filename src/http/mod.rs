@@ -50,6 +50,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .fallback(|headers: HeaderMap| async move { no_route(&headers, StatusCode::NOT_FOUND) })
+        .method_not_allowed_fallback(|headers: HeaderMap| async move {
+            no_route(&headers, StatusCode::METHOD_NOT_ALLOWED)
+        })
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
         .with_state(state)
 }
@@ -189,6 +193,14 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// Unknown routes and methods answer in the API's envelope too.
+fn no_route(headers: &HeaderMap, status: StatusCode) -> Response {
+    let err = ApiError::NoRoute(status);
+    let request_id = request_id(headers);
+    let body = render::failure(&err, Lang::of(headers), &request_id);
+    json(err.http_status(), body, &request_id)
 }
 
 fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
