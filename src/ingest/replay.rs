@@ -104,6 +104,17 @@ pub fn replay(
                 .is_some_and(|pr| pr.end.is_none_or(|end| m.offset() < end))
         });
         if msgs.is_empty() {
+            // Nothing fetched: the consumer's position (which skips transaction markers and
+            // compacted gaps) says whether a partition is at its end.
+            if let Ok(positions) = consumer.position() {
+                for e in positions.elements_for_topic(&cfg.topic) {
+                    if let (Offset::Offset(at), Some(pr)) =
+                        (e.offset(), pending.get_mut(&e.partition()))
+                    {
+                        pr.next = Some(pr.next.map_or(at, |n| n.max(at)));
+                    }
+                }
+            }
             pending.retain(|_, pr| !matches!((pr.next, pr.end), (Some(n), Some(e)) if n >= e));
             // Retention may have removed the tail end; give up on silence rather than hang.
             anyhow::ensure!(
