@@ -106,12 +106,7 @@ impl Applier {
                     any
                 }
                 Event::HostResult(e) => {
-                    let key = RowKey::of_event(
-                        e.step_instance_id,
-                        e.execute_count,
-                        e.batch,
-                        e.bk_host_id,
-                    );
+                    let key = RowKey::of_result(e);
                     let slot = slots.get_mut(&key).expect("read_rows covers every row");
                     let created = slot.row.is_none();
                     let row = slot.row.get_or_insert_with(HostRow::waiting);
@@ -132,12 +127,7 @@ impl Applier {
                     changed || created
                 }
                 Event::HostLog(e) => {
-                    let key = RowKey::of_event(
-                        e.step_instance_id,
-                        e.execute_count,
-                        e.batch,
-                        e.bk_host_id,
-                    );
+                    let key = RowKey::of_log(e);
                     let new = unseen_logs.remove(&(key, e.offset));
                     if new {
                         logs.push((key, e));
@@ -214,12 +204,7 @@ impl Applier {
                     }
                 }
                 Event::HostResult(e) => {
-                    let key = RowKey::of_event(
-                        e.step_instance_id,
-                        e.execute_count,
-                        e.batch,
-                        e.bk_host_id,
-                    );
+                    let key = RowKey::of_result(e);
                     if seen.insert(key) {
                         keys.push(key);
                     }
@@ -250,10 +235,7 @@ impl Applier {
         let chunks: Vec<(RowKey, i64)> = events
             .iter()
             .filter_map(|event| match event {
-                Event::HostLog(e) => Some((
-                    RowKey::of_event(e.step_instance_id, e.execute_count, e.batch, e.bk_host_id),
-                    e.offset,
-                )),
+                Event::HostLog(e) => Some((RowKey::of_log(e), e.offset)),
                 _ => None,
             })
             .collect();

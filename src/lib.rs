@@ -8,11 +8,12 @@
 //! Data flows one way: `ingest` → `apply` → `store` / `index` → `query` → `http`.
 //!
 //! - [`events`]: the four event kinds, decoding and validation (mirrored by `schemas/`).
-//! - [`ingest`]: sources of events: the Kafka consumer group (with dead-letter topic) and
-//!   JSON-lines files; both hand batches to `apply`.
+//! - [`ingest`]: sources of events: the Kafka consumer group (with dead-letter topic), replay
+//!   and JSON-lines files; all hand batches to `apply` (through `ingest::Sink`).
 //! - [`apply`]: the only writer; folds events idempotently into store and index.
 //! - [`store`]: RocksDB column families for steps, host rows, logs and offsets.
-//! - [`index`]: per step / retry / batch, the (status, tag) groups of hosts, in memory.
+//! - [`index`]: per step / retry / batch, the (status, tag) groups of hosts, in memory, and
+//!   the rows of polled answers ("hot rows").
 //! - [`query`]: the semantics of the API over index and store.
 //! - [`http`]: axum routes, authentication, language, the JSON envelope.
 //! - [`metrics`], [`health`]: Prometheus exposition, readiness.

@@ -2,7 +2,7 @@
 //! retry / batch is one contiguous key range: `step(8) execute_count(4) batch(4) host(8)`, and a
 //! log chunk is its row key followed by `offset(8)`. Ids and counts are validated non-negative.
 
-use crate::events::{StepTargets, TargetHost};
+use crate::events::{HostLog, HostResult, StepTargets, TargetHost};
 
 pub const ROW_KEY_LEN: usize = 24;
 
@@ -26,6 +26,14 @@ impl RowKey {
 
     pub fn of_target(e: &StepTargets, h: &TargetHost) -> RowKey {
         RowKey::of_event(e.step_instance_id, e.execute_count, h.batch, h.bk_host_id)
+    }
+
+    pub fn of_result(e: &HostResult) -> RowKey {
+        RowKey::of_event(e.step_instance_id, e.execute_count, e.batch, e.bk_host_id)
+    }
+
+    pub fn of_log(e: &HostLog) -> RowKey {
+        RowKey::of_event(e.step_instance_id, e.execute_count, e.batch, e.bk_host_id)
     }
 
     pub fn to_bytes(self) -> [u8; ROW_KEY_LEN] {
