@@ -201,12 +201,22 @@ impl Store {
     /// Which of these log chunks (row key, offset) are stored already.
     pub fn logs_exist(&self, chunks: &[(RowKey, i64)]) -> Result<Vec<bool>> {
         let cf = self.cf(CF_LOGS);
-        let raw: Vec<[u8; ROW_KEY_LEN + 8]> = chunks.iter().map(|(k, o)| k.log_key(*o)).collect();
-        self.db
-            .batched_multi_get_cf(cf, &raw, false)
+        let mut order: Vec<usize> = (0..chunks.len()).collect();
+        order.sort_unstable_by_key(|&i| chunks[i]);
+        let raw: Vec<[u8; ROW_KEY_LEN + 8]> = order
+            .iter()
+            .map(|&i| chunks[i].0.log_key(chunks[i].1))
+            .collect();
+        let mut exist = vec![false; chunks.len()];
+        for (r, &i) in self
+            .db
+            .batched_multi_get_cf(cf, &raw, true)
             .into_iter()
-            .map(|r| Ok(r.context("RocksDB read failed")?.is_some()))
-            .collect()
+            .zip(&order)
+        {
+            exist[i] = r.context("RocksDB read failed")?.is_some();
+        }
+        Ok(exist)
     }
 
     pub fn steps(&self) -> Result<Vec<StepEvent>> {
