@@ -16,7 +16,7 @@ use crate::store::row::{result_rank, HostRow, RANK_TARGETS};
 use crate::store::{Store, StoreBatch};
 use anyhow::Result;
 use rustc_hash::{FxHashMap, FxHashSet};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// Where the next message of a partition starts, stored with the state it follows.
@@ -142,16 +142,20 @@ impl Applier {
         for step in steps.values() {
             self.store.put_step(&mut batch, step);
         }
-        // In key order: RocksDB's memtable inserts sorted keys faster (it remembers where the
-        // previous one went).
-        let mut rows: Vec<(&RowKey, &HostRow)> = slots
+        // The rows the batch changed, each encoded once (for the store and any hot copy), in key
+        // order: RocksDB's memtable inserts sorted keys faster (it remembers where the previous
+        // one went).
+        let mut changed: Vec<(RowKey, &Slot, &HostRow, Vec<u8>)> = slots
             .iter()
             .filter(|(_, slot)| slot.dirty)
-            .filter_map(|(key, slot)| slot.row.as_ref().map(|row| (key, row)))
+            .filter_map(|(key, slot)| {
+                let row = slot.row.as_ref()?;
+                Some((*key, slot, row, row.to_bytes()))
+            })
             .collect();
-        rows.sort_unstable_by_key(|(key, _)| **key);
-        for (key, row) in rows {
-            self.store.put_row(&mut batch, *key, row);
+        changed.sort_unstable_by_key(|(key, ..)| *key);
+        for (key, _, _, encoded) in &changed {
+            self.store.put_row(&mut batch, *key, encoded);
         }
         logs.sort_unstable_by_key(|(key, e)| (*key, e.offset));
         for (key, e) in logs {
@@ -161,12 +165,12 @@ impl Applier {
             self.store
                 .put_offset(&mut batch, &o.topic, o.partition, o.next);
         }
-        let changed: BTreeSet<RetryId> = slots
-            .iter()
-            .filter(|(_, slot)| slot.dirty)
-            .map(|(key, _)| (key.step, key.execute_count))
-            .collect();
-        let retries = self.index.retries_for_update(changed);
+        let retries = self.index.retries_for_update(
+            changed
+                .iter()
+                .map(|(key, ..)| (key.step, key.execute_count))
+                .collect(),
+        );
         let mut locked: BTreeMap<RetryId, _> =
             retries.iter().map(|(id, r)| (*id, r.write())).collect();
         if !batch.is_empty() {
@@ -177,14 +181,13 @@ impl Applier {
         for step in steps.into_values() {
             self.index.set_step(step);
         }
-        for (key, slot) in &slots {
-            if let (true, Some(row)) = (slot.dirty, &slot.row) {
-                let before = slot.before.as_ref().map(|(s, t)| (*s, t.as_str()));
-                let retry = locked
-                    .get_mut(&(key.step, key.execute_count))
-                    .expect("every changed retry is locked");
-                self.index.place(retry, *key, before, row);
-            }
+        for (key, slot, row, encoded) in &changed {
+            let before = slot.before.as_ref().map(|(s, t)| (*s, t.as_str()));
+            let retry = locked
+                .get_mut(&(key.step, key.execute_count))
+                .expect("every changed retry is locked");
+            self.index
+                .place(retry, *key, before, (row.status, &row.tag), encoded);
         }
         Ok(stats)
     }

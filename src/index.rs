@@ -13,7 +13,7 @@
 
 use crate::events::StepEvent;
 use crate::store::keys::RowKey;
-use crate::store::row::{HostRow, StoredRow};
+use crate::store::row::StoredRow;
 use crate::store::Store;
 use anyhow::Result;
 use dashmap::DashMap;
@@ -51,6 +51,31 @@ struct HotRows {
 }
 
 impl RetryGroups {
+    fn insert(&mut self, batch: i32, (status, tag): (i32, &str), host: i64) {
+        let group = GroupKey {
+            status,
+            tag: tag.into(),
+        };
+        let groups = &mut self.batches.entry(batch).or_default().groups;
+        groups.entry(group).or_default().insert(host);
+    }
+
+    fn remove(&mut self, batch: i32, (status, tag): (i32, &str), host: i64) {
+        let Some(batch) = self.batches.get_mut(&batch) else {
+            return;
+        };
+        let group = GroupKey {
+            status,
+            tag: tag.into(),
+        };
+        if let Some(set) = batch.groups.get_mut(&group) {
+            set.remove(&host);
+            if set.is_empty() {
+                batch.groups.remove(&group);
+            }
+        }
+    }
+
     /// Every group that has a host in any batch, in api.md order.
     pub fn group_keys(&self) -> BTreeSet<GroupKey> {
         self.batches
@@ -102,44 +127,29 @@ impl Index {
     }
 
     /// Moves a host of `retry` (write-locked by the caller) from its old group (None: a new
-    /// row) to the group of `row`, and refreshes its hot copy if it has one.
+    /// row) to its new one, and refreshes its hot copy, if it has one, with `encoded` (the row as
+    /// the store now holds it).
     pub fn place(
         &self,
         retry: &mut RetryGroups,
         key: RowKey,
         old: Option<(i32, &str)>,
-        row: &HostRow,
+        new: (i32, &str),
+        encoded: &[u8],
     ) {
         if let Some(hot) = retry.hot.get_mut().rows.get_mut(&(key.batch, key.host)) {
-            *hot = StoredRow::of(row);
+            *hot = StoredRow::of_encoding(encoded);
         }
-        let new = (row.status, row.tag.as_str());
         if old == Some(new) {
             return;
         }
-        let batch = retry.batches.entry(key.batch).or_default();
         match old {
-            Some((status, tag)) => {
-                let old_key = GroupKey {
-                    status,
-                    tag: tag.into(),
-                };
-                if let Some(set) = batch.groups.get_mut(&old_key) {
-                    set.remove(&key.host);
-                    if set.is_empty() {
-                        batch.groups.remove(&old_key);
-                    }
-                }
-            }
+            Some(old) => retry.remove(key.batch, old, key.host),
             None => {
                 self.hosts.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let group = GroupKey {
-            status: new.0,
-            tag: new.1.into(),
-        };
-        batch.groups.entry(group).or_default().insert(key.host);
+        retry.insert(key.batch, new, key.host);
     }
 
     /// The hot copies of `keys` (all of one retry), `None` where there is none.
@@ -235,17 +245,7 @@ impl Index {
                 current = Some((id, RetryGroups::default()));
             }
             let (_, groups) = current.as_mut().expect("set above");
-            groups
-                .batches
-                .entry(key.batch)
-                .or_default()
-                .groups
-                .entry(GroupKey {
-                    status,
-                    tag: tag.into(),
-                })
-                .or_default()
-                .insert(key.host);
+            groups.insert(key.batch, (status, tag), key.host);
             hosts += 1;
         })?;
         if let Some((done, groups)) = current {

@@ -114,9 +114,9 @@ impl Store {
         );
     }
 
-    pub fn put_row(&self, b: &mut StoreBatch, key: RowKey, row: &HostRow) {
-        b.batch
-            .put_cf(self.cf(CF_HOSTS), key.to_bytes(), row.to_bytes());
+    /// Stores a row encoded by `HostRow::encode`.
+    pub fn put_row(&self, b: &mut StoreBatch, key: RowKey, encoded: &[u8]) {
+        b.batch.put_cf(self.cf(CF_HOSTS), key.to_bytes(), encoded);
     }
 
     pub fn put_log(&self, b: &mut StoreBatch, key: RowKey, offset: i64, content: &str) {
@@ -152,24 +152,17 @@ impl Store {
         keys: &[RowKey],
         decode: impl Fn(&[u8]) -> Option<T>,
     ) -> Result<Vec<Option<T>>> {
-        let cf = self.cf(CF_HOSTS);
-        // RocksDB wants the keys sorted; sorting their positions here is cheaper than letting
-        // it sort its own key contexts.
-        let mut order: Vec<usize> = (0..keys.len()).collect();
-        order.sort_unstable_by_key(|&i| keys[i]);
-        let raw: Vec<[u8; ROW_KEY_LEN]> = order.iter().map(|&i| keys[i].to_bytes()).collect();
         let mut rows: Vec<Option<T>> = vec![None; keys.len()];
-        for (r, &i) in self
-            .db
-            .batched_multi_get_cf(cf, &raw, true)
-            .into_iter()
-            .zip(&order)
-        {
-            if let Some(v) = r.context("RocksDB read failed")? {
-                let row = decode(&v).with_context(|| format!("corrupt host row {:?}", keys[i]))?;
-                rows[i] = Some(row);
-            }
-        }
+        self.multi_get(
+            CF_HOSTS,
+            keys,
+            |k| k.to_bytes(),
+            |i, v| {
+                rows[i] =
+                    Some(decode(v).with_context(|| format!("corrupt host row {:?}", keys[i]))?);
+                Ok(())
+            },
+        )?;
         Ok(rows)
     }
 
@@ -186,9 +179,7 @@ impl Store {
         order.sort_unstable_by_key(|&i| keys[i]);
         let mut wanted = order.into_iter().peekable();
         let mut rows: Vec<Option<StoredRow>> = vec![None; keys.len()];
-        let prefix = keys::retry_prefix(step, execute_count, batch);
-        self.scan_prefix(CF_HOSTS, &prefix, |k, v| {
-            let key = RowKey::from_bytes(k).context("corrupt host row key")?;
+        self.for_each_row_in(step, execute_count, batch, |key, v| {
             while wanted.next_if(|&i| keys[i] < key).is_some() {}
             if let Some(i) = wanted.next_if(|&i| keys[i] == key) {
                 rows[i] = Some(StoredRow::new(v).context("corrupt host row")?);
@@ -200,23 +191,39 @@ impl Store {
 
     /// Which of these log chunks (row key, offset) are stored already.
     pub fn logs_exist(&self, chunks: &[(RowKey, i64)]) -> Result<Vec<bool>> {
-        let cf = self.cf(CF_LOGS);
-        let mut order: Vec<usize> = (0..chunks.len()).collect();
-        order.sort_unstable_by_key(|&i| chunks[i]);
-        let raw: Vec<[u8; ROW_KEY_LEN + 8]> = order
-            .iter()
-            .map(|&i| chunks[i].0.log_key(chunks[i].1))
-            .collect();
         let mut exist = vec![false; chunks.len()];
-        for (r, &i) in self
-            .db
-            .batched_multi_get_cf(cf, &raw, true)
-            .into_iter()
-            .zip(&order)
-        {
-            exist[i] = r.context("RocksDB read failed")?.is_some();
-        }
+        self.multi_get(
+            CF_LOGS,
+            chunks,
+            |(k, o)| k.log_key(*o),
+            |i, _| {
+                exist[i] = true;
+                Ok(())
+            },
+        )?;
         Ok(exist)
+    }
+
+    /// One batched multi-get of `keys` (encoded by `encode`), calling `found` with the position
+    /// of each key that holds a value. RocksDB wants the keys sorted; sorting their positions
+    /// here is cheaper than letting it sort its own key contexts.
+    fn multi_get<K: Ord, const N: usize>(
+        &self,
+        cf: &str,
+        keys: &[K],
+        encode: impl Fn(&K) -> [u8; N],
+        mut found: impl FnMut(usize, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_unstable_by(|&a, &b| keys[a].cmp(&keys[b]));
+        let raw: Vec<[u8; N]> = order.iter().map(|&i| encode(&keys[i])).collect();
+        let values = self.db.batched_multi_get_cf(self.cf(cf), &raw, true);
+        for (value, &i) in values.into_iter().zip(&order) {
+            if let Some(v) = value.context("RocksDB read failed")? {
+                found(i, &v)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn steps(&self) -> Result<Vec<StepEvent>> {
@@ -252,16 +259,25 @@ impl Store {
         batch: Option<i32>,
     ) -> Result<Vec<(RowKey, StoredRow)>> {
         let mut rows = Vec::new();
-        self.scan_prefix(
-            CF_HOSTS,
-            &keys::retry_prefix(step, execute_count, batch),
-            |k, v| {
-                let key = RowKey::from_bytes(k).context("corrupt host row key")?;
-                rows.push((key, StoredRow::new(v).context("corrupt host row")?));
-                Ok(())
-            },
-        )?;
+        self.for_each_row_in(step, execute_count, batch, |key, v| {
+            rows.push((key, StoredRow::new(v).context("corrupt host row")?));
+            Ok(())
+        })?;
         Ok(rows)
+    }
+
+    /// Visits the encoded rows of one step's retry (or one batch of it), in key order.
+    fn for_each_row_in(
+        &self,
+        step: i64,
+        execute_count: i32,
+        batch: Option<i32>,
+        mut f: impl FnMut(RowKey, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let prefix = keys::retry_prefix(step, execute_count, batch);
+        self.scan_prefix(CF_HOSTS, &prefix, |k, v| {
+            f(RowKey::from_bytes(k).context("corrupt host row key")?, v)
+        })
     }
 
     /// Visits the stored output chunks of one step's retry (or one batch of it), in (row, offset)
