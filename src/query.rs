@@ -177,23 +177,19 @@ fn fetch_rows(
     }
     let wanted: Vec<RowKey> = missing.iter().map(|&i| keys[i]).collect();
     let fetched = if wanted.len() * SCAN_WHEN_ONE_IN >= in_scope {
-        store.get_stored_rows_by_scan(
-            q.step_instance_id,
-            wanted[0].execute_count,
-            q.batch,
-            &wanted,
-        )?
+        let retry_of = wanted[0];
+        store.get_stored_rows_by_scan(retry_of.step, retry_of.execute_count, q.batch, &wanted)?
     } else {
         store.get_stored_rows(&wanted)?
     };
-    let mut fresh = Vec::new();
-    for (i, row) in missing.into_iter().zip(fetched) {
-        if let Some(row) = row {
-            fresh.push((keys[i], row.clone()));
-            rows[i] = Some(row);
-        }
+    for (i, row) in missing.iter().zip(fetched) {
+        rows[*i] = row;
     }
     if q.max_host_num_per_group.is_some() {
+        let fresh: Vec<(RowKey, StoredRow)> = missing
+            .into_iter()
+            .filter_map(|i| rows[i].clone().map(|row| (keys[i], row)))
+            .collect();
         index.add_hot_rows(retry, &fresh);
     }
     Ok(rows)

@@ -24,8 +24,10 @@ pub enum ApiError {
     Unsupported,
     AuthFailed,
     PermissionDenied,
-    /// No such route (HTTP 404), or not with this method (HTTP 405): still a JSON body.
-    NoRoute(StatusCode),
+    /// No such route (HTTP 404): still a JSON body.
+    NoSuchApi,
+    /// A route of the API, with a method other than GET (HTTP 405).
+    GetOnly,
     Internal,
 }
 
@@ -35,7 +37,8 @@ impl ApiError {
             ApiError::BadParam(..)
             | ApiError::JobIdNotPositive
             | ApiError::StepIdNotPositive
-            | ApiError::NoRoute(_) => 1240003,
+            | ApiError::NoSuchApi
+            | ApiError::GetOnly => 1240003,
             ApiError::InvalidParam(_) => 1241005,
             ApiError::StepNotFound => 1244007,
             ApiError::Unsupported => 1241003,
@@ -49,7 +52,8 @@ impl ApiError {
         match self {
             ApiError::AuthFailed => StatusCode::UNAUTHORIZED,
             ApiError::PermissionDenied => StatusCode::FORBIDDEN,
-            ApiError::NoRoute(status) => *status,
+            ApiError::NoSuchApi => StatusCode::NOT_FOUND,
+            ApiError::GetOnly => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::OK,
         }
@@ -107,13 +111,13 @@ impl ApiError {
             ApiError::Unsupported => lang.pick("不支持的操作", "Unsupported operation").into(),
             ApiError::AuthFailed => lang.pick("认证失败", "Authentication failed").into(),
             ApiError::PermissionDenied => lang.pick("权限不足", "Permission denied").into(),
-            ApiError::NoRoute(status) if *status == StatusCode::METHOD_NOT_ALLOWED => lang
+            ApiError::GetOnly => lang
                 .pick(
                     "错误的请求：此接口只支持 GET",
                     "Bad Request: this API takes GET only",
                 )
                 .into(),
-            ApiError::NoRoute(_) => lang
+            ApiError::NoSuchApi => lang
                 .pick("错误的请求：没有这个接口", "Bad Request: no such API")
                 .into(),
             ApiError::Internal => lang.pick("内部服务器异常", "Internal Server Error").into(),

@@ -50,9 +50,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .fallback(|headers: HeaderMap| async move { no_route(&headers, StatusCode::NOT_FOUND) })
+        .fallback(|headers: HeaderMap| async move { no_route(&headers, ApiError::NoSuchApi) })
         .method_not_allowed_fallback(|headers: HeaderMap| async move {
-            no_route(&headers, StatusCode::METHOD_NOT_ALLOWED)
+            no_route(&headers, ApiError::GetOnly)
         })
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
         .with_state(state)
@@ -196,8 +196,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// Unknown routes and methods answer in the API's envelope too.
-fn no_route(headers: &HeaderMap, status: StatusCode) -> Response {
-    let err = ApiError::NoRoute(status);
+fn no_route(headers: &HeaderMap, err: ApiError) -> Response {
     let request_id = request_id(headers);
     let body = render::failure(&err, Lang::of(headers), &request_id);
     json(err.http_status(), body, &request_id)

@@ -150,9 +150,10 @@ pub fn poll_batch<C: ConsumerContext>(
 /// messages, for the dead-letter topic).
 pub struct Decoded {
     pub events: Vec<Event>,
+    /// Per partition, the offset after the batch's last message.
     pub offsets: Vec<SourceOffset>,
-    /// Per partition: (offset, Kafka timestamp ms) of the last message.
-    pub last: BTreeMap<i32, (i64, Option<i64>)>,
+    /// Per partition, the Kafka timestamp (ms) of the batch's last message.
+    pub timestamps: BTreeMap<i32, i64>,
 }
 
 pub type BadMessages<'m> = Vec<(&'m BorrowedMessage<'m>, BadEvent)>;
@@ -160,12 +161,14 @@ pub type BadMessages<'m> = Vec<(&'m BorrowedMessage<'m>, BadEvent)>;
 pub fn decode_batch<'m>(msgs: &'m [BorrowedMessage<'m>]) -> (Decoded, BadMessages<'m>) {
     let mut events = Vec::with_capacity(msgs.len());
     let mut bad = Vec::new();
-    let mut last: BTreeMap<i32, (i64, Option<i64>)> = BTreeMap::new();
-    let mut topic = "";
+    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut timestamps = BTreeMap::new();
     for m in msgs {
-        topic = m.topic();
-        let slot = last.entry(m.partition()).or_insert((m.offset(), None));
-        *slot = (slot.0.max(m.offset()), m.timestamp().to_millis());
+        let after = next.entry(m.partition()).or_default();
+        *after = (*after).max(m.offset() + 1);
+        if let Some(ts) = m.timestamp().to_millis() {
+            timestamps.insert(m.partition(), ts);
+        }
         let decoded = match m.payload() {
             Some(p) => decode(p),
             None => Err(BadEvent {
@@ -178,22 +181,21 @@ pub fn decode_batch<'m>(msgs: &'m [BorrowedMessage<'m>]) -> (Decoded, BadMessage
             Err(b) => bad.push((m, b)),
         }
     }
-    let offsets = last
-        .iter()
-        .map(|(p, (o, _))| SourceOffset {
+    let topic = msgs.first().map_or("", |m| m.topic());
+    let offsets = next
+        .into_iter()
+        .map(|(partition, next)| SourceOffset {
             topic: topic.to_owned(),
-            partition: *p,
-            next: o + 1,
+            partition,
+            next,
         })
         .collect();
-    (
-        Decoded {
-            events,
-            offsets,
-            last,
-        },
-        bad,
-    )
+    let decoded = Decoded {
+        events,
+        offsets,
+        timestamps,
+    };
+    (decoded, bad)
 }
 
 /// Seeks assigned partitions to the offsets stored with the views (the durability rule), and
@@ -353,18 +355,15 @@ fn apply_batches(
         if !sink.apply(&batch.events, &batch.offsets, stop) {
             return;
         }
-        let topic = batch.offsets.first().map_or("", |o| o.topic.as_str());
-        for (p, (offset, ts)) in &batch.last {
-            let labels = [topic, &p.to_string()];
-            sink.metrics
+        for o in &batch.offsets {
+            let labels = [o.topic.as_str(), &o.partition.to_string()];
+            let metrics = &sink.metrics;
+            metrics
                 .last_offset
                 .with_label_values(&labels)
-                .set(*offset);
-            if let Some(ts) = ts {
-                sink.metrics
-                    .last_event_time
-                    .with_label_values(&labels)
-                    .set(*ts);
+                .set(o.next - 1);
+            if let Some(ts) = batch.timestamps.get(&o.partition) {
+                metrics.last_event_time.with_label_values(&labels).set(*ts);
             }
         }
         let _ = applied.send(batch.offsets);
@@ -403,31 +402,25 @@ fn dead_letter(
     // Cut only when the dead-letter topic refuses the whole message: a stalled partition would
     // lose more than the tail of one bad message. The header says how long it was.
     let mut cut: Option<usize> = None;
+    let original_len = payload.len().to_string();
     loop {
-        let original_len = payload.len().to_string();
-        let mut headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "stepview-error",
-                value: Some(reason.as_str()),
-            })
-            .insert(Header {
-                key: "stepview-source-topic",
-                value: Some(m.topic()),
-            })
-            .insert(Header {
-                key: "stepview-source-partition",
-                value: Some(partition.as_str()),
-            })
-            .insert(Header {
-                key: "stepview-source-offset",
-                value: Some(offset.as_str()),
-            });
+        let mut fields = vec![
+            ("stepview-error", reason.as_str()),
+            ("stepview-source-topic", m.topic()),
+            ("stepview-source-partition", partition.as_str()),
+            ("stepview-source-offset", offset.as_str()),
+        ];
         if cut.is_some() {
-            headers = headers.insert(Header {
-                key: "stepview-truncated-from-bytes",
-                value: Some(original_len.as_str()),
-            });
+            fields.push(("stepview-truncated-from-bytes", original_len.as_str()));
         }
+        let headers = fields
+            .into_iter()
+            .fold(OwnedHeaders::new(), |h, (key, value)| {
+                h.insert(Header {
+                    key,
+                    value: Some(value),
+                })
+            });
         let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(dlq).headers(headers);
         if let Some(k) = m.key() {
             record = record.key(k);
