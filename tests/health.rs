@@ -4,47 +4,10 @@
 mod common;
 
 use common::*;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use stepview::ingest::kafka::{ensure_topics, DEFAULT_PARTITIONS};
 use stepview::simulate::{self, Workload};
 use stepview::store::keys::RowKey;
-
-async fn readyz(svc: &TestService) -> (u16, String) {
-    let resp = svc
-        .client
-        .get(format!("{}/readyz", svc.base))
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.text().await.unwrap())
-}
-
-async fn metric(svc: &TestService, series: &str) -> Option<f64> {
-    let text = svc.scrape().await;
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
-}
-
-/// Polls `/readyz` until it answers `status`; returns what it said on the way.
-async fn wait_readyz(svc: &TestService, status: u16, within: Duration) -> Vec<String> {
-    let deadline = Instant::now() + within;
-    let mut seen = Vec::new();
-    loop {
-        let (s, text) = readyz(svc).await;
-        if seen.last() != Some(&text) {
-            seen.push(text);
-        }
-        if s == status {
-            return seen;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "/readyz never answered {status}: {seen:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_follows_catching_up_and_failing_applies() {
@@ -85,14 +48,14 @@ async fn readyz_follows_catching_up_and_failing_applies() {
         .await
         .unwrap();
     assert_eq!(alive.status(), 200);
-    let (status, text) = readyz(&svc).await;
+    let (status, text) = svc.get_path("/readyz").await;
     assert_eq!(
         (status, text.as_str()),
         (503, "not ready: catching up with the topic\n")
     );
-    assert_eq!(metric(&svc, "stepview_ready").await, Some(0.0));
-    wait_readyz(&svc, 200, Duration::from_secs(120)).await;
-    assert_eq!(metric(&svc, "stepview_ready").await, Some(1.0));
+    assert_eq!(svc.metric("stepview_ready").await, Some(0.0));
+    svc.wait_readyz(200, Duration::from_secs(120)).await;
+    assert_eq!(svc.metric("stepview_ready").await, Some(1.0));
     let rows = events
         .iter()
         .filter_map(|e| match e {
@@ -100,12 +63,57 @@ async fn readyz_follows_catching_up_and_failing_applies() {
             _ => None,
         })
         .sum::<usize>();
+    assert_eq!(svc.metric("stepview_index_hosts").await, Some(rows as f64));
+    assert_eq!(svc.metric("stepview_index_steps").await, Some(6.0));
+    assert!(svc.metric("stepview_index_memory_bytes").await.unwrap() > rows as f64);
+
+    // Requests are counted by route, HTTP status and API code; RocksDB, build and process
+    // figures are exposed.
+    let q = "bk_scope_type=biz&bk_scope_id=2&job_instance_id=1&step_instance_id=101";
+    svc.get(q).await;
+    svc.get_path(&format!("/api/v3/system/get_step_instance_status?{q}"))
+        .await;
+    let text = svc.scrape().await;
+    let requests = |route: &str, status: u16, code: i64| {
+        let series = format!(
+            "stepview_http_requests_total{{code=\"{code}\",route=\"{route}\",status=\"{status}\"}}"
+        );
+        metric_value(&text, &series)
+    };
     assert_eq!(
-        metric(&svc, "stepview_index_hosts").await,
-        Some(rows as f64)
+        requests("/api/v3/get_step_instance_status", 200, 0),
+        Some(1.0)
     );
-    assert_eq!(metric(&svc, "stepview_index_steps").await, Some(6.0));
-    assert!(metric(&svc, "stepview_index_memory_bytes").await.unwrap() > rows as f64);
+    assert_eq!(
+        requests("/api/v3/system/get_step_instance_status", 401, 1240005),
+        Some(1.0)
+    );
+    let route = "route=\"/api/v3/get_step_instance_status\"";
+    let latency = format!("stepview_http_request_duration_seconds_count{{{route}}}");
+    assert_eq!(metric_value(&text, &latency), Some(1.0));
+    let rocksdb = |property: &str| {
+        metric_value(
+            &text,
+            &format!("stepview_rocksdb{{property=\"{property}\"}}"),
+        )
+        .unwrap()
+    };
+    assert!(rocksdb("estimate_keys") >= rows as f64);
+    assert!(rocksdb("block_cache_usage_bytes") > 0.0);
+    assert_eq!(rocksdb("write_stopped"), 0.0);
+    for series in [
+        "live_sst_bytes",
+        "pending_compaction_bytes",
+        "delayed_write_rate",
+    ] {
+        rocksdb(series);
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    let build = format!("stepview_build_info{{version=\"{version}\"}}");
+    assert_eq!(metric_value(&text, &build), Some(1.0));
+    assert!(metric_value(&text, "process_resident_memory_bytes").unwrap() > 0.0);
+    assert!(metric_value(&text, "process_open_fds").unwrap() > 0.0);
+    assert!(metric_value(&text, "process_cpu_seconds_total").is_some());
 
     // Damage one stored host row on disk (its head still reads, the rest does not), restart, and
     // send an event for that host: applying fails, and readiness says so.
@@ -131,7 +139,7 @@ async fn readyz_follows_catching_up_and_failing_applies() {
             .unwrap();
     }
     let svc = TestService::start(config).await;
-    wait_readyz(&svc, 200, Duration::from_secs(60)).await;
+    svc.wait_readyz(200, Duration::from_secs(60)).await;
     let mut newer = victim.clone();
     newer.version += 10;
     let message = simulate::to_messages(&[stepview::events::Event::HostResult(newer)]);
@@ -140,9 +148,9 @@ async fn readyz_follows_catching_up_and_failing_applies() {
         .await
         .unwrap()
         .unwrap();
-    let seen = wait_readyz(&svc, 503, Duration::from_secs(60)).await;
+    let seen = svc.wait_readyz(503, Duration::from_secs(60)).await;
     assert_eq!(seen.last().unwrap(), "not ready: applying events fails\n");
-    assert!(metric(&svc, "stepview_apply_failures_total").await.unwrap() >= 1.0);
+    assert!(svc.metric("stepview_apply_failures_total").await.unwrap() >= 1.0);
     // Other steps are still answered from what is stored.
     let other = events
         .iter()

@@ -5,6 +5,7 @@
 
 use serde_json::Value;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 use stepview::config::{AppConfig, Config};
 use stepview::events::Event;
 use stepview::service::{self, Views};
@@ -128,14 +129,41 @@ impl TestService {
         (status, body)
     }
 
+    /// GET `path` (no credentials): the status and the body as text.
+    pub async fn get_path(&self, path: &str) -> (u16, String) {
+        let resp = self.client.get(format!("{}{path}", self.base)).send().await;
+        let resp = resp.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
     /// The Prometheus exposition of `/metrics`.
     pub async fn scrape(&self) -> String {
-        let resp = self
-            .client
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await;
-        resp.unwrap().text().await.unwrap()
+        self.get_path("/metrics").await.1
+    }
+
+    /// The value of one series (name with its labels, as exposed), if it is exposed.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        metric_value(&self.scrape().await, series)
+    }
+
+    /// Polls `/readyz` until it answers `status`; returns what it said on the way.
+    pub async fn wait_readyz(&self, status: u16, within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        let mut seen = Vec::new();
+        loop {
+            let (s, text) = self.get_path("/readyz").await;
+            if seen.last() != Some(&text) {
+                seen.push(text);
+            }
+            if s == status {
+                return seen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/readyz never answered {status}: {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The `data` of a successful answer (panics with the body otherwise).
@@ -201,6 +229,20 @@ pub fn brokers() -> &'static str {
         }
         format!("127.0.0.1:{port}")
     })
+}
+
+/// The value of one series in a Prometheus exposition, if it is there.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+}
+
+/// An answer's `data` with `total_time` cleared: for a running step it is "now − start", which
+/// moves between two otherwise equal answers.
+pub fn without_total_time(mut data: Value) -> Value {
+    data["total_time"] = Value::Null;
+    data
 }
 
 /// A topic name no other test uses.
