@@ -773,3 +773,26 @@ async fn unknown_routes_and_methods_answer_json_too() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["message"], "Bad Request: this API takes GET only");
 }
+
+#[tokio::test]
+async fn hot_rows_stay_within_their_budget_and_answers_do_not_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.store.hot_rows = 3;
+    let svc = TestService::start(config).await;
+    let hosts = [(1, 0, "10.0.0.1"), (2, 0, "10.0.0.2"), (3, 0, "10.0.0.3")];
+    svc.apply(&[step(50, 1, 3, 0, 1), targets(50, 0, &hosts)]);
+    svc.apply(&[step(51, 1, 3, 0, 1), targets(51, 0, &hosts)]);
+    let (a, b) = (
+        q(50, "max_host_num_per_group=2"),
+        q(51, "max_host_num_per_group=2"),
+    );
+    let first_a = svc.data(&a).await;
+    assert_eq!(svc.metric("stepview_index_hot_rows").await, Some(2.0));
+    // Two more rows would make four: the least recently polled step's are dropped.
+    let first_b = svc.data(&b).await;
+    assert_eq!(svc.metric("stepview_index_hot_rows").await, Some(2.0));
+    assert_eq!(svc.data(&a).await, first_a);
+    assert_eq!(svc.data(&b).await, first_b);
+    assert!(svc.metric("stepview_index_hot_rows").await.unwrap() <= 3.0);
+}

@@ -1,5 +1,5 @@
 //! The `stepview` command line, as a user runs it: simulate to a file, load it, digest it; the
-//! helper commands; and settings that cannot work are refused with a message.
+//! helper commands; JSON logs; and settings that cannot work are refused with a message.
 
 mod common;
 
@@ -67,6 +67,65 @@ fn simulate_load_and_digest_agree_with_applying_the_same_workload() {
     let views = Views::open(&test_config(direct.path())).unwrap();
     views.sink.applier.apply(&events, &[]).unwrap();
     assert_eq!(digest.trim(), views.store.digest().unwrap());
+}
+
+#[test]
+fn json_logs_carry_the_request_id_and_never_a_secret() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "s3cret-that-must-not-leak";
+    let digest = stdout(&stepview(&["hash-secret", secret]));
+    let config = dir.path().join("stepview.toml");
+    let app = format!(
+        "[[apps]]\ncode = \"app\"\nsecret_sha256 = \"{}\"\nscopes = [\"*\"]\n",
+        digest.trim()
+    );
+    std::fs::write(&config, app).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let data = dir.path().join("data");
+    let listen = format!("127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_stepview"))
+        .args(["--log-json", "serve", "--config", config.to_str().unwrap()])
+        .args(["--data-dir", data.to_str().unwrap(), "--listen", &listen])
+        .env("STEPVIEW_LOG", "info,stepview::http=debug")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stream = (0..100)
+        .find_map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            std::net::TcpStream::connect(&listen).ok()
+        })
+        .expect("stepview listens");
+    let auth = format!(r#"{{"bk_app_code":"app","bk_app_secret":"{secret}"}}"#);
+    write!(
+        stream,
+        "GET /api/v3/get_step_instance_status?{} HTTP/1.1\r\nHost: x\r\nX-Request-Id: req-json-1\r\nX-Bkapi-Authorization: {auth}\r\nConnection: close\r\n\r\n",
+        q(1, "")
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.contains("req-json-1"), "{response}");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let logs = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["request_id"] == "req-json-1"),
+        "{logs}"
+    );
+    assert!(!logs.contains(secret), "{logs}");
 }
 
 #[test]
