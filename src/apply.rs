@@ -63,14 +63,6 @@ impl Applier {
         Applier { store, index }
     }
 
-    pub fn index(&self) -> &Arc<Index> {
-        &self.index
-    }
-
-    pub fn store(&self) -> &Arc<Store> {
-        &self.store
-    }
-
     /// Applies `events` in order, and records `offsets`, atomically.
     pub fn apply(&self, events: &[Event], offsets: &[SourceOffset]) -> Result<ApplyStats> {
         let mut slots = self.read_rows(events)?;
