@@ -261,18 +261,19 @@ pub fn decode(bytes: &[u8]) -> Result<Event, BadEvent> {
             ),
         ));
     }
-    // serde_json checks the strings it reads, not the ones it skips (unknown fields).
-    std::str::from_utf8(bytes)
+    // The whole message is checked once here (serde_json would check only the strings it
+    // reads, not those it skips); the parses below then read a `str` and check nothing again.
+    let text = std::str::from_utf8(bytes)
         .map_err(|e| bad(BadReason::NotJson, format!("not valid UTF-8: {e}")))?;
-    let kind = match leading_kind(bytes) {
+    let kind = match leading_kind(text) {
         Some(kind) => Cow::Borrowed(kind),
-        None => probe_kind(bytes)?,
+        None => probe_kind(text)?,
     };
     let event = match kind.as_ref() {
-        "step" => Event::Step(parse(bytes)?),
-        "step_targets" => Event::StepTargets(parse(bytes)?),
-        "host_result" => Event::HostResult(parse(bytes)?),
-        "host_log" => Event::HostLog(parse(bytes)?),
+        "step" => Event::Step(parse(text)?),
+        "step_targets" => Event::StepTargets(parse(text)?),
+        "host_result" => Event::HostResult(parse(text)?),
+        "host_log" => Event::HostLog(parse(text)?),
         other => {
             return Err(bad(
                 BadReason::UnknownKind,
@@ -286,35 +287,33 @@ pub fn decode(bytes: &[u8]) -> Result<Event, BadEvent> {
 
 /// `kind` when it is the object's first member, as producers write it: read from the front
 /// without a parse. The full parse that follows still checks the whole document.
-fn leading_kind(bytes: &[u8]) -> Option<&str> {
-    let rest = bytes.trim_ascii_start().strip_prefix(b"{")?;
-    let rest = rest.trim_ascii_start().strip_prefix(b"\"kind\"")?;
-    let rest = rest.trim_ascii_start().strip_prefix(b":")?;
-    let rest = rest.trim_ascii_start().strip_prefix(b"\"")?;
-    let kind = &rest[..memchr::memchr(b'"', rest)?];
-    if kind.contains(&b'\\') {
-        return None; // an escaped kind: leave it to the parser
-    }
-    std::str::from_utf8(kind).ok()
+fn leading_kind(text: &str) -> Option<&str> {
+    let rest = text.trim_ascii_start().strip_prefix('{')?;
+    let rest = rest.trim_ascii_start().strip_prefix("\"kind\"")?;
+    let rest = rest.trim_ascii_start().strip_prefix(':')?;
+    let rest = rest.trim_ascii_start().strip_prefix('"')?;
+    let kind = &rest[..rest.find('"')?];
+    // An escaped kind is left to the parser.
+    (!kind.contains('\\')).then_some(kind)
 }
 
 /// `kind` wherever it is: a pass that reads only `kind` and skips every other member, so that
 /// the second pass can go straight into the right struct without buffering the document.
-fn probe_kind(bytes: &[u8]) -> Result<Cow<'_, str>, BadEvent> {
+fn probe_kind(text: &str) -> Result<Cow<'_, str>, BadEvent> {
     #[derive(Deserialize)]
     struct KindProbe<'a> {
         #[serde(borrow)]
         kind: Option<Cow<'a, str>>,
     }
-    let probe: KindProbe = serde_json::from_slice(bytes)
+    let probe: KindProbe = serde_json::from_str(text)
         .map_err(|e| bad(BadReason::NotJson, format!("not a JSON object: {e}")))?;
     probe
         .kind
         .ok_or_else(|| bad(BadReason::Schema, "missing field `kind`"))
 }
 
-fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, BadEvent> {
-    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+fn parse<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, BadEvent> {
+    serde_json::from_str(text).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => bad(BadReason::Schema, e.to_string()),
         _ => bad(BadReason::NotJson, format!("not a JSON object: {e}")),
     })
