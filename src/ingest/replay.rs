@@ -31,6 +31,12 @@ struct Progress {
     end: Option<i64>,
 }
 
+impl Progress {
+    fn done(&self) -> bool {
+        matches!((self.next, self.end), (Some(next), Some(end)) if next >= end)
+    }
+}
+
 pub fn replay(
     cfg: &KafkaConfig,
     sink: &Sink,
@@ -115,7 +121,7 @@ pub fn replay(
                     }
                 }
             }
-            pending.retain(|_, pr| !matches!((pr.next, pr.end), (Some(n), Some(e)) if n >= e));
+            pending.retain(|_, pr| !pr.done());
             // Retention may have removed the tail end; give up on silence rather than hang.
             anyhow::ensure!(
                 pending.is_empty() || idle_since.elapsed() < Duration::from_secs(30),
@@ -138,7 +144,7 @@ pub fn replay(
                 pr.next = Some(o.next);
             }
         }
-        pending.retain(|_, pr| !matches!((pr.next, pr.end), (Some(n), Some(e)) if n >= e));
+        pending.retain(|_, pr| !pr.done());
     }
     bar.finish_and_clear();
     summary.seconds = started.elapsed().as_secs_f64();
