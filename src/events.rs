@@ -126,18 +126,6 @@ pub struct TargetHost {
     pub bk_cloud_name: Option<String>,
 }
 
-impl TargetHost {
-    pub fn info(&self) -> HostInfo<'_> {
-        HostInfo {
-            ip: self.ip.as_deref(),
-            ipv6: self.ipv6.as_deref(),
-            bk_agent_id: self.bk_agent_id.as_deref(),
-            bk_cloud_id: self.bk_cloud_id,
-            bk_cloud_name: self.bk_cloud_name.as_deref(),
-        }
-    }
-}
-
 /// `step_targets`: one chunk of the hosts a retry runs on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepTargets {
@@ -182,18 +170,6 @@ pub struct HostResult {
     pub version: i64,
 }
 
-impl HostResult {
-    pub fn info(&self) -> HostInfo<'_> {
-        HostInfo {
-            ip: self.ip.as_deref(),
-            ipv6: self.ipv6.as_deref(),
-            bk_agent_id: self.bk_agent_id.as_deref(),
-            bk_cloud_id: self.bk_cloud_id,
-            bk_cloud_name: self.bk_cloud_name.as_deref(),
-        }
-    }
-}
-
 /// `host_log`: a chunk of a host's script output, keyed by byte `offset`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostLog {
@@ -205,6 +181,25 @@ pub struct HostLog {
     pub offset: i64,
     pub content: String,
 }
+
+/// `info()` for the event structs that carry a host's identity fields inline.
+macro_rules! impl_host_info {
+    ($($event:ty),*) => {$(
+        impl $event {
+            pub fn info(&self) -> HostInfo<'_> {
+                HostInfo {
+                    ip: self.ip.as_deref(),
+                    ipv6: self.ipv6.as_deref(),
+                    bk_agent_id: self.bk_agent_id.as_deref(),
+                    bk_cloud_id: self.bk_cloud_id,
+                    bk_cloud_name: self.bk_cloud_name.as_deref(),
+                }
+            }
+        }
+    )*};
+}
+
+impl_host_info!(TargetHost, HostResult);
 
 /// Why a message was not applied. The text goes into the DLQ header `stepview-error`; the
 /// `reason` is a short fixed label for metrics.
