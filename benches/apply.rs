@@ -49,7 +49,7 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let views = open(dir.path());
         let t = Instant::now();
-        let decoded: Vec<_> = messages.iter().map(|m| decode(m).unwrap()).collect();
+        let decoded: Vec<_> = messages.iter().map(|m| decode(m).unwrap().0).collect();
         let decode_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
         for batch in decoded.chunks(BATCH) {

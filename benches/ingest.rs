@@ -11,13 +11,12 @@
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use stepview::config::Config;
+use stepview::config::{Config, KafkaConfig};
 use stepview::events::{Event, HostResult};
 use stepview::ingest::kafka::{self, consumer_config, DEFAULT_PARTITIONS};
 use stepview::service::Views;
+use stepview::shutdown::Shutdown;
 use stepview::simulate::{self, Workload};
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -30,7 +29,11 @@ fn topic_name(prefix: &str) -> String {
 }
 
 fn bare_consume(brokers: &str, topic: &str, n: usize) -> f64 {
-    let c: BaseConsumer = consumer_config(brokers, &topic_name("bare"), 1000)
+    let settings = KafkaConfig {
+        brokers: brokers.to_owned(),
+        ..KafkaConfig::default()
+    };
+    let c: BaseConsumer = consumer_config(&settings, &topic_name("bare"), 1000)
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
@@ -54,12 +57,12 @@ fn bare_consume(brokers: &str, topic: &str, n: usize) -> f64 {
 
 struct Running {
     views: Views,
-    stop: Arc<AtomicBool>,
+    shutdown: Shutdown,
     thread: std::thread::JoinHandle<anyhow::Result<()>>,
     _dir: tempfile::TempDir,
 }
 
-fn start_stepview(rt: &tokio::runtime::Runtime, brokers: &str, topic: &str) -> Running {
+fn start_stepview(brokers: &str, topic: &str) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config {
         data_dir: dir.path().to_owned(),
@@ -69,19 +72,14 @@ fn start_stepview(rt: &tokio::runtime::Runtime, brokers: &str, topic: &str) -> R
     config.kafka.topic = topic.to_owned();
     config.kafka.group_id = topic_name("group");
     let views = Views::open(&config).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
+    let shutdown = Shutdown::new();
     let thread = {
-        let (sink, store, stop, handle) = (
-            views.sink.clone(),
-            Arc::clone(&views.store),
-            Arc::clone(&stop),
-            rt.handle().clone(),
-        );
-        std::thread::spawn(move || kafka::run(&config.kafka, &sink, store, handle, &stop))
+        let (sink, shutdown) = (views.sink.clone(), shutdown.clone());
+        std::thread::spawn(move || kafka::run(&config.kafka, &sink, &shutdown))
     };
     Running {
         views,
-        stop,
+        shutdown,
         thread,
         _dir: dir,
     }
@@ -100,7 +98,7 @@ impl Running {
     }
 
     fn stop(self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.shutdown.trigger();
         self.thread.join().unwrap().unwrap();
     }
 }
@@ -110,8 +108,12 @@ fn main() {
         std::env::var("STEPVIEW_BENCH_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let topic = topic_name("ingest");
+    let settings = KafkaConfig {
+        brokers: brokers.clone(),
+        ..KafkaConfig::default()
+    };
     rt.block_on(kafka::ensure_topics(
-        &brokers,
+        &settings,
         &[&topic],
         DEFAULT_PARTITIONS,
     ))
@@ -134,8 +136,8 @@ fn main() {
     let (mut bare, mut ours) = (Vec::new(), Vec::new());
     for run in 1..=3 {
         bare.push(bare_consume(&brokers, &topic, n));
-        let s = start_stepview(&rt, &brokers, &topic);
-        // Timed from the first applied batch: joining the group is not throughput.
+        let s = start_stepview(&brokers, &topic);
+        // Timed from the first applied batch: connecting is not throughput.
         let (t0, at_t0) = loop {
             let stored = s.stored(&topic);
             if stored > 0 {
@@ -163,12 +165,12 @@ fn main() {
     // Freshness under a steady 10 000 events/s.
     let live_topic = topic_name("fresh");
     rt.block_on(kafka::ensure_topics(
-        &brokers,
+        &settings,
         &[&live_topic],
         DEFAULT_PARTITIONS,
     ))
     .unwrap();
-    let s = start_stepview(&rt, &brokers, &live_topic);
+    let s = start_stepview(&brokers, &live_topic);
     let stream = simulate::to_messages(&simulate::generate(&Workload {
         jobs: 10,
         steps_per_job: 3,
@@ -183,7 +185,7 @@ fn main() {
             simulate::produce(&brokers, &live_topic, &stream, 10_000, false).unwrap()
         })
     };
-    std::thread::sleep(Duration::from_secs(3)); // let the group settle
+    std::thread::sleep(Duration::from_secs(3)); // let the consumer connect
     let probe_step = 999_999;
     let (producer, mut latencies) = (probe_producer(&brokers), Vec::new());
     for version in 1..=(seconds as i64 * 10) {

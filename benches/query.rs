@@ -12,7 +12,7 @@ use std::time::Instant;
 use stepview::config::Config;
 use stepview::events::{Event, HostResult, ScopeType, StepEvent, StepTargets, TargetHost};
 use stepview::index::Index;
-use stepview::query::{answer, StepQuery};
+use stepview::query::{Cancel, Reader, StepQuery};
 use stepview::service::Views;
 
 struct Counting;
@@ -143,38 +143,40 @@ fn main() {
     // Capped answers, polled repeatedly as UIs do: warm (rows of the answer kept hot in the
     // index after the first poll) and cold (an index without hot rows: every row from RocksDB).
     let capped = query(Some(100));
-    let cold_index = Index::rebuild(&views.store, 0).unwrap();
-    let groups = answer(&views.index, &views.store, &capped)
-        .unwrap()
-        .groups
-        .len();
-    let time_capped = |index: &Index| {
+    let cold = Reader::new(
+        std::sync::Arc::new(Index::rebuild(&views.store, 0).unwrap()),
+        std::sync::Arc::clone(&views.store),
+    );
+    let warm = views.reader();
+    let never = Cancel::default();
+    let groups = warm.answer(&capped, &never).unwrap().groups.len();
+    let time_capped = |reader: &Reader| {
         let mut lat = Vec::new();
         for _ in 0..2000 {
             let t = Instant::now();
-            let a = answer(index, &views.store, &capped).unwrap();
+            let a = reader.answer(&capped, &never).unwrap();
             std::hint::black_box(&a);
             lat.push(t.elapsed().as_secs_f64() * 1e6);
         }
         lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
         lat
     };
-    let lat = time_capped(&views.index);
-    let cold = time_capped(&cold_index);
+    let lat = time_capped(&warm);
+    let cold = time_capped(&cold);
 
     let full = query(None);
     let mut full_ms = Vec::new();
     let mut scan_ms = Vec::new();
     for _ in 0..7 {
         let t = Instant::now();
-        let a = answer(&views.index, &views.store, &full).unwrap();
+        let a = warm.answer(&full, &never).unwrap();
         let hosts: usize = a.groups.iter().map(|g| g.hosts.len()).sum();
         assert_eq!(hosts as i64, HOSTS);
         let body = stepview::http::render::success(&a, stepview::http::i18n::Lang::Zh, "bench", 0);
         std::hint::black_box(body);
         full_ms.push(t.elapsed().as_secs_f64() * 1e3);
         let t = Instant::now();
-        let rows = views.store.rows_in(STEP, 0, None).unwrap();
+        let rows = views.store.snapshot().rows_in(STEP, 0, None).unwrap();
         assert_eq!(rows.len() as i64, HOSTS);
         scan_ms.push(t.elapsed().as_secs_f64() * 1e3);
     }

@@ -30,6 +30,7 @@ if [ "${1:-}" = stop ]; then
 fi
 
 ensure_packages
+announce_first_build
 ensure_tansu
 build_stepview
 STEPVIEW_BROKER_PORT="$broker_port" "$STEPVIEW_ROOT/ops/broker.sh" start

@@ -18,16 +18,18 @@ as_root() {
     die "need root to run: $* (install it by hand, or run as root)"; fi
 }
 
-# Debian packages the build and tests need: libclang for RocksDB's bindings, a C/C++ toolchain
-# for RocksDB and librdkafka, and promtool (package prometheus) to check the alert rules.
+# Debian packages the build and tests need: libclang-dev for RocksDB's bindings, a C/C++
+# toolchain for RocksDB and librdkafka, and promtool (package prometheus) to check the alert rules.
+# Each is decided by the package's own install state, never by a file name that another package
+# can also provide (libclang-cpp14 ships a `libclang-cpp.so` that is not what bindgen loads).
+package_installed() { [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]; }
+
 ensure_packages() {
-  local missing=()
-  ldconfig -p 2>/dev/null | grep -q 'libclang.*\.so' || missing+=(libclang-dev)
-  command -v g++ >/dev/null || missing+=(g++)
-  command -v make >/dev/null || missing+=(make)
-  command -v curl >/dev/null || missing+=(curl)
+  local wanted=(libclang-dev g++ make curl ca-certificates) missing=() package
+  if [ "${1:-}" = with-promtool ]; then wanted+=(prometheus); fi
+  for package in "${wanted[@]}"; do package_installed "$package" || missing+=("$package"); done
+  # python3 runs the scripts' small helpers; any python3 on PATH will do (pyenv's included).
   command -v python3 >/dev/null || missing+=(python3)
-  if [ "${1:-}" = with-promtool ]; then command -v promtool >/dev/null || missing+=(prometheus); fi
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing Debian packages: ${missing[*]}"
     as_root apt-get update -qq
@@ -36,10 +38,25 @@ ensure_packages() {
   command -v cargo >/dev/null || die "cargo not found: install Rust (rustup) first"
 }
 
-# The local Kafka-protocol broker (Tansu, from crates.io); about 13 minutes to build once.
+# Says once, before the long steps start, how long a machine's first run takes and why.
+announce_first_build() {
+  local steps=()
+  tansu_installed || steps+=("the Tansu broker (~15 min)")
+  [ -x "$STEPVIEW_BIN" ] || steps+=("stepview with RocksDB and librdkafka (~25 min)")
+  if [ ${#steps[@]} -gt 0 ]; then
+    say "first run on this machine: building ${steps[*]} from source on $(nproc) cores."
+    say "This happens once (kept in $STEPVIEW_HOME and ~/.cargo/bin); later runs start in seconds."
+  fi
+}
+
+# The local Kafka-protocol broker (Tansu, from crates.io), decided by what cargo installed.
+tansu_installed() {
+  cargo install --list 2>/dev/null | grep -q "^tansu v$TANSU_VERSION:" && command -v tansu >/dev/null
+}
+
 ensure_tansu() {
-  if ! command -v tansu >/dev/null; then
-    say "installing the Tansu broker $TANSU_VERSION (one-time build, ~13 min on 2 cores)"
+  if ! tansu_installed; then
+    say "installing the Tansu broker $TANSU_VERSION (one-time build, ~15 min on 2 cores)"
     # Its own build directory, removed afterwards: nothing of it is reused, and it is large.
     CARGO_TARGET_DIR="$STEPVIEW_HOME/tansu-build" \
       cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore

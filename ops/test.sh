@@ -5,6 +5,7 @@ set -euo pipefail
 . "$(dirname "$0")/env.sh"
 
 ensure_packages with-promtool
+announce_first_build
 ensure_tansu
 
 export STEPVIEW_BROKER_PORT="${STEPVIEW_TEST_BROKER_PORT:-19092}"

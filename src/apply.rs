@@ -63,6 +63,17 @@ impl Applier {
         Applier { store, index }
     }
 
+    /// Where each partition of `topic` resumes: the offsets stored with the views.
+    pub fn resume_offsets(&self, topic: &str) -> Result<HashMap<i32, i64>> {
+        Ok(self
+            .store
+            .offsets()?
+            .into_iter()
+            .filter(|(t, _, _)| t == topic)
+            .map(|(_, partition, next)| (partition, next))
+            .collect())
+    }
+
     /// Applies `events` in order, and records `offsets`, atomically.
     pub fn apply(&self, events: &[Event], offsets: &[SourceOffset]) -> Result<ApplyStats> {
         let mut slots = self.read_rows(events)?;

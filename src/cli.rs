@@ -89,6 +89,14 @@ struct Settings {
     /// Require X-Bkapi-Authorization (false switches authentication off) [default: true].
     #[arg(long, env = "STEPVIEW_AUTH")]
     auth: Option<bool>,
+    /// Most expensive queries (uncapped, search_ip, keyword) computed at once; 0 = one per
+    /// CPU core [default: 0].
+    #[arg(long, env = "STEPVIEW_MAX_EXPENSIVE_QUERIES")]
+    max_expensive_queries: Option<usize>,
+    /// Longest a query may take, waiting for its turn included, before a 503, ms
+    /// [default: 10000].
+    #[arg(long, env = "STEPVIEW_QUERY_TIMEOUT_MS")]
+    query_timeout_ms: Option<u64>,
     /// Kafka bootstrap servers; empty = do not consume [default: empty].
     #[arg(long, env = "STEPVIEW_KAFKA_BROKERS")]
     brokers: Option<String>,
@@ -104,6 +112,9 @@ struct Settings {
     /// Most events applied in one RocksDB WriteBatch [default: 5000].
     #[arg(long, env = "STEPVIEW_BATCH_MAX")]
     batch_max: Option<usize>,
+    /// A batch also closes once its messages reach this many MiB [default: 32].
+    #[arg(long, env = "STEPVIEW_BATCH_MAX_MB")]
+    batch_max_mb: Option<usize>,
     /// Ready once every partition lags by at most this many events [default: 1000].
     #[arg(long, env = "STEPVIEW_READY_MAX_LAG")]
     ready_max_lag: Option<i64>,
@@ -113,10 +124,9 @@ struct Settings {
     /// RocksDB write-buffer budget (memtables), MiB [default: 256].
     #[arg(long, env = "STEPVIEW_WRITE_BUFFER_MB")]
     write_buffer_mb: Option<usize>,
-    /// Rows kept in memory for the steps that capped queries poll, ~160 bytes each; 0 = none
-    /// [default: 200000].
-    #[arg(long, env = "STEPVIEW_HOT_ROWS")]
-    hot_rows: Option<usize>,
+    /// Memory for the rows of the steps that capped queries poll, MiB; 0 = none [default: 32].
+    #[arg(long, env = "STEPVIEW_HOT_ROWS_MB")]
+    hot_rows_mb: Option<usize>,
 }
 
 impl Settings {
@@ -134,6 +144,12 @@ impl Settings {
         if let Some(v) = self.auth {
             c.http.auth = v;
         }
+        if let Some(v) = self.max_expensive_queries {
+            c.http.max_expensive_queries = v;
+        }
+        if let Some(v) = self.query_timeout_ms {
+            c.http.query_timeout_ms = v;
+        }
         if let Some(v) = self.brokers {
             c.kafka.brokers = v;
         }
@@ -149,6 +165,9 @@ impl Settings {
         if let Some(v) = self.batch_max {
             c.kafka.batch_max = v;
         }
+        if let Some(v) = self.batch_max_mb {
+            c.kafka.batch_max_mb = v;
+        }
         if let Some(v) = self.ready_max_lag {
             c.kafka.ready_max_lag = v;
         }
@@ -158,8 +177,8 @@ impl Settings {
         if let Some(v) = self.write_buffer_mb {
             c.store.write_buffer_mb = v;
         }
-        if let Some(v) = self.hot_rows {
-            c.store.hot_rows = v;
+        if let Some(v) = self.hot_rows_mb {
+            c.store.hot_rows_mb = v;
         }
         c.validate()?;
         Ok(c)
@@ -223,7 +242,7 @@ fn run(command: Command) -> Result<()> {
                 "replay needs --brokers (or STEPVIEW_KAFKA_BROKERS)"
             );
             let views = Views::open(&config)?;
-            let s = replay::replay(&config.kafka, &views.sink, &views.store, true)?;
+            let s = replay::replay(&config.kafka, &views.sink, true)?;
             views.store.flush()?;
             println!(
                 "replayed {} events ({} bad) from {} in {:.1} s: {:.0} events/s; digest {}",
@@ -267,8 +286,12 @@ fn run(command: Command) -> Result<()> {
                     println!("wrote {} events to {}", messages.len(), path.display());
                 }
                 None => {
+                    let kafka_config = crate::config::KafkaConfig {
+                        brokers: brokers.clone(),
+                        ..Default::default()
+                    };
                     runtime()?.block_on(kafka::ensure_topics(
-                        &brokers,
+                        &kafka_config,
                         &[&topic],
                         kafka::DEFAULT_PARTITIONS,
                     ))?;

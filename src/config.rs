@@ -5,6 +5,7 @@
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -25,6 +26,13 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Authentication is on unless this is set to false explicitly.
     pub auth: bool,
+    /// Most expensive queries (uncapped answers, `search_ip`, `keyword`) computed at once;
+    /// more wait for a turn. 0: one per CPU core.
+    pub max_expensive_queries: usize,
+    /// How long a query may take, waiting for its turn included, before it is answered 503.
+    pub query_timeout_ms: u64,
+    /// Hex SHA-256 of the bearer token `/metrics` requires; unset: `/metrics` is open.
+    pub metrics_token_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -38,8 +46,15 @@ pub struct KafkaConfig {
     pub group_id: String,
     /// Most messages applied in one WriteBatch.
     pub batch_max: usize,
+    /// A batch also closes once its messages reach this many MiB.
+    pub batch_max_mb: usize,
     /// Ready once every partition's lag is at most this many messages.
     pub ready_max_lag: i64,
+    /// librdkafka properties for every Kafka client (security.protocol, sasl.* …); they win
+    /// over stepview's own choices.
+    pub client: BTreeMap<String, String>,
+    /// librdkafka properties for the dead-letter producer only, applied last.
+    pub dlq_producer: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -47,8 +62,8 @@ pub struct KafkaConfig {
 pub struct StoreConfig {
     pub block_cache_mb: usize,
     pub write_buffer_mb: usize,
-    /// Most rows kept in memory for the retries that capped queries poll (0: none).
-    pub hot_rows: usize,
+    /// Memory for the rows of the retries that capped queries poll, MiB (0: none).
+    pub hot_rows_mb: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -78,6 +93,9 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: "127.0.0.1:8080".parse().expect("valid address"),
             auth: true,
+            max_expensive_queries: 0,
+            query_timeout_ms: 10_000,
+            metrics_token_sha256: None,
         }
     }
 }
@@ -90,7 +108,10 @@ impl Default for KafkaConfig {
             dlq_topic: None,
             group_id: "stepview".into(),
             batch_max: 5000,
+            batch_max_mb: 32,
             ready_max_lag: 1000,
+            client: BTreeMap::new(),
+            dlq_producer: BTreeMap::new(),
         }
     }
 }
@@ -100,7 +121,7 @@ impl Default for StoreConfig {
         StoreConfig {
             block_cache_mb: 256,
             write_buffer_mb: 256,
-            hot_rows: 200_000,
+            hot_rows_mb: 32,
         }
     }
 }
@@ -110,6 +131,16 @@ impl KafkaConfig {
         self.dlq_topic
             .clone()
             .unwrap_or_else(|| format!("{}.dlq", self.topic))
+    }
+}
+
+impl HttpConfig {
+    /// `max_expensive_queries`, with 0 resolved to the CPU cores.
+    pub fn expensive_query_slots(&self) -> usize {
+        match self.max_expensive_queries {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        }
     }
 }
 
@@ -135,6 +166,20 @@ impl Config {
             self.kafka.batch_max >= 1,
             "kafka.batch_max must be at least 1"
         );
+        anyhow::ensure!(
+            self.kafka.batch_max_mb >= 1,
+            "kafka.batch_max_mb must be at least 1"
+        );
+        anyhow::ensure!(
+            self.http.query_timeout_ms >= 1,
+            "http.query_timeout_ms must be at least 1"
+        );
+        if let Some(token) = &self.http.metrics_token_sha256 {
+            anyhow::ensure!(
+                token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()),
+                "http.metrics_token_sha256 must be 64 hex digits (stepview hash-secret TOKEN)"
+            );
+        }
         anyhow::ensure!(
             self.kafka.ready_max_lag >= 0,
             "kafka.ready_max_lag must be at least 0"
@@ -165,7 +210,16 @@ mod tests {
             example.store.write_buffer_mb,
             defaults.store.write_buffer_mb
         );
-        assert_eq!(example.store.hot_rows, defaults.store.hot_rows);
+        assert_eq!(example.store.hot_rows_mb, defaults.store.hot_rows_mb);
+        assert_eq!(example.kafka.batch_max_mb, defaults.kafka.batch_max_mb);
+        assert_eq!(
+            example.http.max_expensive_queries,
+            defaults.http.max_expensive_queries
+        );
+        assert_eq!(
+            example.http.query_timeout_ms,
+            defaults.http.query_timeout_ms
+        );
         assert!(!example.apps.is_empty());
         let typo = toml::from_str::<Config>("[kafka]\nbroker = \"x\"\n").unwrap_err();
         assert!(typo.to_string().contains("broker"), "{typo}");

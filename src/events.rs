@@ -12,8 +12,8 @@ use std::borrow::Cow;
 pub const MAX_EVENT_BYTES: usize = 1 << 20;
 /// Most hosts one `step_targets` chunk may carry.
 pub const MAX_TARGET_HOSTS: usize = 10_000;
-/// Longest tag, in bytes.
-pub const MAX_TAG_BYTES: usize = 256;
+/// Longest `bk_scope_id`, in bytes: an identity, so a longer one is a bad event.
+pub const MAX_SCOPE_ID_BYTES: usize = 256;
 
 /// One decoded, validated event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -26,7 +26,7 @@ pub enum Event {
 }
 
 impl Event {
-    /// The step this event belongs to (also the Kafka message key).
+    /// The step this event belongs to (its decimal form is the Kafka message key).
     pub fn step_instance_id(&self) -> i64 {
         match self {
             Event::Step(e) => e.step_instance_id,
@@ -217,6 +217,8 @@ pub enum BadReason {
     /// A required field missing, a field of the wrong type.
     Schema,
     OutOfRange,
+    /// The message key is not the event's canonical decimal id.
+    WrongKey,
 }
 
 impl BadReason {
@@ -227,6 +229,7 @@ impl BadReason {
             BadReason::UnknownKind => "unknown_kind",
             BadReason::Schema => "schema",
             BadReason::OutOfRange => "out_of_range",
+            BadReason::WrongKey => "wrong_key",
         }
     }
 }
@@ -244,8 +247,9 @@ fn bad(reason: BadReason, detail: impl Into<String>) -> BadEvent {
     }
 }
 
-/// Decodes and validates one message value.
-pub fn decode(bytes: &[u8]) -> Result<Event, BadEvent> {
+/// Decodes and validates one message value; display strings over their bounds are cut (and
+/// reported in the `Cuts`).
+pub fn decode(bytes: &[u8]) -> Result<(Event, Cuts), BadEvent> {
     if bytes.len() > MAX_EVENT_BYTES {
         return Err(bad(
             BadReason::TooLarge,
@@ -264,7 +268,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, BadEvent> {
         Some(kind) => Cow::Borrowed(kind),
         None => probe_kind(text)?,
     };
-    let event = match kind.as_ref() {
+    let mut event = match kind.as_ref() {
         "step" => Event::Step(parse(text)?),
         "step_targets" => Event::StepTargets(parse(text)?),
         "host_result" => Event::HostResult(parse(text)?),
@@ -277,7 +281,152 @@ pub fn decode(bytes: &[u8]) -> Result<Event, BadEvent> {
         }
     };
     validate(&event)?;
-    Ok(event)
+    let cuts = cut_to_bounds(&mut event);
+    Ok((event, cuts))
+}
+
+/// Checks the Kafka message key against the event (events.md, "Topic and keys"): it must be
+/// the event's id in canonical decimal, or the event would sit in another partition (and on
+/// another shard) than the rest of its step.
+pub fn check_key(event: &Event, key: Option<&[u8]>) -> Result<(), BadEvent> {
+    let id = event.step_instance_id();
+    if key.is_some_and(|k| is_decimal_of(k, id)) {
+        return Ok(());
+    }
+    let shown = match key {
+        None => "no key".to_owned(),
+        Some(k) => {
+            let k = String::from_utf8_lossy(&k[..k.len().min(40)]);
+            format!("key {k:?}")
+        }
+    };
+    Err(bad(
+        BadReason::WrongKey,
+        format!("message has {shown}, not the event's step_instance_id \"{id}\""),
+    ))
+}
+
+/// `key` is `id` written in decimal, with no sign, padding or leading zero.
+fn is_decimal_of(key: &[u8], id: i64) -> bool {
+    if key.first().is_none_or(|&b| b == b'0') || !key.iter().all(u8::is_ascii_digit) {
+        return false;
+    }
+    key.iter().try_fold(0i64, |n, &d| {
+        n.checked_mul(10)?.checked_add(i64::from(d - b'0'))
+    }) == Some(id)
+}
+
+/// A display string with a bound (events.md, "Topic and keys"): a longer value is cut to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bounded {
+    Name,
+    Ip,
+    Ipv6,
+    AgentId,
+    CloudName,
+    Tag,
+}
+
+impl Bounded {
+    pub const ALL: [Bounded; 6] = [
+        Bounded::Name,
+        Bounded::Ip,
+        Bounded::Ipv6,
+        Bounded::AgentId,
+        Bounded::CloudName,
+        Bounded::Tag,
+    ];
+
+    pub fn field(self) -> &'static str {
+        match self {
+            Bounded::Name => "name",
+            Bounded::Ip => "ip",
+            Bounded::Ipv6 => "ipv6",
+            Bounded::AgentId => "bk_agent_id",
+            Bounded::CloudName => "bk_cloud_name",
+            Bounded::Tag => "tag",
+        }
+    }
+
+    pub fn max_bytes(self) -> usize {
+        match self {
+            Bounded::Name => 1024,
+            Bounded::Ipv6 => 64,
+            Bounded::Ip | Bounded::AgentId | Bounded::CloudName | Bounded::Tag => 256,
+        }
+    }
+}
+
+/// Which bounded fields of an event were cut.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cuts(u8);
+
+impl Cuts {
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn fields(self) -> impl Iterator<Item = &'static str> {
+        Bounded::ALL
+            .into_iter()
+            .filter(move |b| self.0 & (1 << *b as u8) != 0)
+            .map(Bounded::field)
+    }
+
+    fn bound(&mut self, field: Bounded, value: Option<&mut String>) {
+        let Some(value) = value else { return };
+        let max = field.max_bytes();
+        if value.len() > max {
+            let end = (0..=max)
+                .rev()
+                .find(|&i| value.is_char_boundary(i))
+                .unwrap_or(0);
+            value.truncate(end);
+            self.0 |= 1 << field as u8;
+        }
+    }
+}
+
+fn cut_to_bounds(event: &mut Event) -> Cuts {
+    let mut cuts = Cuts::default();
+    fn host(
+        cuts: &mut Cuts,
+        ip: &mut Option<String>,
+        ipv6: &mut Option<String>,
+        agent: &mut Option<String>,
+        cloud: &mut Option<String>,
+    ) {
+        cuts.bound(Bounded::Ip, ip.as_mut());
+        cuts.bound(Bounded::Ipv6, ipv6.as_mut());
+        cuts.bound(Bounded::AgentId, agent.as_mut());
+        cuts.bound(Bounded::CloudName, cloud.as_mut());
+    }
+    match event {
+        Event::Step(e) => cuts.bound(Bounded::Name, Some(&mut e.name)),
+        Event::StepTargets(e) => {
+            for h in &mut e.hosts {
+                host(
+                    &mut cuts,
+                    &mut h.ip,
+                    &mut h.ipv6,
+                    &mut h.bk_agent_id,
+                    &mut h.bk_cloud_name,
+                );
+            }
+        }
+        Event::HostResult(e) => {
+            host(
+                &mut cuts,
+                &mut e.ip,
+                &mut e.ipv6,
+                &mut e.bk_agent_id,
+                &mut e.bk_cloud_name,
+            );
+            cuts.bound(Bounded::Tag, e.tag.as_mut());
+        }
+        Event::HostLog(_) => {}
+    }
+    cuts
 }
 
 /// `kind` when it is the object's first member, as producers write it: read from the front
@@ -338,6 +487,11 @@ fn validate(event: &Event) -> Result<(), BadEvent> {
         Event::Step(e) => {
             check_id(e.job_instance_id, "job_instance_id")?;
             check_id(e.step_instance_id, "step_instance_id")?;
+            check(
+                e.bk_scope_id.len() <= MAX_SCOPE_ID_BYTES,
+                "bk_scope_id",
+                "at most 256 bytes",
+            )?;
             check_non_negative(e.execute_count.into(), "execute_count")?;
             check_non_negative(e.version, "version")
         }
@@ -368,11 +522,6 @@ fn validate(event: &Event) -> Result<(), BadEvent> {
             check_non_negative(e.execute_count.into(), "execute_count")?;
             check_non_negative(e.batch.into(), "batch")?;
             check_id(e.bk_host_id, "bk_host_id")?;
-            check(
-                e.tag.as_ref().is_none_or(|t| t.len() <= MAX_TAG_BYTES),
-                "tag",
-                "at most 256 bytes",
-            )?;
             check_non_negative(e.version, "version")
         }
         Event::HostLog(e) => {
@@ -397,7 +546,7 @@ mod tests {
     #[test]
     fn decodes_each_kind_and_rejects_with_reasons() {
         let ok = br#"{"kind":"host_log","step_instance_id":1,"execute_count":0,"bk_host_id":2,"offset":0,"content":"hi","extra":{"x":1}}"#;
-        assert!(matches!(decode(ok), Ok(Event::HostLog(_))));
+        assert!(matches!(decode(ok), Ok((Event::HostLog(_), _))));
         let unknown = br#"{"kind":"host_gone","step_instance_id":1}"#;
         assert_eq!(decode(unknown).unwrap_err().reason, BadReason::UnknownKind);
         let missing = br#"{"kind":"host_log","step_instance_id":1,"execute_count":0,"offset":0,"content":"hi"}"#;
@@ -415,8 +564,73 @@ mod tests {
             BadReason::NotJson
         );
         let kind_last = br#"{"step_instance_id":1,"execute_count":0,"bk_host_id":2,"offset":0,"content":"hi","kind":"host_log"}"#;
-        assert!(matches!(decode(kind_last), Ok(Event::HostLog(_))));
+        assert!(matches!(decode(kind_last), Ok((Event::HostLog(_), _))));
         let big = vec![b' '; MAX_EVENT_BYTES + 1];
         assert_eq!(decode(&big).unwrap_err().reason, BadReason::TooLarge);
+    }
+
+    #[test]
+    fn display_strings_are_cut_at_a_character_boundary_and_scope_ids_refused() {
+        let long_name = "名".repeat(400); // 1 200 bytes
+        let step = format!(
+            r#"{{"kind":"step","job_instance_id":1,"step_instance_id":2,"bk_scope_type":"biz","bk_scope_id":"2","name":"{long_name}","type":1,"status":2,"execute_count":0,"create_time":1,"version":1}}"#
+        );
+        let (event, cuts) = decode(step.as_bytes()).unwrap();
+        let Event::Step(s) = event else { panic!() };
+        assert_eq!(s.name.len(), 1023, "341 whole characters of 3 bytes");
+        assert_eq!(cuts.fields().collect::<Vec<_>>(), ["name"]);
+        let scope = step.replace(
+            r#""bk_scope_id":"2""#,
+            &format!(r#""bk_scope_id":"{}""#, "9".repeat(257)),
+        );
+        assert_eq!(
+            decode(scope.as_bytes()).unwrap_err().reason,
+            BadReason::OutOfRange
+        );
+
+        let result = format!(
+            r#"{{"kind":"host_result","job_instance_id":1,"step_instance_id":2,"execute_count":0,"bk_host_id":3,"status":9,"version":1,"ip":"{}","ipv6":"{}","tag":"{}"}}"#,
+            "1".repeat(300),
+            "f".repeat(65),
+            "t".repeat(256)
+        );
+        let (event, cuts) = decode(result.as_bytes()).unwrap();
+        let Event::HostResult(r) = event else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                r.ip.unwrap().len(),
+                r.ipv6.unwrap().len(),
+                r.tag.unwrap().len()
+            ),
+            (256, 64, 256)
+        );
+        assert_eq!(cuts.fields().collect::<Vec<_>>(), ["ip", "ipv6"]);
+    }
+
+    #[test]
+    fn the_message_key_must_be_the_canonical_step_id() {
+        let (event, _) = decode(
+            br#"{"kind":"host_log","step_instance_id":42,"execute_count":0,"bk_host_id":2,"offset":0,"content":"hi"}"#,
+        )
+        .unwrap();
+        assert!(check_key(&event, Some(b"42")).is_ok());
+        for key in [
+            &b"042"[..],
+            b"43",
+            b"+42",
+            b" 42",
+            b"42 ",
+            b"",
+            b"99999999999999999999",
+        ] {
+            let err = check_key(&event, Some(key)).unwrap_err();
+            assert_eq!(err.reason, BadReason::WrongKey, "{key:?}");
+        }
+        assert!(check_key(&event, None)
+            .unwrap_err()
+            .detail
+            .contains("no key"));
     }
 }

@@ -46,41 +46,60 @@ pub struct RetryGroups {
 #[derive(Debug, Default)]
 struct HotRows {
     rows: HashMap<(i32, i64), StoredRow>,
+    /// Their estimated bytes.
+    bytes: usize,
     /// When a query last used them (index clock), for eviction.
     used: u64,
 }
 
+fn hot_row_bytes(row: &StoredRow) -> usize {
+    HOT_ROW_BYTES + row.encoded_len()
+}
+
 impl RetryGroups {
-    fn insert(&mut self, batch: i32, (status, tag): (i32, &str), host: i64) {
+    /// Adds `host` to a group; the estimated bytes this added.
+    fn insert(&mut self, batch: i32, (status, tag): (i32, &str), host: i64) -> i64 {
         let group = GroupKey {
             status,
             tag: tag.into(),
         };
         let groups = &mut self.batches.entry(batch).or_default().groups;
-        groups.entry(group).or_default().insert(host);
+        let mut added = HOST_BYTES;
+        let set = groups.entry(group).or_insert_with(|| {
+            added += GROUP_BYTES + tag.len() as i64;
+            BTreeSet::new()
+        });
+        set.insert(host);
+        added
     }
 
-    fn remove(&mut self, batch: i32, (status, tag): (i32, &str), host: i64) {
+    /// Takes `host` out of a group; the estimated bytes this freed.
+    fn remove(&mut self, batch: i32, (status, tag): (i32, &str), host: i64) -> i64 {
         let Some(batch) = self.batches.get_mut(&batch) else {
-            return;
+            return 0;
         };
         let group = GroupKey {
             status,
             tag: tag.into(),
         };
-        if let Some(set) = batch.groups.get_mut(&group) {
-            set.remove(&host);
-            if set.is_empty() {
-                batch.groups.remove(&group);
-            }
+        let Some(set) = batch.groups.get_mut(&group) else {
+            return 0;
+        };
+        let mut freed = if set.remove(&host) { HOST_BYTES } else { 0 };
+        if set.is_empty() {
+            batch.groups.remove(&group);
+            freed += GROUP_BYTES + tag.len() as i64;
         }
+        freed
     }
 
-    /// Every group that has a host in any batch, in api.md order.
-    pub fn group_keys(&self) -> BTreeSet<GroupKey> {
+    /// Every group that has a host in the batches `batch` selects (all, or one), in api.md
+    /// order.
+    pub fn group_keys(&self, batch: Option<i32>) -> BTreeSet<GroupKey> {
         self.batches
-            .values()
-            .flat_map(|b| b.groups.keys().cloned())
+            .iter()
+            .filter(|(b, _)| batch.is_none_or(|want| want == **b))
+            .flat_map(|(_, g)| g.groups.keys().cloned())
             .collect()
     }
 }
@@ -93,9 +112,13 @@ pub struct Index {
     steps: DashMap<i64, Arc<StepEvent>>,
     retries: DashMap<RetryId, Arc<RwLock<RetryGroups>>>,
     hosts: AtomicI64,
-    /// Most hot rows kept over all retries (0: none).
+    /// Estimated heap bytes of steps, retries and groups, kept up to date as they change (a
+    /// scrape reads it, never walks the index).
+    bytes: AtomicI64,
+    /// Most bytes of hot rows kept over all retries (0: none).
     hot_budget: usize,
-    hot_count: AtomicUsize,
+    hot_rows: AtomicUsize,
+    hot_bytes: AtomicUsize,
     clock: AtomicU64,
 }
 
@@ -105,7 +128,10 @@ impl Index {
     }
 
     pub fn set_step(&self, step: StepEvent) {
-        self.steps.insert(step.step_instance_id, Arc::new(step));
+        let added = step_bytes(&step);
+        let replaced = self.steps.insert(step.step_instance_id, Arc::new(step));
+        let freed = replaced.map_or(0, |old| step_bytes(&old));
+        self.bytes.fetch_add(added - freed, Ordering::Relaxed);
     }
 
     pub fn retry(&self, step: i64, execute_count: i32) -> Option<Arc<RwLock<RetryGroups>>> {
@@ -122,7 +148,13 @@ impl Index {
         ids: BTreeSet<RetryId>,
     ) -> Vec<(RetryId, Arc<RwLock<RetryGroups>>)> {
         ids.into_iter()
-            .map(|id| (id, Arc::clone(&self.retries.entry(id).or_default())))
+            .map(|id| {
+                let retry = self.retries.entry(id).or_insert_with(|| {
+                    self.bytes.fetch_add(RETRY_BYTES, Ordering::Relaxed);
+                    Arc::default()
+                });
+                (id, Arc::clone(&retry))
+            })
             .collect()
     }
 
@@ -137,19 +169,27 @@ impl Index {
         new: (i32, &str),
         encoded: &[u8],
     ) {
-        if let Some(hot) = retry.hot.get_mut().rows.get_mut(&(key.batch, key.host)) {
-            *hot = StoredRow::of_encoding(encoded);
+        let hot = retry.hot.get_mut();
+        if let Some(row) = hot.rows.get_mut(&(key.batch, key.host)) {
+            let fresh = StoredRow::of_encoding(encoded);
+            let (before, after) = (hot_row_bytes(row), hot_row_bytes(&fresh));
+            *row = fresh;
+            hot.bytes = hot.bytes + after - before;
+            self.hot_bytes.fetch_add(after, Ordering::Relaxed);
+            self.hot_bytes.fetch_sub(before, Ordering::Relaxed);
         }
         if old == Some(new) {
             return;
         }
+        let mut delta = 0;
         match old {
-            Some(old) => retry.remove(key.batch, old, key.host),
+            Some(old) => delta -= retry.remove(key.batch, old, key.host),
             None => {
                 self.hosts.fetch_add(1, Ordering::Relaxed);
             }
         }
-        retry.insert(key.batch, new, key.host);
+        delta += retry.insert(key.batch, new, key.host);
+        self.bytes.fetch_add(delta, Ordering::Relaxed);
     }
 
     /// The hot copies of `keys` (all of one retry), `None` where there is none.
@@ -173,16 +213,19 @@ impl Index {
         {
             let mut hot = retry.hot.lock();
             hot.used = self.clock.fetch_add(1, Ordering::Relaxed);
-            let before = hot.rows.len();
+            let (mut added_rows, mut added_bytes) = (0, 0);
             for (k, row) in rows {
-                hot.rows
-                    .entry((k.batch, k.host))
-                    .or_insert_with(|| row.clone());
+                hot.rows.entry((k.batch, k.host)).or_insert_with(|| {
+                    added_rows += 1;
+                    added_bytes += hot_row_bytes(row);
+                    row.clone()
+                });
             }
-            self.hot_count
-                .fetch_add(hot.rows.len() - before, Ordering::Relaxed);
+            hot.bytes += added_bytes;
+            self.hot_rows.fetch_add(added_rows, Ordering::Relaxed);
+            self.hot_bytes.fetch_add(added_bytes, Ordering::Relaxed);
         }
-        if self.hot_count.load(Ordering::Relaxed) > self.hot_budget {
+        if self.hot_bytes.load(Ordering::Relaxed) > self.hot_budget {
             self.evict_hot_rows(retry);
         }
     }
@@ -201,7 +244,7 @@ impl Index {
             .collect();
         by_age.sort_by_key(|(used, _)| *used);
         for (_, retry) in by_age {
-            if self.hot_count.load(Ordering::Relaxed) <= self.hot_budget / 4 * 3 {
+            if self.hot_bytes.load(Ordering::Relaxed) <= self.hot_budget / 4 * 3 {
                 break;
             }
             // The caller's retry is read-locked by the caller already; reading again is fine.
@@ -211,16 +254,18 @@ impl Index {
             if std::ptr::eq(&*retry, keep) {
                 continue;
             }
-            let dropped = std::mem::take(&mut retry.hot.lock().rows).len();
-            self.hot_count.fetch_sub(dropped, Ordering::Relaxed);
+            let dropped = std::mem::take(&mut *retry.hot.lock());
+            self.hot_rows
+                .fetch_sub(dropped.rows.len(), Ordering::Relaxed);
+            self.hot_bytes.fetch_sub(dropped.bytes, Ordering::Relaxed);
         }
     }
 
     pub fn hot_row_count(&self) -> usize {
-        self.hot_count.load(Ordering::Relaxed)
+        self.hot_rows.load(Ordering::Relaxed)
     }
 
-    /// An empty index that keeps at most `hot_budget` hot rows.
+    /// An empty index that keeps at most `hot_budget` bytes of hot rows.
     pub fn new(hot_budget: usize) -> Index {
         Index {
             hot_budget,
@@ -235,7 +280,7 @@ impl Index {
             index.set_step(step);
         }
         let mut current: Option<(RetryId, RetryGroups)> = None;
-        let mut hosts = 0i64;
+        let (mut hosts, mut bytes) = (0i64, 0i64);
         store.for_each_row_head(|key, status, tag| {
             let id = (key.step, key.execute_count);
             if current.as_ref().is_none_or(|(c, _)| *c != id) {
@@ -243,15 +288,17 @@ impl Index {
                     index.retries.insert(done, Arc::new(RwLock::new(groups)));
                 }
                 current = Some((id, RetryGroups::default()));
+                bytes += RETRY_BYTES;
             }
             let (_, groups) = current.as_mut().expect("set above");
-            groups.insert(key.batch, (status, tag), key.host);
+            bytes += groups.insert(key.batch, (status, tag), key.host);
             hosts += 1;
         })?;
         if let Some((done, groups)) = current {
             index.retries.insert(done, Arc::new(RwLock::new(groups)));
         }
         index.hosts.store(hosts, Ordering::Relaxed);
+        index.bytes.fetch_add(bytes, Ordering::Relaxed);
         Ok(index)
     }
 
@@ -263,42 +310,27 @@ impl Index {
         self.hosts.load(Ordering::Relaxed)
     }
 
-    /// Estimated heap bytes of the index, from its shape: costs per host entry, per group and per
-    /// step. `cargo bench --bench query` measures the real figure with a counting allocator and
-    /// prints it beside this estimate. Costs O(groups), not O(hosts).
+    /// Estimated heap bytes of the index, hot rows included: a running figure, O(1) to read.
+    /// `cargo bench --bench query` measures the real figure with a counting allocator and prints
+    /// it beside this estimate.
     pub fn estimated_bytes(&self) -> usize {
-        let steps: usize = self
-            .steps
-            .iter()
-            .map(|s| STEP_BYTES + s.name.len() + s.bk_scope_id.len())
-            .sum();
-        let groups: usize = self
-            .retries
-            .iter()
-            .map(|r| {
-                let r = r.read();
-                let hot = r.hot.lock().rows.len();
-                RETRY_BYTES
-                    + hot * HOT_ROW_BYTES
-                    + r.batches
-                        .values()
-                        .flat_map(|b| b.groups.iter())
-                        .map(|(k, set)| GROUP_BYTES + k.tag.len() + set.len() * HOST_BYTES)
-                        .sum::<usize>()
-            })
-            .sum();
-        steps + groups
+        let bytes = self.bytes.load(Ordering::Relaxed).max(0) as usize;
+        bytes + self.hot_bytes.load(Ordering::Relaxed)
     }
+}
+
+fn step_bytes(step: &StepEvent) -> i64 {
+    STEP_BYTES + (step.name.len() + step.bk_scope_id.len()) as i64
 }
 
 /// A host id in a group's B-tree set: 8 bytes of key in nodes that are about 60% full after
 /// the mostly ascending inserts that targets produce.
-const HOST_BYTES: usize = 16;
+const HOST_BYTES: i64 = 16;
 /// A group entry: its key and set header in the batch's map, the tag's shared allocation.
-const GROUP_BYTES: usize = 112;
+const GROUP_BYTES: i64 = 112;
 /// A retry's map entry, lock and batch map.
-const RETRY_BYTES: usize = 160;
-/// A hot row: its map slot and its shared encoded bytes (~90 for a typical row).
-const HOT_ROW_BYTES: usize = 48 + 16 + 96;
+const RETRY_BYTES: i64 = 160;
+/// A hot row's map slot and shared allocation, beside its encoded bytes.
+const HOT_ROW_BYTES: usize = 48 + 16;
 /// A step record in the step map, its `Arc` and map slot.
-const STEP_BYTES: usize = std::mem::size_of::<StepEvent>() + 64;
+const STEP_BYTES: i64 = std::mem::size_of::<StepEvent>() as i64 + 64;

@@ -8,17 +8,20 @@
 //! Data flows one way: `ingest` → `apply` → `store` / `index` → `query` → `http`.
 //!
 //! - [`events`]: the four event kinds, decoding and validation (mirrored by `schemas/`).
-//! - [`ingest`]: sources of events: the Kafka consumer group (with dead-letter topic), replay
-//!   and JSON-lines files; all hand batches to `apply` (through `ingest::Sink`).
+//! - [`ingest`]: sources of events: the Kafka source (self-assigned partitions, dead-letter
+//!   topic), replay and JSON-lines files; all hand batches to `apply` (through `ingest::Sink`).
 //! - [`apply`]: the only writer; folds events idempotently into store and index.
 //! - [`store`]: RocksDB column families for steps, host rows, logs and offsets.
 //! - [`index`]: per step / retry / batch, the (status, tag) groups of hosts, in memory, and
 //!   the rows of polled answers ("hot rows").
-//! - [`query`]: the semantics of the API over index and store.
-//! - [`http`]: axum routes, authentication, language, the JSON envelope.
+//! - [`query`]: the semantics of the API over index and store; `query::Reader` is the one door
+//!   to the views for `http`.
+//! - [`http`]: axum routes, authentication, language, the JSON envelope; every view read on the
+//!   blocking pool, expensive queries bounded.
 //! - [`metrics`], [`health`]: Prometheus exposition, readiness.
 //! - [`simulate`]: realistic event streams for demos, tests and benchmarks.
-//! - [`service`]: wires the parts into the running service.
+//! - [`service`]: wires the parts into the running service; [`shutdown`]: the stop signal they
+//!   all watch.
 //! - [`config`], [`cli`]: settings and the `stepview` command line.
 
 pub mod apply;
@@ -32,5 +35,6 @@ pub mod ingest;
 pub mod metrics;
 pub mod query;
 pub mod service;
+pub mod shutdown;
 pub mod simulate;
 pub mod store;

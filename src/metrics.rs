@@ -1,20 +1,32 @@
 //! Prometheus metrics: one registry, the series every part reports to, and the text exposition.
 //!
-//! Owns: metric names, labels and buckets. Must not: compute anything a part does not report,
-//! except the gauges read at scrape time (index sizes, RocksDB properties).
+//! Owns: metric names, labels and buckets. Must not: compute anything a part does not report;
+//! the gauges read at scrape time come as [`ViewFigures`], running values that cost the same to
+//! read whatever the views hold.
 
 use crate::health::Health;
-use crate::index::Index;
-use crate::store::Store;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+/// Figures of the views, read at scrape time (see `query::Reader::figures`).
+pub struct ViewFigures {
+    pub steps: i64,
+    pub hosts: i64,
+    pub index_bytes: i64,
+    pub hot_rows: i64,
+    /// RocksDB figures by label.
+    pub rocksdb: Vec<(&'static str, i64)>,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub events: IntCounterVec,
     pub dead_letters: IntCounterVec,
+    pub dead_letters_unwritable: IntCounter,
+    pub strings_cut: IntCounterVec,
+    pub queries_abandoned: IntCounterVec,
     pub apply_batch_events: Histogram,
     pub apply_duration: Histogram,
     pub apply_failures: IntCounter,
@@ -66,6 +78,26 @@ impl Metrics {
         let dead_letters = counter(
             "stepview_dead_letters_total",
             "Messages written to the dead-letter topic, by reason.",
+            &["reason"],
+        );
+        let dead_letters_unwritable = register(
+            &r,
+            IntCounter::new(
+                "stepview_dead_letters_unwritable_total",
+                "Bad messages the dead-letter topic refused even as headers only (they remain \
+                 in the source topic only).",
+            )
+            .expect("valid"),
+        );
+        let strings_cut = counter(
+            "stepview_event_strings_cut_total",
+            "Event string fields longer than their bound, cut to it (events.md), by field.",
+            &["field"],
+        );
+        let queries_abandoned = counter(
+            "stepview_http_queries_abandoned_total",
+            "Queries not answered: busy (no turn for an expensive query in time), timeout, \
+             client_gone.",
             &["reason"],
         );
         let apply_failures = register(
@@ -175,6 +207,9 @@ impl Metrics {
             registry: r,
             events,
             dead_letters,
+            dead_letters_unwritable,
+            strings_cut,
+            queries_abandoned,
             apply_batch_events,
             apply_duration,
             apply_failures,
@@ -192,30 +227,24 @@ impl Metrics {
         }
     }
 
-    /// The text exposition, with the scrape-time gauges refreshed.
-    pub fn render(&self, index: &Index, store: &Store, health: &Health) -> String {
-        self.ready.set(i64::from(health.readiness().is_ok()));
-        self.index_steps.set(index.step_count() as i64);
-        self.index_hosts.set(index.host_count());
-        self.index_memory.set(index.estimated_bytes() as i64);
-        self.hot_rows.set(index.hot_row_count() as i64);
-        for (label, prop) in [
-            ("live_sst_bytes", "rocksdb.live-sst-files-size"),
-            ("estimate_keys", "rocksdb.estimate-num-keys"),
-            (
-                "pending_compaction_bytes",
-                "rocksdb.estimate-pending-compaction-bytes",
-            ),
-            ("write_stopped", "rocksdb.is-write-stopped"),
-            ("delayed_write_rate", "rocksdb.actual-delayed-write-rate"),
-        ] {
-            self.rocksdb
-                .with_label_values(&[label])
-                .set(store.property_sum(prop) as i64);
+    /// Removes the per-partition series of a partition this instance no longer reads.
+    pub fn forget_partition(&self, topic: &str, partition: i32) {
+        let labels = [topic, &partition.to_string()];
+        for gauge in [&self.consumer_lag, &self.last_offset, &self.last_event_time] {
+            let _ = gauge.remove_label_values(&labels);
         }
-        self.rocksdb
-            .with_label_values(&["block_cache_usage_bytes"])
-            .set(store.block_cache_usage() as i64);
+    }
+
+    /// The text exposition, with the scrape-time gauges refreshed.
+    pub fn render(&self, views: &ViewFigures, health: &Health) -> String {
+        self.ready.set(i64::from(health.readiness().is_ok()));
+        self.index_steps.set(views.steps);
+        self.index_hosts.set(views.hosts);
+        self.index_memory.set(views.index_bytes);
+        self.hot_rows.set(views.hot_rows);
+        for (label, value) in &views.rocksdb {
+            self.rocksdb.with_label_values(&[label]).set(*value);
+        }
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

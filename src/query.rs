@@ -1,25 +1,39 @@
-//! The semantics of `get_step_instance_status` (api.md, "Semantics") over the index and the store.
+//! The semantics of `get_step_instance_status` (api.md, "Semantics") over the index and the store,
+//! behind one door: [`Reader`], which owns the answer types. `http` reads the views through it
+//! and nothing else.
 //!
 //! Owns: which groups and hosts an answer holds, in which order, with which counts. Must not: parse
 //! HTTP, choose a language or format JSON (that is `http`), or write anything.
 //!
 //! Cost: without `search_ip`/`keyword` an answer reads the group index (sizes and the first N hosts
 //! of each selected group) and then only the rows it returns. With them, it scans the retry's rows
-//! (and logs), as any substring search must.
+//! (and logs, chunk by chunk) from one RocksDB snapshot, as any substring search must, checking
+//! every few hundred rows whether its caller still wants the answer.
+//!
+//! Every call takes locks and may read RocksDB: call it from a blocking thread, never from an
+//! async task.
 
 use crate::events::{ScopeType, StepEvent};
 use crate::index::{GroupKey, Index, RetryGroups};
+use crate::metrics::ViewFigures;
 use crate::store::keys::RowKey;
 use crate::store::row::StoredRow;
-use crate::store::Store;
+use crate::store::{Store, StoreSnapshot};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+pub use crate::store::row::RowView;
 
 /// Step types (api.md, "Step types").
 pub const STEP_TYPE_SCRIPT: i32 = 1;
 pub const STEP_TYPE_MANUAL: i32 = 3;
 pub const STEP_TYPE_SQL: i32 = 4;
+
+/// Capped answers up to this many hosts per group (and no search) are cheap: they read the index
+/// and the rows they return. Anything else may cost time proportional to the step.
+const CHEAP_CAP: i32 = 1000;
 
 /// A validated request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,15 +60,51 @@ pub enum QueryError {
     ManualStep,
     #[error("keyword is only defined for script steps")]
     KeywordOnFileStep,
+    /// The caller stopped waiting (went away, or its deadline passed).
+    #[error("cancelled")]
+    Cancelled,
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+}
+
+/// Set by whoever waits for an answer when it no longer wants it; scans stop soon after.
+#[derive(Debug, Default)]
+pub struct Cancel(AtomicBool);
+
+impl Cancel {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    fn check(&self) -> Result<(), QueryError> {
+        if self.0.load(Ordering::Relaxed) {
+            Err(QueryError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// How often (in rows or log chunks) a scan checks its [`Cancel`].
+const CHECK_EVERY: usize = 256;
+
+/// One host of an answer, as stored.
+pub struct HostAnswer {
+    pub bk_host_id: i64,
+    row: StoredRow,
+}
+
+impl HostAnswer {
+    pub fn view(&self) -> RowView<'_> {
+        self.row.view()
+    }
 }
 
 pub struct GroupAnswer {
     pub status: i32,
     pub tag: String,
     pub host_size: usize,
-    pub hosts: Vec<(RowKey, StoredRow)>,
+    pub hosts: Vec<HostAnswer>,
 }
 
 pub struct StepAnswer {
@@ -73,126 +123,192 @@ impl StepQuery {
         self.max_host_num_per_group
             .map_or(usize::MAX, |n| n as usize)
     }
+
+    /// True when the answer may cost time proportional to the step's host count: uncapped or
+    /// largely capped answers, and substring searches.
+    pub fn is_expensive(&self) -> bool {
+        self.search_ip.is_some()
+            || self.keyword.is_some()
+            || self
+                .max_host_num_per_group
+                .is_none_or(|cap| cap > CHEAP_CAP)
+    }
 }
 
-pub fn answer(index: &Index, store: &Store, q: &StepQuery) -> Result<StepAnswer, QueryError> {
-    let step = index
-        .step(q.step_instance_id)
-        .filter(|s| {
-            s.bk_scope_type == q.scope_type
-                && s.bk_scope_id == q.scope_id
-                && s.job_instance_id == q.job_instance_id
-        })
-        .ok_or(QueryError::StepNotFound)?;
-    if step.step_type == STEP_TYPE_MANUAL {
-        return Err(QueryError::ManualStep);
-    }
-    if q.keyword.is_some() && !matches!(step.step_type, STEP_TYPE_SCRIPT | STEP_TYPE_SQL) {
-        return Err(QueryError::KeywordOnFileStep);
-    }
-    let execute_count = q.execute_count.unwrap_or(step.execute_count);
-    let groups = match index.retry(step.step_instance_id, execute_count) {
-        None => Vec::new(),
-        Some(retry) if q.search_ip.is_none() && q.keyword.is_none() => {
-            from_index(index, store, q, execute_count, &retry.read())?
-        }
-        Some(retry) => {
-            let known = retry.read().group_keys();
-            by_scan(store, q, step.step_instance_id, execute_count, known)?
-        }
-    };
-    Ok(StepAnswer {
-        step,
-        execute_count,
-        groups,
-    })
+/// The views, read-only: the one way to them for answering requests.
+#[derive(Clone)]
+pub struct Reader {
+    index: Arc<Index>,
+    store: Arc<Store>,
 }
 
-/// Sizes from the index; rows read only for the hosts returned.
-fn from_index(
-    index: &Index,
-    store: &Store,
-    q: &StepQuery,
-    execute_count: i32,
-    retry: &RetryGroups,
-) -> Result<Vec<GroupAnswer>, QueryError> {
-    let step = q.step_instance_id;
-    let batches: Vec<_> = retry
-        .batches
-        .iter()
-        .filter(|(b, _)| q.batch.is_none_or(|want| want == **b))
-        .collect();
-    let mut plan: Vec<(GroupKey, usize, Vec<RowKey>)> = Vec::new();
-    for group in retry.group_keys() {
-        let sets: Vec<(i32, &BTreeSet<i64>)> = batches
-            .iter()
-            .filter_map(|(b, g)| g.groups.get(&group).map(|set| (**b, set)))
-            .collect();
-        let size = sets.iter().map(|(_, s)| s.len()).sum();
-        let keys = if q.selects(&group) {
-            first_hosts(&sets, q.cap())
-                .into_iter()
-                .map(|(host, batch)| RowKey::of_event(step, execute_count, batch, host))
-                .collect()
-        } else {
-            Vec::new()
+impl Reader {
+    pub fn new(index: Arc<Index>, store: Arc<Store>) -> Reader {
+        Reader { index, store }
+    }
+
+    /// The answer to `q` (blocking: see the module comment).
+    pub fn answer(&self, q: &StepQuery, cancel: &Cancel) -> Result<StepAnswer, QueryError> {
+        let step = self
+            .index
+            .step(q.step_instance_id)
+            .filter(|s| {
+                s.bk_scope_type == q.scope_type
+                    && s.bk_scope_id == q.scope_id
+                    && s.job_instance_id == q.job_instance_id
+            })
+            .ok_or(QueryError::StepNotFound)?;
+        if step.step_type == STEP_TYPE_MANUAL {
+            return Err(QueryError::ManualStep);
+        }
+        if q.keyword.is_some() && !matches!(step.step_type, STEP_TYPE_SCRIPT | STEP_TYPE_SQL) {
+            return Err(QueryError::KeywordOnFileStep);
+        }
+        let execute_count = q.execute_count.unwrap_or(step.execute_count);
+        let groups = match self.index.retry(step.step_instance_id, execute_count) {
+            None => Vec::new(),
+            Some(retry) if q.search_ip.is_none() && q.keyword.is_none() => {
+                self.groups_from_index(q, execute_count, &retry.read())?
+            }
+            Some(retry) => {
+                // The groups and the snapshot are taken together under the retry's lock, which
+                // apply holds across its store write and index update: one moment for both.
+                let (known, snapshot) = {
+                    let retry = retry.read();
+                    (retry.group_keys(q.batch), self.store.snapshot())
+                };
+                by_scan(&snapshot, q, execute_count, known, cancel)?
+            }
         };
-        plan.push((group, size, keys));
-    }
-    let keys: Vec<RowKey> = plan
-        .iter()
-        .flat_map(|(_, _, k)| k.iter().copied())
-        .collect();
-    let in_scope: usize = plan.iter().map(|(_, size, _)| size).sum();
-    let mut rows = fetch_rows(index, store, q, retry, &keys, in_scope)?.into_iter();
-    Ok(plan
-        .into_iter()
-        .map(|(group, host_size, keys)| GroupAnswer {
-            status: group.status,
-            tag: group.tag.to_string(),
-            host_size,
-            hosts: keys
-                .into_iter()
-                .filter_map(|k| rows.next().flatten().map(|r| (k, r)))
-                .collect(),
+        Ok(StepAnswer {
+            step,
+            execute_count,
+            groups,
         })
-        .collect())
-}
+    }
 
-/// Rows for `keys` (all of one retry; `in_scope` rows pass the batch filter): hot copies first,
-/// the rest from the store, by point lookups or, when most of the scope is wanted, by one range
-/// scan (cheaper per row). Rows a capped query read become hot.
-fn fetch_rows(
-    index: &Index,
-    store: &Store,
-    q: &StepQuery,
-    retry: &RetryGroups,
-    keys: &[RowKey],
-    in_scope: usize,
-) -> anyhow::Result<Vec<Option<StoredRow>>> {
-    let mut rows = index.hot_rows(retry, keys);
-    let missing: Vec<usize> = (0..keys.len()).filter(|&i| rows[i].is_none()).collect();
-    if missing.is_empty() {
-        return Ok(rows);
+    /// Figures for `/metrics`: running values, as cheap at 10 hosts as at 10 million.
+    pub fn figures(&self) -> ViewFigures {
+        let rocksdb = [
+            ("live_sst_bytes", "rocksdb.live-sst-files-size"),
+            ("estimate_keys", "rocksdb.estimate-num-keys"),
+            (
+                "pending_compaction_bytes",
+                "rocksdb.estimate-pending-compaction-bytes",
+            ),
+            ("write_stopped", "rocksdb.is-write-stopped"),
+            ("delayed_write_rate", "rocksdb.actual-delayed-write-rate"),
+        ]
+        .into_iter()
+        .map(|(label, property)| (label, self.store.property_sum(property) as i64))
+        .chain([(
+            "block_cache_usage_bytes",
+            self.store.block_cache_usage() as i64,
+        )])
+        .collect();
+        ViewFigures {
+            steps: self.index.step_count() as i64,
+            hosts: self.index.host_count(),
+            index_bytes: self.index.estimated_bytes() as i64,
+            hot_rows: self.index.hot_row_count() as i64,
+            rocksdb,
+        }
     }
-    let wanted: Vec<RowKey> = missing.iter().map(|&i| keys[i]).collect();
-    let fetched = if wanted.len() * SCAN_WHEN_ONE_IN >= in_scope {
-        let retry_of = wanted[0];
-        store.get_stored_rows_by_scan(retry_of.step, retry_of.execute_count, q.batch, &wanted)?
-    } else {
-        store.get_stored_rows(&wanted)?
-    };
-    for (i, row) in missing.iter().zip(fetched) {
-        rows[*i] = row;
-    }
-    if q.max_host_num_per_group.is_some() {
-        let fresh: Vec<(RowKey, StoredRow)> = missing
-            .into_iter()
-            .filter_map(|i| rows[i].clone().map(|row| (keys[i], row)))
+
+    /// Sizes from the index; rows read only for the hosts returned.
+    fn groups_from_index(
+        &self,
+        q: &StepQuery,
+        execute_count: i32,
+        retry: &RetryGroups,
+    ) -> Result<Vec<GroupAnswer>, QueryError> {
+        let step = q.step_instance_id;
+        let batches: Vec<_> = retry
+            .batches
+            .iter()
+            .filter(|(b, _)| q.batch.is_none_or(|want| want == **b))
             .collect();
-        index.add_hot_rows(retry, &fresh);
+        let mut plan: Vec<(GroupKey, usize, Vec<RowKey>)> = Vec::new();
+        for group in retry.group_keys(q.batch) {
+            let sets: Vec<(i32, &BTreeSet<i64>)> = batches
+                .iter()
+                .filter_map(|(b, g)| g.groups.get(&group).map(|set| (**b, set)))
+                .collect();
+            let size = sets.iter().map(|(_, s)| s.len()).sum();
+            let keys = if q.selects(&group) {
+                first_hosts(&sets, q.cap())
+                    .into_iter()
+                    .map(|(host, batch)| RowKey::of_event(step, execute_count, batch, host))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            plan.push((group, size, keys));
+        }
+        let keys: Vec<RowKey> = plan
+            .iter()
+            .flat_map(|(_, _, k)| k.iter().copied())
+            .collect();
+        let in_scope: usize = plan.iter().map(|(_, size, _)| size).sum();
+        let mut rows = self.fetch_rows(q, retry, &keys, in_scope)?.into_iter();
+        Ok(plan
+            .into_iter()
+            .map(|(group, host_size, keys)| GroupAnswer {
+                status: group.status,
+                tag: group.tag.to_string(),
+                host_size,
+                hosts: keys
+                    .into_iter()
+                    .filter_map(|k| {
+                        rows.next().flatten().map(|row| HostAnswer {
+                            bk_host_id: k.host,
+                            row,
+                        })
+                    })
+                    .collect(),
+            })
+            .collect())
     }
-    Ok(rows)
+
+    /// Rows for `keys` (all of one retry; `in_scope` rows pass the batch filter): hot copies
+    /// first, the rest from the store, by point lookups or, when most of the scope is wanted, by
+    /// one range scan (cheaper per row). Rows a capped query read become hot.
+    fn fetch_rows(
+        &self,
+        q: &StepQuery,
+        retry: &RetryGroups,
+        keys: &[RowKey],
+        in_scope: usize,
+    ) -> anyhow::Result<Vec<Option<StoredRow>>> {
+        let mut rows = self.index.hot_rows(retry, keys);
+        let missing: Vec<usize> = (0..keys.len()).filter(|&i| rows[i].is_none()).collect();
+        if missing.is_empty() {
+            return Ok(rows);
+        }
+        let wanted: Vec<RowKey> = missing.iter().map(|&i| keys[i]).collect();
+        let fetched = if wanted.len() * SCAN_WHEN_ONE_IN >= in_scope {
+            let retry_of = wanted[0];
+            self.store.get_stored_rows_by_scan(
+                retry_of.step,
+                retry_of.execute_count,
+                q.batch,
+                &wanted,
+            )?
+        } else {
+            self.store.get_stored_rows(&wanted)?
+        };
+        for (i, row) in missing.iter().zip(fetched) {
+            rows[*i] = row;
+        }
+        if q.max_host_num_per_group.is_some() {
+            let fresh: Vec<(RowKey, StoredRow)> = missing
+                .into_iter()
+                .filter_map(|i| rows[i].clone().map(|row| (keys[i], row)))
+                .collect();
+            self.index.add_hot_rows(retry, &fresh);
+        }
+        Ok(rows)
+    }
 }
 
 /// A range scan beats point lookups once at least one row in this many is wanted.
@@ -221,37 +337,54 @@ fn first_hosts(sets: &[(i32, &BTreeSet<i64>)], n: usize) -> Vec<(i64, i32)> {
     out
 }
 
-/// Rows scanned from the store and filtered by `search_ip` / `keyword`.
+/// Rows scanned from `snapshot` and filtered by `search_ip` / `keyword`; the groups of `known`
+/// stay in the answer even when the filters empty them.
 fn by_scan(
-    store: &Store,
+    snapshot: &StoreSnapshot<'_>,
     q: &StepQuery,
-    step: i64,
     execute_count: i32,
     known: BTreeSet<GroupKey>,
+    cancel: &Cancel,
 ) -> Result<Vec<GroupAnswer>, QueryError> {
+    let step = q.step_instance_id;
     let matching_logs = match &q.keyword {
-        Some(k) => Some(hosts_with_output(store, step, execute_count, q.batch, k)?),
+        Some(k) => Some(hosts_with_output(
+            snapshot,
+            step,
+            execute_count,
+            q.batch,
+            k,
+            cancel,
+        )?),
         None => None,
     };
     let ip_needle = q.search_ip.as_deref();
     let ipv6_needle = ip_needle.map(str::to_lowercase);
     let mut groups: BTreeMap<GroupKey, Vec<(RowKey, StoredRow)>> =
         known.into_iter().map(|k| (k, Vec::new())).collect();
-    for (key, row) in store.rows_in(step, execute_count, q.batch)? {
+    let mut seen = 0usize;
+    let mut cancelled = false;
+    let scanned = snapshot.for_each_row_in(step, execute_count, q.batch, |key, row| {
+        seen += 1;
+        if seen.is_multiple_of(CHECK_EVERY) && cancel.check().is_err() {
+            cancelled = true;
+            anyhow::bail!("cancelled");
+        }
+        if matching_logs
+            .as_ref()
+            .is_some_and(|hits| !hits.contains(&key))
+        {
+            return Ok(());
+        }
         let view = row.view();
         if let Some(needle) = ip_needle {
             let ip_hit = view.identity.ip.value.is_some_and(|ip| ip.contains(needle));
             let ipv6_hit = view.identity.ipv6.value.is_some_and(|v6| {
-                v6.to_lowercase()
-                    .contains(ipv6_needle.as_deref().expect("set with ip_needle"))
+                let needle = ipv6_needle.as_deref().expect("set with ip_needle");
+                v6.to_lowercase().contains(needle)
             });
             if !ip_hit && !ipv6_hit {
-                continue;
-            }
-        }
-        if let Some(hits) = &matching_logs {
-            if !hits.contains(&key) {
-                continue;
+                return Ok(());
             }
         }
         let group = GroupKey {
@@ -259,7 +392,12 @@ fn by_scan(
             tag: view.tag.into(),
         };
         groups.entry(group).or_default().push((key, row));
+        Ok(())
+    });
+    if cancelled {
+        return Err(QueryError::Cancelled);
     }
+    scanned?;
     let cap = q.cap();
     Ok(groups
         .into_iter()
@@ -275,60 +413,171 @@ fn by_scan(
                 status: group.status,
                 tag: group.tag.to_string(),
                 host_size,
-                hosts,
+                hosts: hosts
+                    .into_iter()
+                    .map(|(k, row)| HostAnswer {
+                        bk_host_id: k.host,
+                        row,
+                    })
+                    .collect(),
             }
         })
         .collect())
 }
 
-/// The rows whose captured output contains `keyword`, case-insensitively. Chunks are joined by
-/// offset first, so that a match may span chunk boundaries; a gap in the offsets breaks a match.
+/// The rows whose captured output contains `keyword`, case-insensitively. Each row's chunks are
+/// read in offset order and searched as they come, keeping only the needle's length of what came
+/// before, so that a match may span chunk boundaries; a gap in the offsets breaks a match.
 fn hosts_with_output(
-    store: &Store,
+    snapshot: &StoreSnapshot<'_>,
     step: i64,
     execute_count: i32,
     batch: Option<i32>,
     keyword: &str,
-) -> anyhow::Result<HashSet<RowKey>> {
-    let needle = keyword.to_lowercase();
+    cancel: &Cancel,
+) -> Result<HashSet<RowKey>, QueryError> {
     let mut hits = HashSet::new();
+    let mut finder = Finder::new(keyword);
     let mut current: Option<RowKey> = None;
-    let mut text: Vec<u8> = Vec::new();
     let mut end = 0i64;
-    let mut flush = |row: Option<RowKey>, text: &mut Vec<u8>| {
-        if let Some(row) = row {
-            if String::from_utf8_lossy(text)
-                .to_lowercase()
-                .contains(&needle)
-            {
-                hits.insert(row);
+    let mut seen = 0usize;
+    let mut cancelled = false;
+    let scanned =
+        snapshot.for_each_log_chunk(step, execute_count, batch, |row, offset, content| {
+            seen += 1;
+            if seen.is_multiple_of(CHECK_EVERY) && cancel.check().is_err() {
+                cancelled = true;
+                anyhow::bail!("cancelled");
             }
-        }
-        text.clear();
-    };
-    store.for_each_log_chunk(step, execute_count, batch, |row, offset, content| {
-        if current != Some(row) {
-            flush(current.take(), &mut text);
-            current = Some(row);
-            end = offset;
-        }
-        if offset > end {
-            // A gap: what is before it cannot join what is after it.
-            flush(current, &mut text);
-            end = offset;
-        }
-        let skip = (end - offset) as usize;
-        if skip < content.len() {
-            text.extend_from_slice(&content[skip..]);
-            end = offset.saturating_add(content.len() as i64);
-        }
-    })?;
-    flush(current, &mut text);
+            if current != Some(row) {
+                current = Some(row);
+                finder.restart();
+                end = offset;
+            }
+            if hits.contains(&row) {
+                return Ok(());
+            }
+            if offset > end {
+                // A gap: what is before it cannot join what is after it.
+                finder.restart();
+                end = offset;
+            }
+            // Chunks may overlap (a producer resent part of the output): skip what is known.
+            let skip = usize::try_from(end - offset).unwrap_or(usize::MAX);
+            if skip < content.len() {
+                if finder.feed(&content[skip..]) {
+                    hits.insert(row);
+                }
+                end = offset.saturating_add(content.len() as i64);
+            }
+            Ok(())
+        });
+    if cancelled {
+        return Err(QueryError::Cancelled);
+    }
+    scanned?;
     Ok(hits)
 }
 
-/// Step `total_time` per api.md: end − start when ended, now − start while running.
+/// Case-insensitive search for a needle in text that arrives in pieces: each piece is lowered
+/// and searched with the end of the one before (one needle's length less a byte), and no more
+/// is kept.
+struct Finder {
+    needle: String,
+    /// The lowered end of what came before.
+    window: String,
+    /// An unfinished UTF-8 sequence at the end of the last piece.
+    pending: Vec<u8>,
+}
+
+impl Finder {
+    fn new(needle: &str) -> Finder {
+        Finder {
+            needle: needle.to_lowercase(),
+            window: String::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    fn restart(&mut self) {
+        self.window.clear();
+        self.pending.clear();
+    }
+
+    /// Reads one more piece; true once the needle was found in what was read since the last
+    /// restart.
+    fn feed(&mut self, piece: &[u8]) -> bool {
+        let mut bytes = std::mem::take(&mut self.pending);
+        bytes.extend_from_slice(piece);
+        // Keep a sequence cut at the end for the next piece; anything else invalid is read as
+        // U+FFFD, which no needle contains.
+        let complete = match std::str::from_utf8(&bytes) {
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            _ => bytes.len(),
+        };
+        self.pending = bytes.split_off(complete);
+        self.window
+            .push_str(&String::from_utf8_lossy(&bytes).to_lowercase());
+        if self.window.contains(&self.needle) {
+            return true;
+        }
+        let keep = self.needle.len().saturating_sub(1);
+        if self.window.len() > keep {
+            let mut start = self.window.len() - keep;
+            while !self.window.is_char_boundary(start) {
+                start -= 1;
+            }
+            self.window.drain(..start);
+        }
+        false
+    }
+}
+
+/// Step `total_time` per api.md: end − start when ended, now − start while running; null when
+/// the times are absent or their difference does not fit.
 pub fn step_total_time(step: &StepEvent, now_ms: i64) -> Option<i64> {
     let start = step.start_time?;
-    Some(step.end_time.unwrap_or(now_ms) - start)
+    step.end_time.unwrap_or(now_ms).checked_sub(start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finds(needle: &str, pieces: &[&[u8]]) -> bool {
+        let mut f = Finder::new(needle);
+        pieces.iter().any(|p| f.feed(p))
+    }
+
+    #[test]
+    fn finds_across_pieces_case_insensitively_keeping_little() {
+        assert!(finds("error", &[b"all fine, then ER", b"ROR: disk"]));
+        assert!(finds("ÉTÉ", &["l'é".as_bytes(), "té".as_bytes()]));
+        assert!(!finds("error", &[b"err", b"xor"]));
+        // A multi-byte character cut between pieces still matches.
+        let text = "日志错误";
+        let bytes = text.as_bytes();
+        assert!(finds("志错", &[&bytes[..4], &bytes[4..]]));
+        let mut f = Finder::new("needle");
+        f.feed(&vec![b'x'; 1 << 20]);
+        assert!(f.window.len() < 6, "keeps {} bytes", f.window.len());
+        f.restart();
+        assert!(!f.feed(b"dle"), "a restart forgets what came before");
+    }
+
+    #[test]
+    fn step_total_time_never_overflows() {
+        let mut step: StepEvent = serde_json::from_str(
+            r#"{"job_instance_id":1,"step_instance_id":1,"bk_scope_type":"biz","bk_scope_id":"2",
+                "name":"s","type":1,"status":2,"execute_count":0,"create_time":0,"version":1}"#,
+        )
+        .unwrap();
+        assert_eq!(step_total_time(&step, 10), None);
+        step.start_time = Some(i64::MIN);
+        assert_eq!(step_total_time(&step, i64::MAX), None);
+        step.start_time = Some(5);
+        assert_eq!(step_total_time(&step, 12), Some(7));
+        step.end_time = Some(i64::MIN);
+        assert_eq!(step_total_time(&step, 12), None);
+    }
 }

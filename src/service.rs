@@ -1,18 +1,20 @@
-//! The running service: opens the store, rebuilds the index, starts the Kafka consumer (when
-//! brokers are configured) and the HTTP server, and shuts all down gracefully on a signal.
+//! The running service: opens the store, rebuilds the index, starts the Kafka source (when
+//! brokers are configured) and the HTTP server, and shuts all down gracefully on a signal. If
+//! ingest stops for good, so does the service, with an error: a supervisor restarts it.
 
 use crate::apply::Applier;
 use crate::config::Config;
 use crate::health::Health;
-use crate::http::{self, AppState, Auth};
+use crate::http::{self, AppState, Auth, QueryLimits};
 use crate::index::Index;
 use crate::ingest::{kafka, Sink};
 use crate::metrics::Metrics;
+use crate::query::Reader;
+use crate::shutdown::Shutdown;
 use crate::store::Store;
 use anyhow::{Context, Result};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Store, index and the applier over them: what every command that reads or writes views opens.
 #[derive(Clone)]
@@ -27,7 +29,8 @@ impl Views {
         let started = Instant::now();
         let store = Arc::new(Store::open(&config.data_dir, &config.store.options())?);
         let index = Arc::new(
-            Index::rebuild(&store, config.store.hot_rows).context("index rebuild failed")?,
+            Index::rebuild(&store, config.store.hot_rows_mb << 20)
+                .context("index rebuild failed")?,
         );
         tracing::info!(
             steps = index.step_count(),
@@ -45,10 +48,14 @@ impl Views {
         };
         Ok(Views { store, index, sink })
     }
+
+    /// Read access to the views, as answers take it.
+    pub fn reader(&self) -> Reader {
+        Reader::new(Arc::clone(&self.index), Arc::clone(&self.store))
+    }
 }
 
-/// Serves until SIGTERM/SIGINT: stop taking requests, finish the batch in hand, leave the group,
-/// flush RocksDB.
+/// Serves until SIGTERM/SIGINT: stop taking requests, finish the batch in hand, flush RocksDB.
 pub async fn serve(config: Config) -> Result<()> {
     let views = Views::open(&config)?;
     let listener = tokio::net::TcpListener::bind(config.http.listen)
@@ -57,13 +64,13 @@ pub async fn serve(config: Config) -> Result<()> {
     run(views, &config, listener, shutdown_signal()).await
 }
 
-/// Serves `views` on `listener` (and consumes Kafka when brokers are configured) until
-/// `shutdown` completes.
+/// Serves `views` on `listener` (and consumes Kafka when brokers are configured) until `stop`
+/// completes, or ingest stops for good (then the error says why).
 pub async fn run(
     views: Views,
     config: &Config,
     listener: tokio::net::TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let auth = Auth::new(config.http.auth, &config.apps)?;
     if !auth.enabled() {
@@ -71,58 +78,76 @@ pub async fn run(
     } else if config.apps.is_empty() {
         tracing::warn!("no apps configured: every API request will be refused with 401");
     }
+    let metrics_token = match &config.http.metrics_token_sha256 {
+        Some(hex) => Some(
+            http::auth::parse_sha256(hex)
+                .context("http.metrics_token_sha256 must be 64 hex digits")?,
+        ),
+        None => None,
+    };
     tracing::info!(addr = %listener.local_addr()?, "serving");
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let consumer = if config.kafka.brokers.is_empty() {
-        views.sink.health.set_caught_up();
+    let shutdown = Shutdown::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            stop.await;
+            shutdown.trigger();
+        }
+    });
+    let source = if config.kafka.brokers.is_empty() {
+        views.sink.health.set_stored_only();
         tracing::info!("no Kafka brokers configured: serving what is stored");
         None
     } else {
         let kcfg = config.kafka.clone();
-        kafka::ensure_topics(
-            &kcfg.brokers,
-            &[&kcfg.topic, &kcfg.dlq()],
-            kafka::DEFAULT_PARTITIONS,
-        )
-        .await?;
-        let (sink, store, stop, rt) = (
-            views.sink.clone(),
-            Arc::clone(&views.store),
-            Arc::clone(&stop),
-            tokio::runtime::Handle::current(),
-        );
+        let topics = [kcfg.topic.as_str(), &kcfg.dlq()];
+        if let Err(e) = kafka::ensure_topics(&kcfg, &topics, kafka::DEFAULT_PARTITIONS).await {
+            // The source waits for the topic; the views are served meanwhile.
+            tracing::warn!(error = format!("{e:#}"), "cannot create the topics now");
+        }
+        let (sink, shutdown) = (views.sink.clone(), shutdown.clone());
         Some(std::thread::spawn(move || {
-            let result = kafka::run(&kcfg, &sink, store, rt, &stop);
+            let result = kafka::run(&kcfg, &sink, &shutdown);
             if let Err(e) = &result {
-                tracing::error!(error = %format!("{e:#}"), "the Kafka consumer stopped");
-                sink.health.set_apply_failing(true);
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "ingest stopped for good; stopping the service (exit status 1) so that a \
+                     supervisor restarts it"
+                );
+                sink.health.set_ingest_stopped();
+                shutdown.trigger();
             }
             result
         }))
     };
 
     let state = Arc::new(AppState {
-        index: Arc::clone(&views.index),
-        store: Arc::clone(&views.store),
+        reader: views.reader(),
         auth,
         metrics: Arc::clone(&views.sink.metrics),
         health: Arc::clone(&views.sink.health),
+        limits: QueryLimits::new(
+            config.http.expensive_query_slots(),
+            Duration::from_millis(config.http.query_timeout_ms),
+        ),
+        metrics_token,
     });
+    let stopping = shutdown.clone();
     axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move { stopping.triggered().await })
         .await
         .context("HTTP server failed")?;
 
     tracing::info!("shutting down");
-    stop.store(true, Ordering::SeqCst);
-    if let Some(handle) = consumer {
-        let result = tokio::task::spawn_blocking(move || handle.join())
+    shutdown.trigger();
+    if let Some(handle) = source {
+        let joined = tokio::task::spawn_blocking(move || handle.join())
             .await
-            .context("consumer thread lost")?;
-        match result {
-            Ok(r) => r?,
-            Err(_) => anyhow::bail!("consumer thread panicked"),
+            .context("ingest thread lost")?;
+        match joined {
+            Ok(result) => result?,
+            Err(_) => anyhow::bail!("the ingest thread panicked"),
         }
     }
     views.store.flush()?;

@@ -312,6 +312,8 @@ pub fn produce(
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "5")
         .set("enable.idempotence", "true")
+        // Kafka's default partitioner for keyed messages, as events.md asks of producers.
+        .set("partitioner", "murmur2_random")
         // Above the 1 MiB event limit, so that tests can send over-limit events for the DLQ.
         .set("message.max.bytes", "4194304")
         .create_with_context(DeliveryCount::default())

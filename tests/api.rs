@@ -157,15 +157,15 @@ async fn status_and_tag_select_groups_without_removing_any() {
 }
 
 #[tokio::test]
-async fn batch_narrows_hosts_and_empty_groups_stay() {
+async fn batch_selects_rows_and_only_its_groups_are_listed() {
     let (_dir, svc) = service().await;
     mixed_step(&svc).await;
+    // As bk-job's SQL: the groups of batch 1's rows only (5 "" and 9 "B" have hosts in batch 2
+    // only, so they are not listed).
     let data = svc.data(&q(300, "batch=1")).await;
     assert_eq!(
         groups(&data),
         vec![
-            (5, "".into(), 0, vec![]),
-            (9, "B".into(), 0, vec![]),
             (9, "a".into(), 1, vec![2]),
             (9, "b".into(), 1, vec![1]),
             (104, "".into(), 1, vec![3]),
@@ -175,7 +175,28 @@ async fn batch_narrows_hosts_and_empty_groups_stay() {
     let capped = svc.data(&q(300, "batch=2&max_host_num_per_group=10")).await;
     let scanned = svc.data(&q(300, "batch=2&search_ip=.")).await;
     assert_eq!(groups(&capped), groups(&scanned));
-    assert_eq!(groups(&capped)[3], (9, "b".into(), 2, vec![1, 6]));
+    assert_eq!(
+        groups(&capped),
+        vec![
+            (5, "".into(), 1, vec![5]),
+            (9, "B".into(), 1, vec![4]),
+            (9, "b".into(), 2, vec![1, 6]),
+        ]
+    );
+    // A search that empties a group of the batch keeps it, with host_size 0; groups of other
+    // batches still do not appear.
+    let searched = svc.data(&q(300, "batch=2&search_ip=192.168.")).await;
+    assert_eq!(
+        groups(&searched),
+        vec![
+            (5, "".into(), 1, vec![5]),
+            (9, "B".into(), 0, vec![]),
+            (9, "b".into(), 0, vec![]),
+        ]
+    );
+    // A batch with no rows: no groups.
+    let empty = svc.data(&q(300, "batch=7")).await;
+    assert_eq!(groups(&empty), vec![]);
 }
 
 #[tokio::test]
@@ -775,24 +796,32 @@ async fn unknown_routes_and_methods_answer_json_too() {
 }
 
 #[tokio::test]
-async fn hot_rows_stay_within_their_budget_and_answers_do_not_change() {
+async fn hot_rows_stay_within_their_byte_budget_and_answers_do_not_change() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
-    config.store.hot_rows = 3;
+    config.store.hot_rows_mb = 1;
     let svc = TestService::start(config).await;
-    let hosts = [(1, 0, "10.0.0.1"), (2, 0, "10.0.0.2"), (3, 0, "10.0.0.3")];
+    // Rows of ~100 bytes: one step's 5 000 fit in 1 MiB, two steps' do not.
+    let ips: Vec<String> = (0..5000)
+        .map(|h| format!("10.1.{}.{}", h / 256, h % 256))
+        .collect();
+    let hosts: Vec<(i64, i32, &str)> = ips
+        .iter()
+        .enumerate()
+        .map(|(h, ip)| (h as i64 + 1, 0, ip.as_str()))
+        .collect();
     svc.apply(&[step(50, 1, 3, 0, 1), targets(50, 0, &hosts)]);
     svc.apply(&[step(51, 1, 3, 0, 1), targets(51, 0, &hosts)]);
     let (a, b) = (
-        q(50, "max_host_num_per_group=2"),
-        q(51, "max_host_num_per_group=2"),
+        q(50, "max_host_num_per_group=5000"),
+        q(51, "max_host_num_per_group=5000"),
     );
     let first_a = svc.data(&a).await;
-    assert_eq!(svc.metric("stepview_index_hot_rows").await, Some(2.0));
-    // Two more rows would make four: the least recently polled step's are dropped.
+    assert_eq!(svc.metric("stepview_index_hot_rows").await, Some(5000.0));
+    // The other step's rows would pass the budget: the least recently polled step's go.
     let first_b = svc.data(&b).await;
-    assert_eq!(svc.metric("stepview_index_hot_rows").await, Some(2.0));
+    assert_eq!(svc.metric("stepview_index_hot_rows").await, Some(5000.0));
     assert_eq!(svc.data(&a).await, first_a);
     assert_eq!(svc.data(&b).await, first_b);
-    assert!(svc.metric("stepview_index_hot_rows").await.unwrap() <= 3.0);
+    assert_eq!(svc.metric("stepview_index_hot_rows").await, Some(5000.0));
 }

@@ -7,7 +7,7 @@ use common::*;
 use proptest::prelude::*;
 use std::collections::HashSet;
 use stepview::events::{Event, ScopeType};
-use stepview::query::{self, StepQuery};
+use stepview::query::{Cancel, StepQuery};
 use stepview::service::Views;
 
 /// A set of events over a small domain, so that they collide often: two steps, two retries, two
@@ -99,13 +99,17 @@ fn outcome(events: &[Event], batch_size: usize) -> (String, Vec<String>) {
     }
     let answers = queries()
         .iter()
-        .map(|q| match query::answer(&views.index, &views.store, q) {
+        .map(|q| match views.reader().answer(q, &Cancel::default()) {
             Ok(a) => format!(
                 "{} {:?}",
                 a.execute_count,
                 a.groups
                     .iter()
-                    .map(|g| (g.status, g.tag.clone(), g.host_size, g.hosts.clone()))
+                    .map(|g| {
+                        let hosts: Vec<_> =
+                            g.hosts.iter().map(|h| (h.bk_host_id, h.view())).collect();
+                        (g.status, g.tag.clone(), g.host_size, format!("{hosts:?}"))
+                    })
                     .collect::<Vec<_>>()
             ),
             Err(e) => e.to_string(),
@@ -146,7 +150,7 @@ fn targets_never_downgrade_a_host_with_a_result() {
         .applier
         .apply(&[step(1, 1, 2, 0, 1), a, t], &[])
         .unwrap();
-    let rows = views.store.rows_in(1, 0, None).unwrap();
+    let rows = views.store.snapshot().rows_in(1, 0, None).unwrap();
     assert_eq!(rows.len(), 1);
     let row = rows[0].1.view();
     assert_eq!((row.status, row.tag), (9, "ok"));
@@ -160,7 +164,10 @@ fn targets_never_downgrade_a_host_with_a_result() {
         .unwrap();
     assert_eq!(stats.unchanged.get("host_result"), Some(&1));
     assert_eq!(
-        views.store.rows_in(1, 0, None).unwrap()[0].1.view().status,
+        views.store.snapshot().rows_in(1, 0, None).unwrap()[0]
+            .1
+            .view()
+            .status,
         9
     );
 }
@@ -219,19 +226,15 @@ fn concurrent_queries_never_see_a_batch_half_applied() {
                     max_host_num_per_group: cap,
                     ..queries()[0].clone()
                 };
-                let a = query::answer(
-                    &views.index,
-                    &views.store,
-                    &StepQuery {
-                        step_instance_id: 1,
-                        ..q
-                    },
-                )
-                .unwrap();
+                let q = StepQuery {
+                    step_instance_id: 1,
+                    ..q
+                };
+                let a = views.reader().answer(&q, &Cancel::default()).unwrap();
                 assert_eq!(a.groups.iter().map(|g| g.host_size).sum::<usize>(), 200);
                 for g in &a.groups {
-                    for (_, row) in &g.hosts {
-                        let row = row.view();
+                    for host in &g.hosts {
+                        let row = host.view();
                         assert_eq!((row.status, row.tag), (g.status, g.tag.as_str()));
                     }
                     if cap.is_none() {

@@ -145,3 +145,51 @@ fn helper_commands_and_refused_settings() {
     assert!(!zero.status.success());
     assert!(String::from_utf8_lossy(&zero.stderr).contains("batch_max"));
 }
+
+#[test]
+fn when_ingest_stops_for_good_the_service_exits_non_zero_saying_why() {
+    // A librdkafka property that does not exist: the Kafka clients cannot be made, so ingest
+    // cannot run; serving on as if all were well would report views that never change.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("stepview.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[http]\nlisten = \"127.0.0.1:0\"\n[kafka]\nbrokers = {:?}\n\
+             [kafka.client]\n\"no.such.property\" = \"1\"\n",
+            dir.path().join("data"),
+            brokers()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_stepview"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("STEPVIEW_LOG", "error")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ingest stopped for good"), "{stderr}");
+    assert!(stderr.contains("no.such.property"), "{stderr}");
+}
+
+#[test]
+fn docker_compose_ships_no_working_secret() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let compose = std::fs::read_to_string(root.join("docker-compose.yml")).unwrap();
+    assert!(
+        !compose.contains("stepview.example.toml"),
+        "mounts the example config"
+    );
+    assert!(
+        compose.contains("${STEPVIEW_APP_SECRET:?"),
+        "the secret must come from the environment"
+    );
+    // The example config's app opens nothing: no secret hashes to all zeros.
+    let example =
+        stepview::config::Config::from_file(&root.join("ops/stepview.example.toml")).unwrap();
+    assert!(example
+        .apps
+        .iter()
+        .all(|a| a.secret_sha256.bytes().all(|b| b == b'0')));
+}

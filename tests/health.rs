@@ -5,7 +5,6 @@ mod common;
 
 use common::*;
 use std::time::Duration;
-use stepview::ingest::kafka::{ensure_topics, DEFAULT_PARTITIONS};
 use stepview::simulate::{self, Workload};
 use stepview::store::keys::RowKey;
 
@@ -19,9 +18,7 @@ async fn readyz_follows_catching_up_and_failing_applies() {
         hosts: 2000,
         ..Workload::default()
     });
-    ensure_topics(brokers(), &[&topic], DEFAULT_PARTITIONS)
-        .await
-        .unwrap();
+    create_topic(&topic).await;
     let messages = simulate::to_messages(&events);
     let producing = {
         let topic = topic.clone();

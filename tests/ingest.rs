@@ -1,5 +1,5 @@
-//! Ingest from a real Kafka-protocol broker: end to end, dead letters, replay, consumer groups,
-//! and crash safety under SIGKILL.
+//! Ingest from a real Kafka-protocol broker: end to end, dead letters, replay, replicas, a frozen
+//! broker, memory under large events, and crash safety under SIGKILL.
 
 mod common;
 
@@ -10,11 +10,9 @@ use rdkafka::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use stepview::config::Config;
+use stepview::config::{Config, KafkaConfig};
 use stepview::events::Event;
-use stepview::ingest::kafka::{
-    consumer_config, ensure_topics, WatermarkContext, Watermarks, DEFAULT_PARTITIONS,
-};
+use stepview::ingest::kafka::{consumer_config, WatermarkContext, Watermarks, DEFAULT_PARTITIONS};
 use stepview::simulate::{self, Workload};
 
 fn workload(first_job_id: i64, hosts: usize) -> Vec<Event> {
@@ -31,9 +29,7 @@ fn workload(first_job_id: i64, hosts: usize) -> Vec<Event> {
 }
 
 async fn produce(topic: &str, messages: Vec<(String, Vec<u8>)>) {
-    ensure_topics(brokers(), &[topic], DEFAULT_PARTITIONS)
-        .await
-        .unwrap();
+    create_topic(topic).await;
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
         simulate::produce(brokers(), &topic, &messages, 0, false).unwrap()
@@ -44,9 +40,10 @@ async fn produce(topic: &str, messages: Vec<(String, Vec<u8>)>) {
 
 /// High watermark per partition of `topic`, as fetch responses report it (what stepview uses).
 fn high_watermarks(topic: &str) -> HashMap<i32, i64> {
-    let c: BaseConsumer<WatermarkContext> = consumer_config(brokers(), &unique_topic("wm"), 100)
-        .create_with_context(WatermarkContext(Watermarks::new(topic)))
-        .unwrap();
+    let c: BaseConsumer<WatermarkContext> =
+        consumer_config(&kafka_settings(topic), &unique_topic("wm"), 100)
+            .create_with_context(WatermarkContext(Watermarks::new(topic)))
+            .unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..DEFAULT_PARTITIONS {
         tpl.add_partition_offset(topic, p, Offset::End).unwrap();
@@ -139,6 +136,69 @@ async fn answers(svc: &TestService, queries: &[String]) -> Vec<serde_json::Value
     out
 }
 
+/// Replays `topic` into a fresh directory; the events read and the digest.
+async fn replay_digest(topic: &str) -> (u64, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = kafka_config(dir.path(), topic, "unused");
+    tokio::task::spawn_blocking(move || {
+        let views = stepview::service::Views::open(&cfg).unwrap();
+        let s = stepview::ingest::replay::replay(&cfg.kafka, &views.sink, false).unwrap();
+        (s.messages, views.store.digest().unwrap())
+    })
+    .await
+    .unwrap()
+}
+
+/// A consumer of `topic` from its start (dead letters, committed offsets).
+fn reader_of(topic: &str, group: &str) -> BaseConsumer {
+    let c: BaseConsumer = consumer_config(&kafka_settings(topic), group, 1000)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..DEFAULT_PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    c
+}
+
+fn dlq_reader(dlq: &str) -> BaseConsumer {
+    reader_of(dlq, &unique_topic("dlq-reader"))
+}
+
+/// A dead letter: its headers, key and payload.
+type DeadLetter = (HashMap<String, String>, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Dead letters of `dlq`, until `n` are read.
+fn read_dead_letters(dlq: &str, n: usize) -> Vec<DeadLetter> {
+    let consumer = dlq_reader(dlq);
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < n && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let headers: HashMap<String, String> = m
+                .headers()
+                .unwrap()
+                .iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        String::from_utf8(h.value.unwrap().to_vec()).unwrap(),
+                    )
+                })
+                .collect();
+            seen.push((
+                headers,
+                m.key().map(<[u8]>::to_vec),
+                m.payload().map(<[u8]>::to_vec),
+            ));
+        }
+    }
+    assert_eq!(seen.len(), n, "dead letters in {dlq}");
+    seen
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumed_views_equal_directly_applied_ones_and_replay() {
     let topic = unique_topic("e2e");
@@ -146,7 +206,8 @@ async fn consumed_views_equal_directly_applied_ones_and_replay() {
     produce(&topic, simulate::to_messages(&events)).await;
 
     let live_dir = tempfile::tempdir().unwrap();
-    let live = TestService::start(kafka_config(live_dir.path(), &topic, &unique_topic("g"))).await;
+    let group = unique_topic("g");
+    let live = TestService::start(kafka_config(live_dir.path(), &topic, &group)).await;
     let direct_dir = tempfile::tempdir().unwrap();
     let direct = TestService::start(test_config(direct_dir.path())).await;
     direct.apply(&events);
@@ -159,17 +220,10 @@ async fn consumed_views_equal_directly_applied_ones_and_replay() {
     assert_eq!(live_digest, direct.views.store.digest().unwrap());
 
     // Replay into a fresh directory gives the same views.
-    let replay_dir = tempfile::tempdir().unwrap();
-    let cfg = kafka_config(replay_dir.path(), &topic, "unused");
-    let replayed = tokio::task::spawn_blocking(move || {
-        let views = stepview::service::Views::open(&cfg).unwrap();
-        let s =
-            stepview::ingest::replay::replay(&cfg.kafka, &views.sink, &views.store, false).unwrap();
-        (s.messages, views.store.digest().unwrap())
-    })
-    .await
-    .unwrap();
-    assert_eq!(replayed, (events.len() as u64, live_digest));
+    assert_eq!(
+        replay_digest(&topic).await,
+        (events.len() as u64, live_digest)
+    );
 
     // Metrics follow from the workload: every event counted once, by kind and outcome.
     let text = live.scrape().await;
@@ -180,14 +234,15 @@ async fn consumed_views_equal_directly_applied_ones_and_replay() {
         .sum();
     assert_eq!(counted as usize, events.len(), "{text}");
     // Per partition: the last applied offset is the topic's last, with its event time.
-    for (p, high) in high_watermarks(&topic) {
+    let high = high_watermarks(&topic);
+    for (p, high) in &high {
         let labels = format!("{{partition=\"{p}\",topic=\"{topic}\"}}");
         let last = metric_value(&text, &format!("stepview_last_applied_offset{labels}"));
         let time = metric_value(
             &text,
             &format!("stepview_last_applied_event_timestamp_ms{labels}"),
         );
-        if high > 0 {
+        if *high > 0 {
             assert_eq!(last, Some((high - 1) as f64), "partition {p}");
             assert!(time.is_some_and(|t| t > 1.6e12), "partition {p}: {time:?}");
         }
@@ -204,29 +259,70 @@ async fn consumed_views_equal_directly_applied_ones_and_replay() {
     );
     // Ready once a lag report (every second) has seen every partition caught up.
     live.wait_readyz(200, Duration::from_secs(20)).await;
+
+    // Offsets are committed under the group id, for lag tools (resuming reads RocksDB's).
+    let committed = tokio::task::spawn_blocking({
+        let (topic, group) = (topic.clone(), group.clone());
+        move || {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let c = reader_of(&topic, &group);
+                let tpl = c.committed(Duration::from_secs(10)).unwrap();
+                let got: HashMap<i32, i64> = tpl
+                    .elements_for_topic(&topic)
+                    .iter()
+                    .filter_map(|e| match e.offset() {
+                        Offset::Offset(o) => Some((e.partition(), o)),
+                        _ => None,
+                    })
+                    .collect();
+                if got.len() == high.values().filter(|h| **h > 0).count()
+                    || Instant::now() > deadline
+                {
+                    return (got, high);
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let (got, high) = committed;
+    for (p, h) in high.iter().filter(|(_, h)| **h > 0) {
+        assert_eq!(got.get(p), Some(h), "committed offset of partition {p}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_events_go_to_the_dead_letter_topic_and_the_rest_is_applied() {
     let topic = unique_topic("dlq");
     let good = workload(20, 20);
-    let bad: Vec<(&str, Vec<u8>)> = vec![
-        ("not_json", b"\xff\xfenot json".to_vec()),
-        ("unknown_kind", br#"{"kind":"host_deleted","step_instance_id":2001}"#.to_vec()),
-        ("schema", br#"{"kind":"host_log","step_instance_id":2001,"execute_count":0,"offset":0,"content":"x"}"#.to_vec()),
-        ("schema", br#"{"kind":"host_result","job_instance_id":20,"step_instance_id":2001,"execute_count":0,"bk_host_id":1,"status":"9","version":1}"#.to_vec()),
-        ("out_of_range", br#"{"kind":"host_log","step_instance_id":2001,"execute_count":-1,"bk_host_id":1,"offset":0,"content":"x"}"#.to_vec()),
-        ("too_large", {
+    let valid_log = br#"{"kind":"host_log","step_instance_id":2001,"execute_count":0,"bk_host_id":1,"offset":0,"content":"x"}"#;
+    let bad: Vec<(&str, &str, Vec<u8>)> = vec![
+        ("not_json", "2001", b"\xff\xfenot json".to_vec()),
+        ("unknown_kind", "2001", br#"{"kind":"host_deleted","step_instance_id":2001}"#.to_vec()),
+        ("schema", "2001", br#"{"kind":"host_log","step_instance_id":2001,"execute_count":0,"offset":0,"content":"x"}"#.to_vec()),
+        ("schema", "2001", br#"{"kind":"host_result","job_instance_id":20,"step_instance_id":2001,"execute_count":0,"bk_host_id":1,"status":"9","version":1}"#.to_vec()),
+        ("out_of_range", "2001", br#"{"kind":"host_log","step_instance_id":2001,"execute_count":-1,"bk_host_id":1,"offset":0,"content":"x"}"#.to_vec()),
+        ("out_of_range", "2001", format!(r#"{{"kind":"step","job_instance_id":20,"step_instance_id":2001,"bk_scope_type":"biz","bk_scope_id":"{}","name":"s","type":1,"status":2,"execute_count":0,"create_time":1,"version":1}}"#, "7".repeat(300)).into_bytes()),
+        ("wrong_key", "02001", valid_log.to_vec()),
+        ("wrong_key", "2002", valid_log.to_vec()),
+        ("too_large", "2001", {
             let mut v = br#"{"kind":"host_log","step_instance_id":2001,"execute_count":0,"bk_host_id":1,"offset":0,"content":""#.to_vec();
             v.extend(std::iter::repeat_n(b'a', (1 << 20) + 10));
             v.extend(b"\"}");
             v
         }),
     ];
+    // A burst of bad events, sent to the dead-letter topic together.
+    let burst = 300;
     // Bad events first and in the middle: the good ones after them must still be applied.
     let mut messages = simulate::to_messages(&good[..good.len() / 2]);
-    for (_, value) in &bad {
-        messages.push(("2001".to_owned(), value.clone()));
+    for (_, key, value) in &bad {
+        messages.push((key.to_string(), value.clone()));
+    }
+    for i in 0..burst {
+        messages.push(("2001".to_owned(), format!("burst {i}").into_bytes()));
     }
     messages.extend(simulate::to_messages(&good[good.len() / 2..]));
     produce(&topic, messages).await;
@@ -243,116 +339,145 @@ async fn bad_events_go_to_the_dead_letter_topic_and_the_rest_is_applied() {
     );
 
     // Every bad message is in the DLQ, unchanged, with its reason and source.
-    let dlq = format!("{topic}.dlq");
-    let consumer: BaseConsumer = consumer_config(brokers(), &unique_topic("dlq-reader"), 1000)
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&dlq]).unwrap();
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while seen.len() < bad.len() && Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            let headers: HashMap<String, String> = m
-                .headers()
-                .unwrap()
-                .iter()
-                .map(|h| {
-                    (
-                        h.key.to_owned(),
-                        String::from_utf8(h.value.unwrap().to_vec()).unwrap(),
-                    )
-                })
-                .collect();
-            assert_eq!(headers["stepview-source-topic"], topic);
-            assert!(headers["stepview-source-offset"].parse::<i64>().is_ok());
-            assert!(headers["stepview-source-partition"].parse::<i32>().is_ok());
-            assert_eq!(m.key(), Some(&b"2001"[..]));
-            seen.push((
-                headers["stepview-error"].clone(),
-                m.payload().unwrap().to_vec(),
-            ));
-        }
+    let seen = read_dead_letters(&format!("{topic}.dlq"), bad.len() + burst);
+    for (headers, _, _) in &seen {
+        assert_eq!(headers["stepview-source-topic"], topic);
+        assert!(headers["stepview-source-offset"].parse::<i64>().is_ok());
+        assert!(headers["stepview-source-partition"].parse::<i32>().is_ok());
+        assert!(!headers.contains_key("stepview-truncated-from-bytes"));
     }
-    assert_eq!(seen.len(), bad.len(), "{seen:?}");
-    for (label, value) in &bad {
-        let (reason, _) = seen
+    for (label, key, value) in &bad {
+        let (headers, k, _) = seen
             .iter()
-            .find(|(_, v)| v == value)
-            .expect("original bytes in the DLQ");
+            .find(|(_, k, v)| v.as_deref() == Some(value) && k.as_deref() == Some(key.as_bytes()))
+            .expect("original key and bytes in the DLQ");
+        let reason = &headers["stepview-error"];
         assert!(reason.starts_with(label), "{reason} for {label}");
+        assert_eq!(k.as_deref(), Some(key.as_bytes()));
     }
-    // Counted by reason: two schema errors, one of each other kind.
+    // Counted by reason.
     let text = svc.scrape().await;
-    for (reason, n) in [("schema", 2.0), ("too_large", 1.0), ("not_json", 1.0)] {
+    for (reason, n) in [
+        ("schema", 2.0),
+        ("too_large", 1.0),
+        ("wrong_key", 2.0),
+        ("out_of_range", 2.0),
+        ("not_json", 1.0 + burst as f64),
+    ] {
         let series = format!("stepview_dead_letters_total{{reason=\"{reason}\"}}");
-        assert_eq!(metric_value(&text, &series), Some(n), "{text}");
+        assert_eq!(metric_value(&text, &series), Some(n), "{reason}");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_consumers_in_one_group_share_the_partitions_and_together_hold_everything() {
-    let topic = unique_topic("group");
-    let group = unique_topic("g");
+async fn dead_letters_the_topic_refuses_are_cut_until_they_fit_and_nothing_stalls() {
+    let topic = unique_topic("dlq-cut");
+    let good = workload(25, 20);
+    let padded = |bytes: usize| {
+        let mut v = b"not json ".to_vec();
+        v.resize(bytes, b'x');
+        v
+    };
+    // The dead-letter producer takes at most 4 000 bytes (librdkafka refuses larger ones
+    // itself, as a broker's limit would): one message far over it, one just over it (under
+    // the 1 MiB event limit, so it is cut from its own size, not to 1 MiB), one that fits.
+    let bad = [padded(900_000), padded(3_990), padded(1_000)];
+    let mut messages = simulate::to_messages(&good[..good.len() / 2]);
+    for value in &bad {
+        messages.push(("2501".to_owned(), value.clone()));
+    }
+    messages.extend(simulate::to_messages(&good[good.len() / 2..]));
+    produce(&topic, messages).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = kafka_config(dir.path(), &topic, &unique_topic("g"));
+    config
+        .kafka
+        .dlq_producer
+        .insert("message.max.bytes".into(), "4000".into());
+    let svc = TestService::start(config).await;
+    wait_consumed(&[&svc], &topic).await;
+    let direct_dir = tempfile::tempdir().unwrap();
+    let direct = TestService::start(test_config(direct_dir.path())).await;
+    direct.apply(&good);
+    assert_eq!(
+        svc.views.store.digest().unwrap(),
+        direct.views.store.digest().unwrap(),
+        "every good event after the refused ones was applied"
+    );
+    let seen = read_dead_letters(&format!("{topic}.dlq"), bad.len());
+    for original in &bad {
+        let cut_from = original.len().to_string();
+        let (headers, _, payload) = seen
+            .iter()
+            .find(|(h, _, p)| match h.get("stepview-truncated-from-bytes") {
+                Some(n) => *n == cut_from,
+                None => p.as_deref() == Some(&original[..]),
+            })
+            .unwrap_or_else(|| panic!("no dead letter for {} bytes", original.len()));
+        let payload = payload.as_deref().unwrap_or_default();
+        assert!(original.starts_with(payload), "a prefix of the original");
+        if original.len() < 2000 {
+            assert_eq!(payload, &original[..], "what fits is sent unchanged");
+        } else {
+            assert!(
+                !payload.is_empty() && payload.len() < 4000,
+                "cut to fit: {} bytes",
+                payload.len()
+            );
+        }
+        assert!(headers["stepview-error"].starts_with("not_json"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_read_every_partition_and_agree() {
+    let topic = unique_topic("replicas");
     let events = workload(30, 100);
+    create_topic(&topic).await;
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    ensure_topics(brokers(), &[&topic], DEFAULT_PARTITIONS)
-        .await
-        .unwrap();
+    // Same group id or not, each replica reads every partition: no group protocol.
+    let group = unique_topic("g");
     let a = TestService::start(kafka_config(dir_a.path(), &topic, &group)).await;
     let b = TestService::start(kafka_config(dir_b.path(), &topic, &group)).await;
-    // Let both join before the events arrive, so that the group has settled on two members.
-    tokio::time::sleep(Duration::from_secs(8)).await;
     produce(&topic, simulate::to_messages(&events)).await;
-    wait_consumed(&[&a, &b], &topic).await;
+    wait_consumed(&[&a], &topic).await;
+    wait_consumed(&[&b], &topic).await;
 
     let direct_dir = tempfile::tempdir().unwrap();
     let direct = TestService::start(test_config(direct_dir.path())).await;
     direct.apply(&events);
-    let (mut from_a, mut from_b) = (0, 0);
-    for q in queries(&events) {
-        let expected = answers(&direct, std::slice::from_ref(&q)).await;
-        // The step's owner answers it completely; the other does not know it.
-        let (code_a, code_b) = (
-            a.get(&q).await.1["code"].clone(),
-            b.get(&q).await.1["code"].clone(),
-        );
-        if code_a == 0 {
-            assert_eq!(answers(&a, std::slice::from_ref(&q)).await, expected, "{q}");
-            from_a += 1;
-        }
-        if code_b == 0 {
-            assert_eq!(answers(&b, std::slice::from_ref(&q)).await, expected, "{q}");
-            from_b += 1;
-        }
-        assert!(code_a == 0 || code_b == 0, "nobody holds {q}");
-    }
-    assert!(
-        from_a > 0 && from_b > 0,
-        "partitions were not shared: {from_a} / {from_b}"
-    );
+    let qs = queries(&events);
+    let expected = answers(&direct, &qs).await;
+    assert_eq!(answers(&a, &qs).await, expected);
+    assert_eq!(answers(&b, &qs).await, expected);
+    let digest = direct.views.store.digest().unwrap();
+    assert_eq!(a.views.store.digest().unwrap(), digest);
+    assert_eq!(b.views.store.digest().unwrap(), digest);
 }
 
 /// Runs `stepview serve` as its own process (so that it can be killed).
-fn spawn_serve(dir: &std::path::Path, topic: &str, group: &str, port: u16) -> std::process::Child {
+fn spawn_serve(
+    dir: &std::path::Path,
+    brokers: &str,
+    topic: &str,
+    port: u16,
+) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_stepview"))
         .args(["serve", "--auth", "false", "--batch-max", "200"])
-        .args([
-            "--data-dir",
-            dir.to_str().unwrap(),
-            "--brokers",
-            brokers(),
-            "--topic",
-            topic,
-        ])
-        .args([
-            "--group-id",
-            group,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
+        .args(["--data-dir", dir.to_str().unwrap(), "--brokers", brokers])
+        .args(["--topic", topic, "--listen", &format!("127.0.0.1:{port}")])
         .env("STEPVIEW_LOG", "warn")
         .spawn()
         .unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Per-partition consumer lag as `/metrics` reports it, once every partition has a figure.
@@ -381,35 +506,40 @@ async fn reported_lag(port: u16) -> Option<HashMap<String, i64>> {
     (lag.len() == DEFAULT_PARTITIONS as usize).then_some(lag)
 }
 
+async fn wait_lag_zero(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let lag = reported_lag(port).await;
+        if lag.as_ref().is_some_and(|l| l.values().all(|v| *v == 0)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "did not catch up: lag {lag:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_and_sigterm_at_random_moments_lose_nothing_and_apply_nothing_twice() {
     use rand::Rng;
     let topic = unique_topic("crash");
-    let events = workload(40, 600);
-    ensure_topics(brokers(), &[&topic], DEFAULT_PARTITIONS)
-        .await
-        .unwrap();
+    // Several steps of 1 500 hosts.
+    let events = workload(40, 1500);
+    create_topic(&topic).await;
     // Events keep arriving while the service is killed or stopped and restarted.
     let producer = {
         let (topic, messages) = (topic.clone(), simulate::to_messages(&events));
         tokio::task::spawn_blocking(move || {
-            simulate::produce(brokers(), &topic, &messages, 1500, false)
+            simulate::produce(brokers(), &topic, &messages, 1200, false)
         })
     };
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut rng = rand::rng();
-    for round in 0..5 {
-        // A new group each time, so that no dead member holds partitions until its session
-        // times out: where to resume comes from RocksDB alone, which is what is under test.
-        let mut child = spawn_serve(dir.path(), &topic, &unique_topic("g"), port);
-        let wait = rng.random_range(1500..5000);
+    for round in 0..20 {
+        let mut child = spawn_serve(dir.path(), brokers(), &topic, port);
+        let wait = rng.random_range(800..3000);
         tokio::time::sleep(Duration::from_millis(wait)).await;
-        if round % 2 == 0 {
+        if round % 4 != 3 {
             child.kill().unwrap(); // SIGKILL
             child.wait().unwrap();
             eprintln!("round {round}: SIGKILL after {wait} ms");
@@ -424,30 +554,14 @@ async fn sigkill_and_sigterm_at_random_moments_lose_nothing_and_apply_nothing_tw
     }
     producer.await.unwrap().unwrap();
     // A last run to the end (lag 0 on every partition), stopped by SIGTERM.
-    let mut child = spawn_serve(dir.path(), &topic, &unique_topic("g"), port);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let lag = reported_lag(port).await;
-        if lag.as_ref().is_some_and(|l| l.values().all(|v| *v == 0)) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "did not catch up: lag {lag:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let mut child = spawn_serve(dir.path(), brokers(), &topic, port);
+    wait_lag_zero(port).await;
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
 
     // The views equal a clean replay's, and the stored offsets are the topic's ends.
     let store = stepview::store::Store::open(dir.path(), &Default::default()).unwrap();
-    let replay_dir = tempfile::tempdir().unwrap();
-    let cfg = kafka_config(replay_dir.path(), &topic, "unused");
-    let replayed = tokio::task::spawn_blocking(move || {
-        let views = stepview::service::Views::open(&cfg).unwrap();
-        stepview::ingest::replay::replay(&cfg.kafka, &views.sink, &views.store, false).unwrap();
-        views.store.digest().unwrap()
-    })
-    .await
-    .unwrap();
+    let (_, replayed) = replay_digest(&topic).await;
     assert_eq!(store.digest().unwrap(), replayed);
     let mut stored: Vec<(i32, i64)> = store
         .offsets()
@@ -463,4 +577,168 @@ async fn sigkill_and_sigterm_at_random_moments_lose_nothing_and_apply_nothing_tw
         .collect();
     expected.sort();
     assert_eq!(stored, expected);
+}
+
+/// The sizes of the (status, tag) groups of a step, as the API answers them.
+async fn group_sizes(base: &str, step: i64) -> Result<Vec<(i64, i64)>, String> {
+    let url = format!(
+        "{base}/api/v3/get_step_instance_status?bk_scope_type=biz&bk_scope_id=2&job_instance_id={JOB}&step_instance_id={step}&max_host_num_per_group=0"
+    );
+    let body: serde_json::Value = reqwest::get(url)
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    if body["code"] != 0 {
+        return Err(body.to_string());
+    }
+    Ok(groups(&body["data"])
+        .into_iter()
+        .map(|(status, _, size, _)| (status, size))
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_broker_makes_the_service_unready_and_nothing_is_lost() {
+    let broker = Broker::start();
+    let topic = unique_topic("freeze");
+    let settings = KafkaConfig {
+        brokers: broker.addr.clone(),
+        ..kafka_settings(&topic)
+    };
+    stepview::ingest::kafka::ensure_topics(&settings, &[&topic], DEFAULT_PARTITIONS)
+        .await
+        .unwrap();
+    let hosts: Vec<(i64, i32, &str)> = (1..=40).map(|h| (h, 0, "10.0.0.1")).collect();
+    let send = |events: Vec<Event>| {
+        let (addr, topic) = (broker.addr.clone(), topic.clone());
+        tokio::task::spawn_blocking(move || {
+            simulate::produce(&addr, &topic, &simulate::to_messages(&events), 0, false)
+        })
+    };
+    send(vec![step(900, 1, 2, 0, 1), targets(900, 0, &hosts)])
+        .await
+        .unwrap()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = spawn_serve(dir.path(), &broker.addr, &topic, port);
+    let base = format!("http://127.0.0.1:{port}");
+    let readyz = || async {
+        match reqwest::get(format!("{base}/readyz")).await {
+            Ok(r) => r.status().as_u16(),
+            Err(_) => 0,
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while readyz().await != 200 {
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(group_sizes(&base, 900).await.unwrap(), vec![(5, 40)]);
+
+    let finished = |hosts: std::ops::RangeInclusive<i64>| -> Vec<Event> {
+        hosts
+            .map(|h| Event::HostResult(result(900, 0, 0, h, 9, "", 2)))
+            .collect()
+    };
+    broker.signal(libc::SIGSTOP);
+    let frozen_at = Instant::now();
+    // Produced while the broker is frozen: delivered once it is back.
+    let during = send(finished(1..=20));
+    let mut went_unready = false;
+    let mut slowest = Duration::ZERO;
+    while frozen_at.elapsed() < Duration::from_secs(30) {
+        let asked = Instant::now();
+        let answer = tokio::time::timeout(Duration::from_secs(1), group_sizes(&base, 900)).await;
+        slowest = slowest.max(asked.elapsed());
+        assert_eq!(
+            answer.expect("a query answered within 1 s"),
+            Ok(vec![(5, 40)])
+        );
+        went_unready |= readyz().await == 503;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        went_unready,
+        "/readyz stayed 200 while the broker was frozen"
+    );
+    eprintln!("slowest query while frozen: {slowest:?}");
+    broker.signal(libc::SIGCONT);
+    during.await.unwrap().unwrap();
+    send(finished(21..=40)).await.unwrap().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let sizes = group_sizes(&base, 900).await;
+        if sizes == Ok(vec![(9, 40)]) && readyz().await == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every event appeared after the broker came back: {sizes:?}, /readyz {}",
+            readyz().await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}
+
+/// Peak resident memory (VmHWM) of a process, in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kib / 1024.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_bounded_by_bytes_so_large_events_keep_memory_low() {
+    let topic = unique_topic("big-logs");
+    let chunk = "x".repeat(900_000);
+    let events: Vec<Event> = std::iter::once(step(950, 1, 2, 0, 1))
+        .chain((0..400).map(|i| log(950, 0, 0, 1 + i % 40, (i / 40) * 900_000, &chunk)))
+        .collect();
+    produce(&topic, simulate::to_messages(&events)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // Default settings, but for the event count per batch: 5 000 would be 4.5 GB of logs.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stepview"))
+        .args([
+            "serve",
+            "--auth",
+            "false",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ])
+        .args(["--brokers", brokers(), "--topic", &topic])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("STEPVIEW_LOG", "warn")
+        .spawn()
+        .unwrap();
+    wait_lag_zero(port).await;
+    let peak = peak_rss_mib(child.id());
+    eprintln!("peak RSS while ingesting 400 log chunks of 900 KB: {peak:.0} MiB");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    assert!(peak < 600.0, "peak RSS {peak:.0} MiB");
+    let store = stepview::store::Store::open(dir.path(), &Default::default()).unwrap();
+    let mut chunks = 0;
+    store
+        .snapshot()
+        .for_each_log_chunk(950, 0, None, |_, _, content| {
+            assert_eq!(content.len(), 900_000);
+            chunks += 1;
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(chunks, 400);
 }

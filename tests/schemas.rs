@@ -2,7 +2,7 @@
 //! accepted by both, each kind of bad event in events.md is rejected by both.
 
 use serde_json::{json, Value};
-use stepview::events::decode;
+use stepview::events::{decode, Bounded};
 
 fn validator() -> jsonschema::Validator {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
@@ -55,6 +55,13 @@ fn schemas_and_decoder_agree() {
             }),
         ),
         ("host_log", log.clone()),
+        (
+            "display strings over their bounds (cut, not refused)",
+            with(&result, |o| {
+                o.insert("tag".into(), json!("x".repeat(300)));
+                o.insert("ip".into(), json!("1".repeat(300)));
+            }),
+        ),
         (
             "biz_set scope",
             with(&step, |o| {
@@ -176,9 +183,9 @@ fn schemas_and_decoder_agree() {
             }),
         ),
         (
-            "tag too long",
-            with(&result, |o| {
-                o.insert("tag".into(), json!("x".repeat(257)));
+            "scope id too long",
+            with(&step, |o| {
+                o.insert("bk_scope_id".into(), json!("9".repeat(257)));
             }),
         ),
         (
@@ -227,4 +234,43 @@ fn schemas_and_decoder_agree() {
         .unwrap()
     )
     .is_err());
+}
+
+/// Every `x-stepview-cut-at-bytes` in the schemas is the decoder's bound for that field, and every
+/// bound of the decoder is stated in the schemas.
+#[test]
+fn schemas_state_the_decoders_string_bounds() {
+    fn collect(v: &Value, out: &mut Vec<(String, u64)>) {
+        if let Some(props) = v.get("properties").and_then(Value::as_object) {
+            for (name, prop) in props {
+                if let Some(n) = prop.get("x-stepview-cut-at-bytes").and_then(Value::as_u64) {
+                    out.push((name.clone(), n));
+                }
+                collect(prop, out);
+            }
+        }
+        if let Some(items) = v.get("items") {
+            collect(items, out);
+        }
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+    let mut stated = Vec::new();
+    for kind in ["step", "step_targets", "host_result", "host_log"] {
+        let text = std::fs::read_to_string(dir.join(format!("{kind}.schema.json"))).unwrap();
+        collect(&serde_json::from_str(&text).unwrap(), &mut stated);
+    }
+    for (field, n) in &stated {
+        let bound = Bounded::ALL
+            .into_iter()
+            .find(|b| b.field() == field)
+            .unwrap_or_else(|| panic!("{field} has no bound in the decoder"));
+        assert_eq!(bound.max_bytes() as u64, *n, "{field}");
+    }
+    for bound in Bounded::ALL {
+        assert!(
+            stated.iter().any(|(f, _)| f == bound.field()),
+            "{} is not stated in schemas/",
+            bound.field()
+        );
+    }
 }

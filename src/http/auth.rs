@@ -44,15 +44,12 @@ impl Auth {
         }
         let mut map = HashMap::new();
         for app in apps {
-            let digest = hex::decode(&app.secret_sha256)
-                .ok()
-                .and_then(|d| <[u8; 32]>::try_from(d).ok())
-                .with_context(|| {
-                    format!(
-                        "app {:?}: secret_sha256 must be 64 hex characters (sha256sum of the secret)",
-                        app.code
-                    )
-                })?;
+            let digest = parse_sha256(&app.secret_sha256).with_context(|| {
+                format!(
+                    "app {:?}: secret_sha256 must be 64 hex characters (sha256sum of the secret)",
+                    app.code
+                )
+            })?;
             let grants = app
                 .scopes
                 .iter()
@@ -80,13 +77,12 @@ impl Auth {
         };
         let raw = headers.get("x-bkapi-authorization")?.as_bytes();
         let creds: Credentials = serde_json::from_slice(raw).ok()?;
-        let offered: [u8; 32] = Sha256::digest(creds.bk_app_secret.as_bytes()).into();
         // Compare against a dummy for unknown apps too, so timing tells nothing either way.
         let (expected, known) = match apps.get(&creds.bk_app_code) {
             Some(app) => (app.secret_sha256, Some(app)),
             None => ([0u8; 32], None),
         };
-        let equal: bool = offered.ct_eq(&expected).into();
+        let equal = digest_matches(&creds.bk_app_secret, &expected);
         let app = known.filter(|_| equal)?;
         Some(Caller {
             grants: Some(&app.grants),
@@ -105,6 +101,19 @@ impl Caller<'_> {
             Grant::One(t, id) => *t == scope_type && id == scope_id,
         })
     }
+}
+
+/// Whether `secret` hashes to `expected`, compared in constant time.
+pub fn digest_matches(secret: &str, expected: &[u8; 32]) -> bool {
+    let offered: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+    offered.ct_eq(expected).into()
+}
+
+/// A hex SHA-256 from the configuration.
+pub fn parse_sha256(hex_digest: &str) -> Option<[u8; 32]> {
+    hex::decode(hex_digest)
+        .ok()
+        .and_then(|d| <[u8; 32]>::try_from(d).ok())
 }
 
 fn parse_grant(s: &str) -> Result<Grant> {

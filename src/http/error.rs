@@ -2,6 +2,7 @@
 
 use super::i18n::Lang;
 use axum::http::StatusCode;
+use std::time::Duration;
 
 /// What is wrong with one parameter (code 1240003, "Bad Request: …").
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +29,8 @@ pub enum ApiError {
     NoSuchApi,
     /// A route of the API, with a method other than GET (HTTP 405).
     GetOnly,
+    /// The query did not finish within the timeout, its wait for a turn included (HTTP 503).
+    Timeout(Duration),
     Internal,
 }
 
@@ -44,7 +47,7 @@ impl ApiError {
             ApiError::Unsupported => 1241003,
             ApiError::AuthFailed => 1240005,
             ApiError::PermissionDenied => 9900403,
-            ApiError::Internal => 1240002,
+            ApiError::Timeout(_) | ApiError::Internal => 1240002,
         }
     }
 
@@ -54,6 +57,7 @@ impl ApiError {
             ApiError::PermissionDenied => StatusCode::FORBIDDEN,
             ApiError::NoSuchApi => StatusCode::NOT_FOUND,
             ApiError::GetOnly => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::OK,
         }
@@ -120,6 +124,17 @@ impl ApiError {
             ApiError::NoSuchApi => lang
                 .pick("错误的请求：没有这个接口", "Bad Request: no such API")
                 .into(),
+            ApiError::Timeout(limit) => {
+                let ms = limit.as_millis();
+                match lang {
+                    Lang::Zh => format!(
+                        "服务繁忙：查询未能在{ms}毫秒内完成，请稍后重试，或用 max_host_num_per_group、batch 缩小查询"
+                    ),
+                    Lang::En => format!(
+                        "Service busy: the query did not finish within {ms} ms; retry later, or narrow it with max_host_num_per_group or batch"
+                    ),
+                }
+            }
             ApiError::Internal => lang.pick("内部服务器异常", "Internal Server Error").into(),
         }
     }

@@ -1,11 +1,14 @@
 //! The HTTP surface (axum): both `get_step_instance_status` routes, `/metrics`, `/healthz`,
 //! `/readyz`.
 //!
-//! Owns: routing, authentication, parameters, language, request ids, the JSON envelope and
-//! mapping every failure to api.md's codes (a panic too: never a bare 500). Must not: know how
-//! answers are computed (that is `query`) or change state.
+//! Owns: routing, authentication, parameters, language, request ids, the JSON envelope, mapping
+//! every failure to api.md's codes (a panic too: never a bare 500), and how requests run: every
+//! read of the views on the blocking pool (the event loop only parses and writes), expensive
+//! queries a few at a time, each with a deadline, abandoned when the client goes away. Must not:
+//! know how answers are computed or touch the views except through `query::Reader`, or change
+//! state.
 
-mod auth;
+pub mod auth;
 mod error;
 pub mod i18n;
 mod params;
@@ -14,10 +17,8 @@ pub mod render;
 pub use auth::Auth;
 
 use crate::health::Health;
-use crate::index::Index;
 use crate::metrics::Metrics;
-use crate::query::{self, QueryError};
-use crate::store::Store;
+use crate::query::{Cancel, QueryError, Reader, StepAnswer, StepQuery};
 use axum::extract::{MatchedPath, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -26,21 +27,38 @@ use axum::Router;
 use error::ApiError;
 use i18n::Lang;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 
 pub const ROUTE: &str = "/api/v3/get_step_instance_status";
 pub const SYSTEM_ROUTE: &str = "/api/v3/system/get_step_instance_status";
 const JSON_UTF8: &str = "application/json; charset=utf-8";
-/// Capped answers up to this many hosts per group are computed on the event loop.
-const INLINE_CAP: i32 = 1000;
 
 /// What the handlers read.
 pub struct AppState {
-    pub index: Arc<Index>,
-    pub store: Arc<Store>,
+    pub reader: Reader,
     pub auth: Auth,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
+    pub limits: QueryLimits,
+    /// SHA-256 of the bearer token `/metrics` wants, if any.
+    pub metrics_token: Option<[u8; 32]>,
+}
+
+/// How queries run: expensive ones (`StepQuery::is_expensive`) take one of a few turns, and every
+/// one has a deadline, its wait for a turn included.
+pub struct QueryLimits {
+    pub expensive: Arc<Semaphore>,
+    pub timeout: Duration,
+}
+
+impl QueryLimits {
+    pub fn new(expensive_at_once: usize, timeout: Duration) -> QueryLimits {
+        QueryLimits {
+            expensive: Arc::new(Semaphore::new(expensive_at_once.max(1))),
+            timeout,
+        }
+    }
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -75,6 +93,9 @@ fn json(status: StatusCode, body: Vec<u8>, request_id: &str) -> Response {
     let mut resp = (status, body).into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_UTF8));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert("x-request-id", v);
     }
@@ -132,7 +153,7 @@ async fn answer(
     headers: &HeaderMap,
     raw: Option<String>,
     request_id: &str,
-) -> Result<query::StepAnswer, ApiError> {
+) -> Result<StepAnswer, ApiError> {
     let caller = state
         .auth
         .authenticate(headers)
@@ -141,28 +162,11 @@ async fn answer(
     if !caller.may_read(q.scope_type, &q.scope_id) {
         return Err(ApiError::PermissionDenied);
     }
-    // A capped answer without search is a few microseconds: answer inline. Scans and full answers
-    // of large steps go to the blocking pool so that they never hold up the event loop.
-    let cheap = q
-        .max_host_num_per_group
-        .is_some_and(|cap| cap <= INLINE_CAP)
-        && q.search_ip.is_none()
-        && q.keyword.is_none();
-    let result = if cheap {
-        query::answer(&state.index, &state.store, &q)
-    } else {
-        let state = Arc::clone(state);
-        tokio::task::spawn_blocking(move || query::answer(&state.index, &state.store, &q))
-            .await
-            .map_err(|e| {
-                tracing::error!(request_id, error = %e, "query task failed");
-                ApiError::Internal
-            })?
-    };
-    result.map_err(|e| match e {
+    run_query(state, q).await.map_err(|e| match e {
         QueryError::StepNotFound => ApiError::StepNotFound,
         QueryError::ManualStep => ApiError::Unsupported,
         QueryError::KeywordOnFileStep => ApiError::InvalidParam("keyword"),
+        QueryError::Cancelled => ApiError::Timeout(state.limits.timeout),
         QueryError::Internal(err) => {
             tracing::error!(request_id, error = %format!("{err:#}"), "query failed");
             ApiError::Internal
@@ -170,18 +174,108 @@ async fn answer(
     })
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let body = state
-        .metrics
-        .render(&state.index, &state.store, &state.health);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
+/// Answers `q` on the blocking pool, within the limits; a query whose caller goes away (the
+/// handler is dropped) or whose deadline passes is told to stop.
+async fn run_query(state: &Arc<AppState>, q: StepQuery) -> Result<StepAnswer, QueryError> {
+    let limits = &state.limits;
+    let deadline = tokio::time::Instant::now() + limits.timeout;
+    let turn = if q.is_expensive() {
+        let waiting = Arc::clone(&limits.expensive).acquire_owned();
+        match tokio::time::timeout_at(deadline, waiting).await {
+            Ok(Ok(turn)) => Some(turn),
+            _ => {
+                state.abandoned("busy");
+                return Err(QueryError::Cancelled);
+            }
+        }
+    } else {
+        None
+    };
+    let cancel = Arc::new(Cancel::default());
+    let mut on_drop = CancelOnDrop {
+        cancel: Some(Arc::clone(&cancel)),
+        state: Arc::clone(state),
+    };
+    let reader = state.reader.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        reader.answer(&q, &cancel)
+    });
+    let result = tokio::time::timeout_at(deadline, task).await;
+    let cancel = on_drop.cancel.take().expect("taken once");
+    match result {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => Err(QueryError::Internal(anyhow::anyhow!(
+            "query task failed: {e}"
+        ))),
+        Err(_) => {
+            cancel.cancel();
+            state.abandoned("timeout");
+            Err(QueryError::Cancelled)
+        }
+    }
+}
+
+/// Stops a running query when its handler is dropped: the client went away.
+struct CancelOnDrop {
+    cancel: Option<Arc<Cancel>>,
+    state: Arc<AppState>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(cancel) = self.cancel.take() {
+            cancel.cancel();
+            self.state.abandoned("client_gone");
+        }
+    }
+}
+
+impl AppState {
+    fn abandoned(&self, reason: &str) {
+        self.metrics
+            .queries_abandoned
+            .with_label_values(&[reason])
+            .inc();
+    }
+}
+
+/// The exposition, computed on the blocking pool; with `metrics_token_sha256` set, only for
+/// `Authorization: Bearer <token>`.
+async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(want) = &state.metrics_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !auth::digest_matches(given, want) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "/metrics wants Authorization: Bearer <token>\n",
+            )
+                .into_response();
+        }
+    }
+    let rendered = tokio::task::spawn_blocking(move || {
+        state.metrics.render(&state.reader.figures(), &state.health)
+    })
+    .await;
+    match rendered {
+        Ok(body) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "rendering metrics failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {

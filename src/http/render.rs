@@ -2,9 +2,7 @@
 
 use super::error::ApiError;
 use super::i18n::{host_status_desc, Lang};
-use crate::query::{step_total_time, StepAnswer};
-use crate::store::keys::RowKey;
-use crate::store::row::RowView;
+use crate::query::{step_total_time, HostAnswer, StepAnswer};
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -57,10 +55,11 @@ struct HostOut<'a> {
     total_time: Option<i64>,
 }
 
-fn host<'a>(key: &RowKey, row: RowView<'a>, lang: Lang) -> HostOut<'a> {
+fn host(host: &HostAnswer, lang: Lang) -> HostOut<'_> {
+    let row = host.view();
     let id = &row.identity;
     HostOut {
-        bk_host_id: key.host,
+        bk_host_id: host.bk_host_id,
         ip: id.ip.value,
         ipv6: id.ipv6.value,
         bk_agent_id: id.bk_agent_id.value,
@@ -96,11 +95,7 @@ pub fn success(answer: &StepAnswer, lang: Lang, request_id: &str, now_ms: i64) -
                 result_type_desc: host_status_desc(g.status, lang),
                 tag: &g.tag,
                 host_size: g.host_size,
-                host_result_list: g
-                    .hosts
-                    .iter()
-                    .map(|(k, r)| host(k, r.view(), lang))
-                    .collect(),
+                host_result_list: g.hosts.iter().map(|h| host(h, lang)).collect(),
             })
             .collect(),
     };

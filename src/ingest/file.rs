@@ -4,10 +4,10 @@
 
 use super::Sink;
 use crate::events::decode;
+use crate::shutdown::Shutdown;
 use anyhow::{Context, Result};
 use std::io::BufRead;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct FileLoad {
@@ -18,7 +18,7 @@ pub struct FileLoad {
 pub fn load(sink: &Sink, path: &Path, batch_max: usize) -> Result<FileLoad> {
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let never = AtomicBool::new(false);
+    let never = Shutdown::new();
     let mut result = FileLoad::default();
     let mut batch = Vec::with_capacity(batch_max);
     for (n, line) in std::io::BufReader::new(file).split(b'\n').enumerate() {
@@ -27,7 +27,10 @@ pub fn load(sink: &Sink, path: &Path, batch_max: usize) -> Result<FileLoad> {
             continue;
         }
         match decode(&line) {
-            Ok(event) => batch.push(event),
+            Ok((event, cuts)) => {
+                sink.record_cuts(&[cuts]);
+                batch.push(event);
+            }
             Err(bad) => {
                 eprintln!("{}:{}: bad event, skipped: {bad}", path.display(), n + 1);
                 sink.record_bad(&bad);

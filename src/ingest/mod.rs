@@ -1,18 +1,19 @@
 //! Sources of events. Each source reads raw messages, decodes them (bad ones go to the dead-letter
 //! path), and hands batches with their resume offsets to `apply` through a [`Sink`].
 //!
-//! Owns: batching, the Kafka consumer group, dead-lettering, replay. Must not: interpret events
-//! beyond decoding (that is `apply`) or touch the store except through `apply`.
+//! Owns: batching, the Kafka source (self-assigned partitions), dead-lettering, replay, JSON-lines
+//! files. Must not: interpret events beyond decoding (that is `apply`) or touch the store except
+//! through `apply` (resume offsets included).
 
 pub mod file;
 pub mod kafka;
 pub mod replay;
 
 use crate::apply::{Applier, ApplyStats, SourceOffset};
-use crate::events::{BadEvent, Event};
+use crate::events::{BadEvent, Cuts, Event};
 use crate::health::Health;
 use crate::metrics::Metrics;
-use std::sync::atomic::{AtomicBool, Ordering};
+use crate::shutdown::Shutdown;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +28,7 @@ pub struct Sink {
 
 impl Sink {
     /// Applies one batch; false if stopping made it give up (nothing of the batch is stored then).
-    pub fn apply(&self, events: &[Event], offsets: &[SourceOffset], stop: &AtomicBool) -> bool {
+    pub fn apply(&self, events: &[Event], offsets: &[SourceOffset], stop: &Shutdown) -> bool {
         let mut backoff = Duration::from_millis(100);
         loop {
             let started = Instant::now();
@@ -45,10 +46,9 @@ impl Sink {
                     tracing::error!(error = %err, "applying a batch failed; retrying");
                     self.metrics.apply_failures.inc();
                     self.health.set_apply_failing(true);
-                    if stop.load(Ordering::SeqCst) {
+                    if stop.sleep(backoff) {
                         return false;
                     }
-                    std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
@@ -75,5 +75,12 @@ impl Sink {
             .dead_letters
             .with_label_values(&[bad.reason.label()])
             .inc();
+    }
+
+    /// Counts the string fields that events carried over their bounds (and were cut).
+    pub fn record_cuts(&self, cuts: &[Cuts]) {
+        for field in cuts.iter().flat_map(|c| c.fields()) {
+            self.metrics.strings_cut.with_label_values(&[field]).inc();
+        }
     }
 }

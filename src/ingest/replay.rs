@@ -1,19 +1,20 @@
 //! Replay: rebuild every view from the topic's earliest retained offset into a data directory,
-//! reading each partition up to the high watermark first reported after the replay starts. Bad events are counted, not
-//! dead-lettered again (the live service did that). Progress and throughput are shown.
+//! reading each partition up to the high watermark first reported after the replay starts. Bad
+//! events are counted, not dead-lettered again (the live service did that). Progress and
+//! throughput are shown.
 
-use super::kafka::{
-    consumer_config, decode_batch, poll_batch, stored_offsets, WatermarkContext, Watermarks,
+use super::kafka::admin;
+use super::kafka::read::{
+    consumer_config, decode_batch, poll_batch, BatchLimit, WatermarkContext, Watermarks,
 };
 use super::Sink;
 use crate::config::KafkaConfig;
-use crate::store::Store;
+use crate::shutdown::Shutdown;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 #[derive(Debug)]
@@ -37,32 +38,20 @@ impl Progress {
     }
 }
 
-pub fn replay(
-    cfg: &KafkaConfig,
-    sink: &Sink,
-    store: &Store,
-    show_progress: bool,
-) -> Result<ReplaySummary> {
+pub fn replay(cfg: &KafkaConfig, sink: &Sink, show_progress: bool) -> Result<ReplaySummary> {
     let group = format!("stepview-replay-{}", hex::encode(rand::random::<[u8; 6]>()));
-    let consumer: BaseConsumer<WatermarkContext> = consumer_config(&cfg.brokers, &group, 100)
+    let consumer: BaseConsumer<WatermarkContext> = consumer_config(cfg, &group, 100)
         .create_with_context(WatermarkContext(Watermarks::new(&cfg.topic)))
         .context("cannot create Kafka consumer")?;
-    let metadata = consumer
-        .fetch_metadata(Some(&cfg.topic), Duration::from_secs(10))
-        .with_context(|| format!("cannot read metadata of {} from {}", cfg.topic, cfg.brokers))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == cfg.topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    anyhow::ensure!(
-        !partitions.is_empty(),
-        "topic {} has no partitions (does it exist?)",
-        cfg.topic
-    );
+    let partitions = admin::partitions(consumer.client(), &cfg.topic, Duration::from_secs(10))
+        .with_context(|| {
+            format!(
+                "cannot read the partitions of {} from {}",
+                cfg.topic, cfg.brokers
+            )
+        })?;
     // A resumed replay continues from what the directory already holds.
-    let stored = stored_offsets(store, &cfg.topic);
+    let stored = sink.applier.resume_offsets(&cfg.topic)?;
     let mut tpl = TopicPartitionList::new();
     let mut pending: BTreeMap<i32, Progress> = BTreeMap::new();
     for p in partitions {
@@ -87,7 +76,7 @@ pub fn replay(
         .expect("valid template"),
     );
     let started = Instant::now();
-    let never = AtomicBool::new(false);
+    let never = Shutdown::new();
     let mut summary = ReplaySummary {
         messages: 0,
         bad: 0,
@@ -95,7 +84,7 @@ pub fn replay(
     };
     let mut idle_since = Instant::now();
     while !pending.is_empty() {
-        let mut msgs = poll_batch(&consumer, cfg.batch_max);
+        let mut msgs = poll_batch(&consumer, BatchLimit::of(cfg));
         for (p, progress) in pending.iter_mut().filter(|(_, pr)| pr.end.is_none()) {
             if let Some((low, high)) = consumer.context().0.get(*p) {
                 let next = *progress.next.get_or_insert(low);
@@ -135,6 +124,7 @@ pub fn replay(
         for (_, reason) in &bad {
             sink.record_bad(reason);
         }
+        sink.record_cuts(&decoded.cuts);
         sink.apply(&decoded.events, &decoded.offsets, &never);
         summary.messages += msgs.len() as u64;
         summary.bad += bad.len() as u64;

@@ -251,73 +251,25 @@ impl Store {
         it.status().context("RocksDB read failed")
     }
 
-    /// Every row of one step's retry (or one batch of it), in key order.
-    pub fn rows_in(
-        &self,
-        step: i64,
-        execute_count: i32,
-        batch: Option<i32>,
-    ) -> Result<Vec<(RowKey, StoredRow)>> {
-        let mut rows = Vec::new();
-        self.for_each_row_in(step, execute_count, batch, |key, v| {
-            rows.push((key, StoredRow::new(v).context("corrupt host row")?));
-            Ok(())
-        })?;
-        Ok(rows)
-    }
-
     /// Visits the encoded rows of one step's retry (or one batch of it), in key order.
     fn for_each_row_in(
         &self,
         step: i64,
         execute_count: i32,
         batch: Option<i32>,
-        mut f: impl FnMut(RowKey, &[u8]) -> Result<()>,
+        f: impl FnMut(RowKey, &[u8]) -> Result<()>,
     ) -> Result<()> {
-        let prefix = keys::retry_prefix(step, execute_count, batch);
-        self.scan_prefix(CF_HOSTS, &prefix, |k, v| {
-            f(RowKey::from_bytes(k).context("corrupt host row key")?, v)
-        })
+        let it = self.db.raw_iterator_cf(self.cf(CF_HOSTS));
+        visit_rows(it, &keys::retry_prefix(step, execute_count, batch), f)
     }
 
-    /// Visits the stored output chunks of one step's retry (or one batch of it), in (row, offset)
-    /// order.
-    pub fn for_each_log_chunk(
-        &self,
-        step: i64,
-        execute_count: i32,
-        batch: Option<i32>,
-        mut f: impl FnMut(RowKey, i64, &[u8]),
-    ) -> Result<()> {
-        self.scan_prefix(
-            CF_LOGS,
-            &keys::retry_prefix(step, execute_count, batch),
-            |k, v| {
-                let key = RowKey::from_bytes(k).context("corrupt log key")?;
-                let offset =
-                    i64::from_be_bytes(k[ROW_KEY_LEN..].try_into().context("corrupt log key")?);
-                f(key, offset, v);
-                Ok(())
-            },
-        )
-    }
-
-    fn scan_prefix(
-        &self,
-        cf: &str,
-        prefix: &[u8],
-        mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
-    ) -> Result<()> {
-        let mut it = self.db.raw_iterator_cf(self.cf(cf));
-        it.seek(prefix);
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if !k.starts_with(prefix) {
-                break;
-            }
-            f(k, v)?;
-            it.next();
+    /// A consistent view of the store at this moment, for answers that read rows and logs
+    /// together.
+    pub fn snapshot(&self) -> StoreSnapshot<'_> {
+        StoreSnapshot {
+            store: self,
+            snapshot: self.db.snapshot(),
         }
-        it.status().context("RocksDB read failed")
     }
 
     /// The stored resume offsets: (topic, partition, next offset).
@@ -382,4 +334,93 @@ impl Store {
     pub fn block_cache_usage(&self) -> usize {
         self.cache.get_usage()
     }
+}
+
+/// The store at one moment: what scans that combine rows and logs read.
+pub struct StoreSnapshot<'a> {
+    store: &'a Store,
+    snapshot: rocksdb::Snapshot<'a>,
+}
+
+impl StoreSnapshot<'_> {
+    /// Visits the rows of one step's retry (or one batch of it), in key order; `f` may stop the
+    /// scan with an error.
+    pub fn for_each_row_in(
+        &self,
+        step: i64,
+        execute_count: i32,
+        batch: Option<i32>,
+        mut f: impl FnMut(RowKey, StoredRow) -> Result<()>,
+    ) -> Result<()> {
+        let it = self.snapshot.raw_iterator_cf(self.store.cf(CF_HOSTS));
+        visit_rows(
+            it,
+            &keys::retry_prefix(step, execute_count, batch),
+            |key, v| f(key, StoredRow::new(v).context("corrupt host row")?),
+        )
+    }
+
+    /// Every row of one step's retry (or one batch of it), in key order.
+    pub fn rows_in(
+        &self,
+        step: i64,
+        execute_count: i32,
+        batch: Option<i32>,
+    ) -> Result<Vec<(RowKey, StoredRow)>> {
+        let mut rows = Vec::new();
+        self.for_each_row_in(step, execute_count, batch, |key, row| {
+            rows.push((key, row));
+            Ok(())
+        })?;
+        Ok(rows)
+    }
+
+    /// Visits the stored output chunks of one step's retry (or one batch of it), in (row,
+    /// offset) order; `f` may stop the scan with an error.
+    pub fn for_each_log_chunk(
+        &self,
+        step: i64,
+        execute_count: i32,
+        batch: Option<i32>,
+        mut f: impl FnMut(RowKey, i64, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let it = self.snapshot.raw_iterator_cf(self.store.cf(CF_LOGS));
+        scan_prefix(
+            it,
+            &keys::retry_prefix(step, execute_count, batch),
+            |k, v| {
+                let key = RowKey::from_bytes(k).context("corrupt log key")?;
+                let offset =
+                    i64::from_be_bytes(k[ROW_KEY_LEN..].try_into().context("corrupt log key")?);
+                f(key, offset, v)
+            },
+        )
+    }
+}
+
+fn visit_rows(
+    it: rocksdb::DBRawIterator<'_>,
+    prefix: &[u8],
+    mut f: impl FnMut(RowKey, &[u8]) -> Result<()>,
+) -> Result<()> {
+    scan_prefix(it, prefix, |k, v| {
+        f(RowKey::from_bytes(k).context("corrupt host row key")?, v)
+    })
+}
+
+/// Visits every entry under `prefix`, in key order, until `f` fails.
+fn scan_prefix(
+    mut it: rocksdb::DBRawIterator<'_>,
+    prefix: &[u8],
+    mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
+) -> Result<()> {
+    it.seek(prefix);
+    while let (Some(k), Some(v)) = (it.key(), it.value()) {
+        if !k.starts_with(prefix) {
+            break;
+        }
+        f(k, v)?;
+        it.next();
+    }
+    it.status().context("RocksDB read failed")
 }

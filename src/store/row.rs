@@ -110,6 +110,10 @@ impl StoredRow {
     pub fn view(&self) -> RowView<'_> {
         RowView::decode_view(&self.0).expect("checked when the StoredRow was made")
     }
+
+    pub fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
 }
 
 impl HostRow {

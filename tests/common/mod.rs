@@ -6,7 +6,7 @@
 use serde_json::Value;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-use stepview::config::{AppConfig, Config};
+use stepview::config::{AppConfig, Config, KafkaConfig};
 use stepview::events::Event;
 use stepview::service::{self, Views};
 use tokio::sync::oneshot;
@@ -183,6 +183,31 @@ pub fn brokers() -> &'static str {
         if let Ok(b) = std::env::var("STEPVIEW_TEST_BROKERS") {
             return b;
         }
+        // The broker dies with the test process: PR_SET_PDEATHSIG fires when the spawning
+        // *thread* ends, so spawn it from a thread that lives as long as the process.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let broker = Broker::start();
+            tx.send(broker.addr.clone()).unwrap();
+            loop {
+                std::thread::park();
+            }
+        });
+        rx.recv().unwrap()
+    })
+}
+
+/// A `tansu` broker process of a test's own (for tests that freeze or stop their broker);
+/// killed when dropped.
+pub struct Broker {
+    pub addr: String,
+    child: std::process::Child,
+}
+
+impl Broker {
+    /// Starts a broker on a free port and waits until it accepts connections. Call it from a
+    /// thread that outlives the broker (not from `spawn_blocking`).
+    pub fn start() -> Broker {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -200,8 +225,6 @@ pub fn brokers() -> &'static str {
         .args(["--storage-engine", "memory://tansu/"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-        // The broker dies with the test process: PR_SET_PDEATHSIG fires when the spawning
-        // *thread* ends, so spawn it from a thread that lives as long as the process.
         unsafe {
             use std::os::unix::process::CommandExt;
             cmd.pre_exec(|| {
@@ -209,26 +232,53 @@ pub fn brokers() -> &'static str {
                 Ok(())
             });
         }
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _child = cmd.spawn();
-            tx.send(_child.is_ok()).unwrap();
-            loop {
-                std::thread::park();
-            }
-        });
-        assert!(
-            rx.recv().unwrap(),
-            "tansu not found: run ops/broker.sh install, or set STEPVIEW_TEST_BROKERS"
-        );
+        let child = cmd
+            .spawn()
+            .expect("tansu not found: run ops/broker.sh install, or set STEPVIEW_TEST_BROKERS");
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        format!("127.0.0.1:{port}")
-    })
+        Broker {
+            addr: format!("127.0.0.1:{port}"),
+            child,
+        }
+    }
+
+    /// Sends `signal` (SIGSTOP, SIGCONT …) to the broker process.
+    pub fn signal(&self, signal: i32) {
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Kafka settings for `topic` on the shared test broker.
+pub fn kafka_settings(topic: &str) -> KafkaConfig {
+    KafkaConfig {
+        brokers: brokers().to_owned(),
+        topic: topic.to_owned(),
+        ..KafkaConfig::default()
+    }
+}
+
+/// Creates `topic` (with the default partition count) on the shared test broker.
+pub async fn create_topic(topic: &str) {
+    let settings = kafka_settings(topic);
+    stepview::ingest::kafka::ensure_topics(
+        &settings,
+        &[topic],
+        stepview::ingest::kafka::DEFAULT_PARTITIONS,
+    )
+    .await
+    .unwrap();
 }
 
 /// The value of one series in a Prometheus exposition, if it is there.
