@@ -13,7 +13,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
 use stepview::config::{Config, KafkaConfig};
-use stepview::events::{Event, HostResult};
 use stepview::ingest::kafka::{self, consumer_config, DEFAULT_PARTITIONS};
 use stepview::service::Views;
 use stepview::shutdown::Shutdown;
@@ -189,25 +188,7 @@ fn main() {
     let probe_step = 999_999;
     let (producer, mut latencies) = (probe_producer(&brokers), Vec::new());
     for version in 1..=(seconds as i64 * 10) {
-        let probe = Event::HostResult(HostResult {
-            job_instance_id: 1,
-            step_instance_id: probe_step,
-            execute_count: 0,
-            batch: 0,
-            bk_host_id: 1,
-            ip: None,
-            ipv6: None,
-            bk_agent_id: None,
-            bk_cloud_id: None,
-            bk_cloud_name: None,
-            status: 9,
-            tag: Some(format!("v{version}")),
-            exit_code: None,
-            start_time: None,
-            end_time: None,
-            total_time: None,
-            version,
-        });
+        let probe = simulate::probe(1, probe_step, version);
         let t = Instant::now();
         producer
             .send(

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stepview::config::{AppConfig, Config, KafkaConfig};
-use stepview::events::{Event, HostResult};
+use stepview::events::Event;
 use stepview::ingest::kafka::{self, DEFAULT_PARTITIONS};
 use stepview::service::{self, Views};
 use stepview::simulate::{self, Workload};
@@ -237,25 +237,7 @@ fn main() {
             let mut version = 0;
             while Instant::now() + Duration::from_millis(500) < until {
                 version += 1;
-                let probe = Event::HostResult(HostResult {
-                    job_instance_id: 9999,
-                    step_instance_id: probe_step,
-                    execute_count: 0,
-                    batch: 0,
-                    bk_host_id: 1,
-                    ip: None,
-                    ipv6: None,
-                    bk_agent_id: None,
-                    bk_cloud_id: None,
-                    bk_cloud_name: None,
-                    status: 9,
-                    tag: Some(format!("v{version}")),
-                    exit_code: None,
-                    start_time: None,
-                    end_time: None,
-                    total_time: None,
-                    version,
-                });
+                let probe = simulate::probe(9999, probe_step, version);
                 let t = Instant::now();
                 send(probe_step.to_string(), probe.to_json()).await;
                 let url = format!(

@@ -366,6 +366,30 @@ pub fn produce(
     Ok(())
 }
 
+/// A freshness probe: host 1 of `step` finished, with the tag `v<version>`, so that whoever
+/// watches can tell this version from the ones before it.
+pub fn probe(job: i64, step: i64, version: i64) -> Event {
+    Event::HostResult(HostResult {
+        job_instance_id: job,
+        step_instance_id: step,
+        execute_count: 0,
+        batch: 0,
+        bk_host_id: 1,
+        ip: None,
+        ipv6: None,
+        bk_agent_id: None,
+        bk_cloud_id: None,
+        bk_cloud_name: None,
+        status: 9,
+        tag: Some(format!("v{version}")),
+        exit_code: None,
+        start_time: None,
+        end_time: None,
+        total_time: None,
+        version,
+    })
+}
+
 /// The Kafka messages of a list of events: key = step id, value = the event's JSON.
 pub fn to_messages(events: &[Event]) -> Vec<(String, Vec<u8>)> {
     events

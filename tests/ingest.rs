@@ -456,15 +456,26 @@ async fn two_replicas_read_every_partition_and_agree() {
     assert_eq!(b.views.store.digest().unwrap(), digest);
 }
 
-/// Runs `stepview serve` as its own process (so that it can be killed).
+/// Runs `stepview serve` as its own process (so that it can be killed), with small batches.
 fn spawn_serve(
     dir: &std::path::Path,
     brokers: &str,
     topic: &str,
     port: u16,
 ) -> std::process::Child {
+    spawn_serve_with(dir, brokers, topic, port, &["--batch-max", "200"])
+}
+
+fn spawn_serve_with(
+    dir: &std::path::Path,
+    brokers: &str,
+    topic: &str,
+    port: u16,
+    settings: &[&str],
+) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_stepview"))
-        .args(["serve", "--auth", "false", "--batch-max", "200"])
+        .args(["serve", "--auth", "false"])
+        .args(settings)
         .args(["--data-dir", dir.to_str().unwrap(), "--brokers", brokers])
         .args(["--topic", topic, "--listen", &format!("127.0.0.1:{port}")])
         .env("STEPVIEW_LOG", "warn")
@@ -710,20 +721,8 @@ async fn batches_are_bounded_by_bytes_so_large_events_keep_memory_low() {
     produce(&topic, simulate::to_messages(&events)).await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    // Default settings, but for the event count per batch: 5 000 would be 4.5 GB of logs.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stepview"))
-        .args([
-            "serve",
-            "--auth",
-            "false",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-        ])
-        .args(["--brokers", brokers(), "--topic", &topic])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("STEPVIEW_LOG", "warn")
-        .spawn()
-        .unwrap();
+    // Default settings: without a byte budget, 5 000 events per batch would be 4.5 GB of logs.
+    let mut child = spawn_serve_with(dir.path(), brokers(), &topic, port, &[]);
     wait_lag_zero(port).await;
     let peak = peak_rss_mib(child.id());
     eprintln!("peak RSS while ingesting 400 log chunks of 900 KB: {peak:.0} MiB");
