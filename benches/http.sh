@@ -6,7 +6,7 @@
 set -euo pipefail
 . "$(dirname "$0")/../ops/env.sh"
 ensure_packages
-command -v wrk >/dev/null || { as_root apt-get update -qq; as_root apt-get install -y -qq wrk >/dev/null; }
+package_installed wrk || { as_root apt-get update -qq; as_root apt-get install -y -qq wrk >/dev/null; }
 build_stepview
 
 work=$(mktemp -d)
