@@ -53,7 +53,11 @@ fn main() {
         let decode_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
         for batch in decoded.chunks(BATCH) {
-            views.sink.applier.apply(batch, &[]).unwrap();
+            views
+                .sink
+                .applier
+                .apply(batch, stepview::now_ms(), &[])
+                .unwrap();
         }
         let apply_s = t.elapsed().as_secs_f64();
         decode_rates.push(n as f64 / decode_s);

@@ -13,7 +13,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
 use stepview::config::{Config, KafkaConfig};
+use stepview::events::ScopeType;
 use stepview::ingest::kafka::{self, consumer_config, DEFAULT_PARTITIONS};
+use stepview::query::{Cancel, StepQuery};
 use stepview::service::Views;
 use stepview::shutdown::Shutdown;
 use stepview::simulate::{self, Workload};
@@ -187,28 +189,44 @@ fn main() {
     std::thread::sleep(Duration::from_secs(3)); // let the consumer connect
     let probe_step = 999_999;
     let (producer, mut latencies) = (probe_producer(&brokers), Vec::new());
-    for version in 1..=(seconds as i64 * 10) {
-        let probe = simulate::probe(1, probe_step, version);
-        let t = Instant::now();
+    let send = |event: &stepview::events::Event| {
         producer
             .send(
                 rdkafka::producer::BaseRecord::to(&live_topic)
                     .key(&probe_step.to_string())
-                    .payload(&probe.to_json()),
+                    .payload(&event.to_json()),
             )
             .map_err(|(e, _)| e)
             .unwrap();
+    };
+    send(&simulate::probe_step(1, probe_step));
+    // Watched as a UI would: the probe step's answer, groups only, through the query reader.
+    let reader = s.views.reader();
+    let watch = StepQuery {
+        scope_type: ScopeType::Biz,
+        scope_id: "2".into(),
+        job_instance_id: 1,
+        step_instance_id: probe_step,
+        execute_count: None,
+        batch: None,
+        max_host_num_per_group: Some(0),
+        keyword: None,
+        search_ip: None,
+        status: None,
+        tag: None,
+    };
+    for version in 1..=(seconds as i64 * 10) {
+        let probe = simulate::probe(1, probe_step, version);
+        let t = Instant::now();
+        send(&probe);
         // Timed from the send call (rdkafka's flush() waits in 100 ms steps, which would time the
         // client, not the pipeline); delivery reports are served by the poll in the loop below.
-        // Visible = in the group index a query reads first (the row is stored before that).
+        // Visible = in the answer a query gets.
         let want = format!("v{version}");
         loop {
-            let visible = s.views.index.retry(probe_step, 0).is_some_and(|r| {
-                r.read()
-                    .batches
-                    .values()
-                    .any(|b| b.groups.keys().any(|g| *g.tag == *want))
-            });
+            let visible = reader
+                .answer(&watch, &Cancel::default())
+                .is_ok_and(|a| a.groups.iter().any(|g| g.tag == want));
             if visible {
                 break;
             }

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stepview::config::{AppConfig, Config, KafkaConfig};
-use stepview::events::Event;
 use stepview::ingest::kafka::{self, DEFAULT_PARTITIONS};
 use stepview::service::{self, Views};
 use stepview::simulate::{self, Workload};
@@ -201,21 +200,7 @@ fn main() {
                 .create()
                 .unwrap();
             let probe_step = 999_999i64;
-            let meta = simulate::to_messages(&[Event::Step(stepview::events::StepEvent {
-                job_instance_id: 9999,
-                step_instance_id: probe_step,
-                bk_scope_type: stepview::events::ScopeType::Biz,
-                bk_scope_id: "2".into(),
-                name: "probe".into(),
-                step_type: 1,
-                status: 2,
-                execute_count: 0,
-                create_time: 0,
-                start_time: None,
-                end_time: None,
-                total_time: None,
-                version: 1,
-            })]);
+            let meta = simulate::to_messages(&[simulate::probe_step(9999, probe_step)]);
             let send = |key: String, value: Vec<u8>| {
                 let producer = producer.clone();
                 let topic = topic.clone();

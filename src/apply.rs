@@ -6,17 +6,21 @@
 //! permutation of the same events gives the same state. Must not: read Kafka or answer queries.
 //!
 //! One call applies one batch as one RocksDB WriteBatch, together with the consumer offsets the
-//! batch advances to, and only then updates the in-memory index; the retries it changes stay
-//! write-locked from before the store write until the index has the batch.
+//! batch advances to and the retention clocks of its steps, and only then updates the in-memory
+//! index of the steps that are in memory (or being loaded); the batch's steps stay locked in the
+//! index, and the retries it changes write-locked, from before the store write until the index
+//! has the batch. Expiry (retention) is applied here too, the same way: the only writer.
 
 use crate::events::{Event, StepEvent};
-use crate::index::{Index, RetryId};
+use crate::index::Index;
+use crate::store::clock::StepClock;
 use crate::store::keys::RowKey;
 use crate::store::row::{result_rank, HostRow, RANK_TARGETS};
 use crate::store::{Store, StoreBatch};
 use anyhow::Result;
+use parking_lot::Mutex;
 use rustc_hash::{FxHashMap, FxHashSet};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// Where the next message of a partition starts, stored with the state it follows.
@@ -27,12 +31,13 @@ pub struct SourceOffset {
     pub next: i64,
 }
 
-/// What a batch did, per event: `changed` events altered a view; the rest were duplicates or
-/// superseded versions.
+/// What a batch did, per event: `changed` events altered a view; `expired` ones were for steps
+/// that had expired (dropped); the rest were duplicates or superseded versions.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ApplyStats {
     pub changed: HashMap<&'static str, u64>,
     pub unchanged: HashMap<&'static str, u64>,
+    pub expired: HashMap<&'static str, u64>,
 }
 
 impl ApplyStats {
@@ -46,9 +51,20 @@ impl ApplyStats {
     }
 }
 
+/// What one expiry pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Expired {
+    /// Steps whose views were deleted.
+    pub steps: u64,
+    /// Tombstones of steps expired more than a retention period ago, forgotten.
+    pub tombstones: u64,
+}
+
 pub struct Applier {
     store: Arc<Store>,
     index: Arc<Index>,
+    /// Batches and expiry passes write one at a time.
+    writing: Mutex<()>,
 }
 
 /// A host row while a batch is folded: what the store held before, and what it holds now.
@@ -60,7 +76,11 @@ struct Slot {
 
 impl Applier {
     pub fn new(store: Arc<Store>, index: Arc<Index>) -> Applier {
-        Applier { store, index }
+        Applier {
+            store,
+            index,
+            writing: Mutex::new(()),
+        }
     }
 
     /// Where each partition of `topic` resumes: the offsets stored with the views.
@@ -74,24 +94,54 @@ impl Applier {
             .collect())
     }
 
-    /// Applies `events` in order, and records `offsets`, atomically.
-    pub fn apply(&self, events: &[Event], offsets: &[SourceOffset]) -> Result<ApplyStats> {
-        let mut slots = self.read_rows(events)?;
-        let mut unseen_logs = self.unseen_logs(events)?;
-        let mut logs = Vec::new();
-        let mut steps: FxHashMap<i64, StepEvent> = FxHashMap::default();
+    /// Applies `events` in order, and records `offsets`, atomically. `at_ms` is when the
+    /// batch's events were produced (their broker time): the retention clock of their steps.
+    pub fn apply(
+        &self,
+        events: &[Event],
+        at_ms: i64,
+        offsets: &[SourceOffset],
+    ) -> Result<ApplyStats> {
+        let _writing = self.writing.lock();
         let mut stats = ApplyStats::default();
+        let step_ids: Vec<i64> = events
+            .iter()
+            .map(Event::step_instance_id)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        // Events of steps that expired are dropped (their tombstone remembers them).
+        let expired: FxHashSet<i64> = step_ids
+            .iter()
+            .zip(self.store.get_clocks(&step_ids)?)
+            .filter_map(|(id, clock)| {
+                matches!(clock, Some(StepClock::Expired { .. })).then_some(*id)
+            })
+            .collect();
+        let kept: Vec<&Event> = events
+            .iter()
+            .filter(|e| {
+                let gone = expired.contains(&e.step_instance_id());
+                if gone {
+                    *stats.expired.entry(e.kind()).or_default() += 1;
+                }
+                !gone
+            })
+            .collect();
+        let mut slots = self.read_rows(&kept)?;
+        let mut unseen_logs = self.unseen_logs(&kept)?;
+        let mut records = self.read_records(&kept)?;
+        let mut new_records: FxHashMap<i64, &StepEvent> = FxHashMap::default();
+        let mut logs = Vec::new();
 
-        for event in events {
+        for event in kept {
             let changed = match event {
                 Event::Step(e) => {
-                    let current = steps
-                        .get(&e.step_instance_id)
-                        .map(|s| s.version)
-                        .or_else(|| self.index.step(e.step_instance_id).map(|s| s.version));
+                    let current = records.get(&e.step_instance_id).copied();
                     let newer = current.is_none_or(|v| e.version > v);
                     if newer {
-                        steps.insert(e.step_instance_id, e.clone());
+                        records.insert(e.step_instance_id, e.version);
+                        new_records.insert(e.step_instance_id, e);
                     }
                     newer
                 }
@@ -142,8 +192,14 @@ impl Applier {
         }
 
         let mut batch = StoreBatch::default();
-        for step in steps.values() {
+        for step in new_records.values() {
             self.store.put_step(&mut batch, step);
+        }
+        for step in step_ids.iter().filter(|s| !expired.contains(s)) {
+            let clock = StepClock::Live {
+                last_event_ms: at_ms,
+            };
+            self.store.put_clock(&mut batch, *step, clock);
         }
         // The rows the batch changed, each encoded once (for the store and any hot copy), in key
         // order: RocksDB's memtable inserts sorted keys faster (it remembers where the previous
@@ -168,35 +224,101 @@ impl Applier {
             self.store
                 .put_offset(&mut batch, &o.topic, o.partition, o.next);
         }
+
+        let (stripes, targets) = self.index.lock_steps(&step_ids);
         let retries = self.index.retries_for_update(
+            &targets,
             changed
                 .iter()
                 .map(|(key, ..)| (key.step, key.execute_count))
                 .collect(),
         );
-        let mut locked: BTreeMap<RetryId, _> =
+        let mut locked: BTreeMap<(i64, i32), _> =
             retries.iter().map(|(id, r)| (*id, r.write())).collect();
         if !batch.is_empty() {
             self.store.write(batch)?;
         }
 
         // The store holds the batch now; make it visible to queries.
-        for step in steps.into_values() {
-            self.index.set_step(step);
+        for step in new_records.into_values() {
+            self.index
+                .set_record(&targets[&step.step_instance_id], step.clone());
         }
         for (key, slot, row, encoded) in &changed {
             let before = slot.before.as_ref().map(|(s, t)| (*s, t.as_str()));
-            let retry = locked
-                .get_mut(&(key.step, key.execute_count))
-                .expect("every changed retry is locked");
+            let retry = locked.get_mut(&(key.step, key.execute_count));
+            let target = &targets[&key.step];
             self.index
-                .place(retry, *key, before, (row.status, &row.tag), encoded);
+                .place(target, retry, *key, before, (row.status, &row.tag), encoded);
+        }
+        drop(locked);
+        drop(stripes);
+        if let Some(step) = step_ids.first() {
+            self.index.enforce_budget(*step);
         }
         Ok(stats)
     }
 
+    /// Deletes the views of every step whose last event is older than `keep_ms` at `now_ms`,
+    /// leaving a tombstone that drops its late events, and forgets tombstones older than
+    /// `keep_ms` too. RocksDB drops the data in compaction (range deletes): a pass costs one
+    /// small write per step, whatever its size.
+    pub fn expire(&self, now_ms: i64, keep_ms: i64) -> Result<Expired> {
+        let _writing = self.writing.lock();
+        let older = |ms: i64| ms.checked_add(keep_ms).is_some_and(|until| until < now_ms);
+        let (mut expiring, mut forgotten) = (Vec::new(), Vec::new());
+        self.store.for_each_clock(|step, clock| match clock {
+            StepClock::Live { last_event_ms } if older(last_event_ms) => expiring.push(step),
+            StepClock::Expired { at_ms } if older(at_ms) => forgotten.push(step),
+            _ => {}
+        })?;
+        let mut done = Expired::default();
+        for steps in expiring.chunks(1000) {
+            let mut batch = StoreBatch::default();
+            for step in steps {
+                self.store.delete_step(&mut batch, *step);
+                let clock = StepClock::Expired { at_ms: now_ms };
+                self.store.put_clock(&mut batch, *step, clock);
+            }
+            let (stripes, _) = self.index.lock_steps(steps);
+            self.store.write(batch)?;
+            for step in steps {
+                self.index.forget(*step);
+            }
+            drop(stripes);
+            done.steps += steps.len() as u64;
+        }
+        if !forgotten.is_empty() {
+            let mut batch = StoreBatch::default();
+            for step in &forgotten {
+                self.store.delete_clock(&mut batch, *step);
+            }
+            self.store.write(batch)?;
+            done.tombstones = forgotten.len() as u64;
+        }
+        Ok(done)
+    }
+
+    /// The stored versions of the records of the steps the batch has `step` events for.
+    fn read_records(&self, events: &[&Event]) -> Result<FxHashMap<i64, i64>> {
+        let ids: Vec<i64> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Step(s) => Some(s.step_instance_id),
+                _ => None,
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        Ok(ids
+            .iter()
+            .zip(self.store.get_steps(&ids)?)
+            .filter_map(|(id, record)| Some((*id, record?.version)))
+            .collect())
+    }
+
     /// Reads, in one multi-get, every host row the batch touches.
-    fn read_rows(&self, events: &[Event]) -> Result<FxHashMap<RowKey, Slot>> {
+    fn read_rows(&self, events: &[&Event]) -> Result<FxHashMap<RowKey, Slot>> {
         let mut keys: Vec<RowKey> = Vec::new();
         let mut seen: FxHashSet<RowKey> = FxHashSet::default();
         for event in events {
@@ -237,7 +359,7 @@ impl Applier {
     }
 
     /// The log chunks of the batch that the store does not hold yet.
-    fn unseen_logs(&self, events: &[Event]) -> Result<FxHashSet<(RowKey, i64)>> {
+    fn unseen_logs(&self, events: &[&Event]) -> Result<FxHashSet<(RowKey, i64)>> {
         let chunks: Vec<(RowKey, i64)> = events
             .iter()
             .filter_map(|event| match event {

@@ -5,6 +5,7 @@
 
 use crate::config::Config;
 use crate::ingest::{file, kafka, replay};
+use crate::retention;
 use crate::service::{self, Views};
 use crate::simulate::{self, Workload};
 use anyhow::{Context, Result};
@@ -124,6 +125,12 @@ struct Settings {
     /// RocksDB write-buffer budget (memtables), MiB [default: 256].
     #[arg(long, env = "STEPVIEW_WRITE_BUFFER_MB")]
     write_buffer_mb: Option<usize>,
+    /// Days a step is kept after its last event; 0 = forever [default: 30].
+    #[arg(long, env = "STEPVIEW_RETENTION_DAYS")]
+    retention_days: Option<u32>,
+    /// Memory for the steps held in memory (estimated), MiB [default: 256].
+    #[arg(long, env = "STEPVIEW_INDEX_MEMORY_MB")]
+    index_memory_mb: Option<usize>,
     /// Memory for the rows of the steps that capped queries poll, MiB; 0 = none [default: 32].
     #[arg(long, env = "STEPVIEW_HOT_ROWS_MB")]
     hot_rows_mb: Option<usize>,
@@ -177,8 +184,14 @@ impl Settings {
         if let Some(v) = self.write_buffer_mb {
             c.store.write_buffer_mb = v;
         }
+        if let Some(v) = self.retention_days {
+            c.store.retention_days = v;
+        }
+        if let Some(v) = self.index_memory_mb {
+            c.index.memory_mb = v;
+        }
         if let Some(v) = self.hot_rows_mb {
-            c.store.hot_rows_mb = v;
+            c.index.hot_rows_mb = v;
         }
         c.validate()?;
         Ok(c)
@@ -243,14 +256,18 @@ fn run(command: Command) -> Result<()> {
             );
             let views = Views::open(&config)?;
             let s = replay::replay(&config.kafka, &views.sink, true)?;
+            // The retention rule, as the live service applies it.
+            let expired = retention::sweep(&views.sink, &config.store)?;
             views.store.flush()?;
             println!(
-                "replayed {} events ({} bad) from {} in {:.1} s: {:.0} events/s; digest {}",
+                "replayed {} events ({} bad) from {} in {:.1} s: {:.0} events/s; {} steps past \
+                 retention; digest {}",
                 s.messages,
                 s.bad,
                 config.kafka.topic,
                 s.seconds,
                 s.messages as f64 / s.seconds.max(1e-9),
+                expired.steps,
                 views.store.digest()?
             );
             Ok(())

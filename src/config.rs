@@ -16,6 +16,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub kafka: KafkaConfig,
     pub store: StoreConfig,
+    pub index: IndexConfig,
     /// Apps allowed to call the API (api.md, "Authentication").
     pub apps: Vec<AppConfig>,
 }
@@ -62,6 +63,15 @@ pub struct KafkaConfig {
 pub struct StoreConfig {
     pub block_cache_mb: usize,
     pub write_buffer_mb: usize,
+    /// Days a step is kept after its last event (0: forever).
+    pub retention_days: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IndexConfig {
+    /// Memory for the steps held in memory, MiB (estimated); the least recently used leave.
+    pub memory_mb: usize,
     /// Memory for the rows of the retries that capped queries poll, MiB (0: none).
     pub hot_rows_mb: usize,
 }
@@ -83,6 +93,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             kafka: KafkaConfig::default(),
             store: StoreConfig::default(),
+            index: IndexConfig::default(),
             apps: Vec::new(),
         }
     }
@@ -121,6 +132,15 @@ impl Default for StoreConfig {
         StoreConfig {
             block_cache_mb: 256,
             write_buffer_mb: 256,
+            retention_days: 30,
+        }
+    }
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig {
+            memory_mb: 256,
             hot_rows_mb: 32,
         }
     }
@@ -145,6 +165,11 @@ impl HttpConfig {
 }
 
 impl StoreConfig {
+    /// How long a step is kept after its last event, in ms; `None`: forever.
+    pub fn retention_ms(&self) -> Option<i64> {
+        (self.retention_days > 0).then(|| i64::from(self.retention_days) * 86_400_000)
+    }
+
     pub fn options(&self) -> crate::store::StoreOptions {
         crate::store::StoreOptions {
             block_cache_bytes: self.block_cache_mb << 20,
@@ -210,7 +235,9 @@ mod tests {
             example.store.write_buffer_mb,
             defaults.store.write_buffer_mb
         );
-        assert_eq!(example.store.hot_rows_mb, defaults.store.hot_rows_mb);
+        assert_eq!(example.index.hot_rows_mb, defaults.index.hot_rows_mb);
+        assert_eq!(example.index.memory_mb, defaults.index.memory_mb);
+        assert_eq!(example.store.retention_days, defaults.store.retention_days);
         assert_eq!(example.kafka.batch_max_mb, defaults.kafka.batch_max_mb);
         assert_eq!(
             example.http.max_expensive_queries,

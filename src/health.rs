@@ -1,7 +1,6 @@
 //! Liveness and readiness: what `/healthz` and `/readyz` report.
 //!
-//! Ready means: the index was rebuilt from the store; ingest is running and its last apply
-//! succeeded; and, when a topic is read, this instance sees its partitions' ends (fetch responses
+//! Ready means: ingest is running and its last apply succeeded; and, when a topic is read, this instance sees its partitions' ends (fetch responses
 //! keep coming) and has caught up to within the configured lag since it last started seeing them.
 //! A broker that stops answering makes the instance unready after [`ENDS_STALE`]; it is ready
 //! again once it has caught up. Queries are answered from the views all the while.
@@ -17,7 +16,6 @@ pub const ENDS_STALE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Default)]
 pub struct Health {
-    index_ready: AtomicBool,
     apply_failing: AtomicBool,
     ingest_stopped: AtomicBool,
     source: Mutex<Source>,
@@ -39,10 +37,6 @@ enum Source {
 }
 
 impl Health {
-    pub fn set_index_ready(&self) {
-        self.index_ready.store(true, Ordering::SeqCst);
-    }
-
     pub fn set_apply_failing(&self, failing: bool) {
         self.apply_failing.store(failing, Ordering::SeqCst);
     }
@@ -52,7 +46,7 @@ impl Health {
         self.ingest_stopped.store(true, Ordering::SeqCst);
     }
 
-    /// No topic is read: ready as soon as the index is.
+    /// No topic is read: ready at once (nothing is loaded at start).
     pub fn set_stored_only(&self) {
         *self.source.lock() = Source::StoredOnly;
     }
@@ -82,9 +76,6 @@ impl Health {
 
     /// `Ok` when ready, else what is missing.
     pub fn readiness(&self) -> Result<(), String> {
-        if !self.index_ready.load(Ordering::SeqCst) {
-            return Err("rebuilding the index".into());
-        }
         if self.ingest_stopped.load(Ordering::SeqCst) {
             return Err("ingest stopped (see the log); the process is exiting".into());
         }
@@ -112,9 +103,7 @@ mod tests {
     use super::*;
 
     fn ready() -> Health {
-        let h = Health::default();
-        h.set_index_ready();
-        h
+        Health::default()
     }
 
     #[test]
@@ -154,11 +143,10 @@ mod tests {
     }
 
     #[test]
-    fn stored_only_is_ready_with_the_index() {
+    fn stored_only_is_ready_at_once() {
         let h = Health::default();
+        assert!(h.readiness().is_err());
         h.set_stored_only();
-        assert_eq!(h.readiness().unwrap_err(), "rebuilding the index");
-        h.set_index_ready();
         assert_eq!(h.readiness(), Ok(()));
     }
 }

@@ -1,11 +1,19 @@
-//! The in-memory indexes that make queries cheap: step records by id, and for every step / retry /
-//! batch the hosts of each (status, tag) group in `bk_host_id` order; plus, for the retries that
-//! capped queries poll, copies of the rows they returned ("hot rows"), so that a repeated poll
-//! reads no RocksDB at all.
+//! The in-memory index that makes queries cheap, for the steps being read, within a byte budget:
+//! per resident step its record and, for every retry and batch, the hosts of each (status, tag)
+//! group in `bk_host_id` order; plus, for the retries that capped queries poll, copies of the
+//! rows they returned ("hot rows"), so that a repeated poll reads no RocksDB at all.
 //!
-//! Owns: the group sets, the step cache and the hot rows. Must not: write to the store or be
-//! changed by anyone but `apply` (and the rebuild at start, and queries adding hot rows). It is
-//! derived state: `rebuild` recreates it from RocksDB.
+//! Owns: which steps are in memory, loading them, evicting them, and their groups and hot rows.
+//! Must not: write to the store, or be changed by anyone but `apply` (and the loads and hot rows
+//! that queries cause). It is derived state: a step is loaded from RocksDB on its first query
+//! (once, however many ask at the same moment), and the least recently used steps leave when the
+//! estimate passes the budget. Nothing is loaded at start.
+//!
+//! Apply and loads meet per step through a striped lock: apply holds the stripes of a batch's
+//! steps from before its store write until the index has the batch; a load registers itself and
+//! takes its RocksDB snapshot under the stripe, builds without it, and installs under it again,
+//! replaying what apply recorded for the step meanwhile. A step neither in memory nor loading is
+//! only written to the store.
 //!
 //! Hot rows stay coherent because both sides hold the retry's lock: `apply` refreshes a hot row
 //! under the write lock after the store has the new row; a query reads the store and adds hot rows
@@ -14,10 +22,11 @@
 use crate::events::StepEvent;
 use crate::store::keys::RowKey;
 use crate::store::row::StoredRow;
-use crate::store::Store;
+use crate::store::{Store, StoreSnapshot};
 use anyhow::Result;
+use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock, RwLockWriteGuard};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -50,15 +59,24 @@ struct HotRows {
     bytes: usize,
     /// When a query last used them (index clock), for eviction.
     used: u64,
+    /// The step left memory: queries still holding it must not add rows the budget no longer
+    /// counts.
+    gone: bool,
 }
 
 fn hot_row_bytes(row: &StoredRow) -> usize {
     HOT_ROW_BYTES + row.encoded_len()
 }
 
+/// (step, execute_count)
+pub type RetryId = (i64, i32);
+
+/// A host's group in a batch: (status, tag).
+pub type Head<'a> = (i32, &'a str);
+
 impl RetryGroups {
     /// Adds `host` to a group; the estimated bytes this added.
-    fn insert(&mut self, batch: i32, (status, tag): (i32, &str), host: i64) -> i64 {
+    fn insert(&mut self, batch: i32, (status, tag): Head<'_>, host: i64) -> i64 {
         let group = GroupKey {
             status,
             tag: tag.into(),
@@ -74,7 +92,7 @@ impl RetryGroups {
     }
 
     /// Takes `host` out of a group; the estimated bytes this freed.
-    fn remove(&mut self, batch: i32, (status, tag): (i32, &str), host: i64) -> i64 {
+    fn remove(&mut self, batch: i32, (status, tag): Head<'_>, host: i64) -> i64 {
         let Some(batch) = self.batches.get_mut(&batch) else {
             return 0;
         };
@@ -104,71 +122,386 @@ impl RetryGroups {
     }
 }
 
-/// (step, execute_count)
-pub type RetryId = (i64, i32);
-
+/// One step in memory: its record (if its `step` event came) and its retries' groups.
 #[derive(Default)]
-pub struct Index {
-    steps: DashMap<i64, Arc<StepEvent>>,
-    retries: DashMap<RetryId, Arc<RwLock<RetryGroups>>>,
-    hosts: AtomicI64,
-    /// Estimated heap bytes of steps, retries and groups, kept up to date as they change (a
-    /// scrape reads it, never walks the index).
+pub struct StepIndex {
+    record: RwLock<Option<Arc<StepEvent>>>,
+    retries: RwLock<BTreeMap<i32, Arc<RwLock<RetryGroups>>>>,
+    /// When a query last used it (index clock), for eviction.
+    used: AtomicU64,
+    /// Estimated bytes of the record and the groups (hot rows apart), and host rows held.
     bytes: AtomicI64,
+    hosts: AtomicI64,
+}
+
+impl StepIndex {
+    pub fn record(&self) -> Option<Arc<StepEvent>> {
+        self.record.read().clone()
+    }
+
+    pub fn retry(&self, execute_count: i32) -> Option<Arc<RwLock<RetryGroups>>> {
+        self.retries.read().get(&execute_count).cloned()
+    }
+
+    /// The retry, created when new; the bytes that creating it added.
+    fn retry_or_new(&self, execute_count: i32) -> (Arc<RwLock<RetryGroups>>, i64) {
+        if let Some(r) = self.retry(execute_count) {
+            return (r, 0);
+        }
+        let mut retries = self.retries.write();
+        let mut added = 0;
+        let retry = retries.entry(execute_count).or_insert_with(|| {
+            added = RETRY_BYTES;
+            Arc::default()
+        });
+        (Arc::clone(retry), added)
+    }
+
+    /// Replaces the record; the bytes this added.
+    fn set_record(&self, step: Arc<StepEvent>) -> i64 {
+        let added = step_bytes(&step);
+        let old = self.record.write().replace(step);
+        added - old.map_or(0, |o| step_bytes(&o))
+    }
+
+    /// Builds a step's index from a snapshot of the store.
+    fn load(snapshot: &StoreSnapshot<'_>, step: i64) -> Result<StepIndex> {
+        let mut index = StepIndex::default();
+        let mut bytes = STEP_INDEX_BYTES;
+        if let Some(record) = snapshot.step(step)? {
+            bytes += index.set_record(Arc::new(record));
+        }
+        let mut current: Option<(i32, RetryGroups)> = None;
+        let mut retries = BTreeMap::new();
+        let mut hosts = 0;
+        snapshot.for_each_row_head(step, |key, status, tag| {
+            if current
+                .as_ref()
+                .is_none_or(|(ec, _)| *ec != key.execute_count)
+            {
+                if let Some((ec, groups)) = current.take() {
+                    retries.insert(ec, Arc::new(RwLock::new(groups)));
+                }
+                current = Some((key.execute_count, RetryGroups::default()));
+                bytes += RETRY_BYTES;
+            }
+            let (_, groups) = current.as_mut().expect("set above");
+            bytes += groups.insert(key.batch, (status, tag), key.host);
+            hosts += 1;
+        })?;
+        if let Some((ec, groups)) = current {
+            retries.insert(ec, Arc::new(RwLock::new(groups)));
+        }
+        *index.retries.get_mut() = retries;
+        index.bytes.store(bytes, Ordering::Relaxed);
+        index.hosts.store(hosts, Ordering::Relaxed);
+        Ok(index)
+    }
+
+    /// Applies a change that apply recorded while the step was loading.
+    fn replay(&self, change: Change) {
+        let (bytes, hosts) = match change {
+            Change::Record(record) => (self.set_record(record), 0),
+            Change::Place { key, old, new } => {
+                let (retry, created) = self.retry_or_new(key.execute_count);
+                let mut retry = retry.write();
+                let old = old.as_ref().map(|(s, t)| (*s, &**t));
+                let (bytes, hosts) = move_host(&mut retry, key, old, (new.0, &new.1));
+                (created + bytes, hosts)
+            }
+        };
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.hosts.fetch_add(hosts, Ordering::Relaxed);
+    }
+}
+
+/// Moves a host of a (write-locked) retry from its old group (`None`: a new row) to its new
+/// one; the bytes and host rows this added.
+fn move_host(
+    retry: &mut RetryGroups,
+    key: RowKey,
+    old: Option<Head<'_>>,
+    new: Head<'_>,
+) -> (i64, i64) {
+    if old == Some(new) {
+        return (0, 0);
+    }
+    let (freed, hosts) = match old {
+        Some(old) => (retry.remove(key.batch, old, key.host), 0),
+        None => (0, 1),
+    };
+    (retry.insert(key.batch, new, key.host) - freed, hosts)
+}
+
+/// What apply did to a step while it was being loaded, replayed onto the loaded index.
+enum Change {
+    Record(Arc<StepEvent>),
+    Place {
+        key: RowKey,
+        old: Option<(i32, Arc<str>)>,
+        new: (i32, Arc<str>),
+    },
+}
+
+/// A load in progress: what apply did meanwhile, and a gate for the queries that wait for it.
+#[derive(Default)]
+pub struct Load {
+    pending: Mutex<Vec<Change>>,
+    done: Mutex<bool>,
+    finished: Condvar,
+}
+
+impl Load {
+    fn wait(&self) {
+        let mut done = self.done.lock();
+        while !*done {
+            self.finished.wait(&mut done);
+        }
+    }
+
+    fn finish(&self) {
+        *self.done.lock() = true;
+        self.finished.notify_all();
+    }
+}
+
+#[derive(Clone)]
+enum Slot {
+    Resident(Arc<StepIndex>),
+    Loading(Arc<Load>),
+}
+
+/// Where apply's changes to one step go: the index in memory, a load in progress, or nowhere
+/// (the step is only in the store).
+pub enum Target {
+    Resident(Arc<StepIndex>),
+    Loading(Arc<Load>),
+    Cold,
+}
+
+/// Figures of the index, for `/metrics`.
+pub struct IndexFigures {
+    pub steps: usize,
+    pub hosts: i64,
+    /// Estimated bytes of the resident steps: what `budget` bounds.
+    pub bytes: usize,
+    pub budget: usize,
+    pub hot_rows: usize,
+    pub hot_bytes: usize,
+    pub loads: u64,
+    pub evictions: u64,
+}
+
+const STRIPES: usize = 256;
+
+pub struct Index {
+    steps: DashMap<i64, Slot>,
+    stripes: Box<[Mutex<()>]>,
+    /// Most estimated bytes of resident steps (their hot rows apart).
+    budget: usize,
+    /// Running totals over resident steps.
+    bytes: AtomicI64,
+    hosts: AtomicI64,
     /// Most bytes of hot rows kept over all retries (0: none).
     hot_budget: usize,
     hot_rows: AtomicUsize,
     hot_bytes: AtomicUsize,
     clock: AtomicU64,
+    loads: AtomicU64,
+    evictions: AtomicU64,
 }
 
 impl Index {
-    pub fn step(&self, id: i64) -> Option<Arc<StepEvent>> {
-        self.steps.get(&id).map(|s| Arc::clone(&s))
+    /// An empty index holding at most `budget` bytes of steps and `hot_budget` bytes of hot
+    /// rows.
+    pub fn new(budget: usize, hot_budget: usize) -> Index {
+        Index {
+            steps: DashMap::new(),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            budget,
+            bytes: AtomicI64::new(0),
+            hosts: AtomicI64::new(0),
+            hot_budget,
+            hot_rows: AtomicUsize::new(0),
+            hot_bytes: AtomicUsize::new(0),
+            clock: AtomicU64::new(0),
+            loads: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+        }
     }
 
-    pub fn set_step(&self, step: StepEvent) {
-        let added = step_bytes(&step);
-        let replaced = self.steps.insert(step.step_instance_id, Arc::new(step));
-        let freed = replaced.map_or(0, |old| step_bytes(&old));
-        self.bytes.fetch_add(added - freed, Ordering::Relaxed);
+    fn stripe(&self, step: i64) -> usize {
+        ((step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % STRIPES
     }
 
-    pub fn retry(&self, step: i64, execute_count: i32) -> Option<Arc<RwLock<RetryGroups>>> {
-        self.retries
-            .get(&(step, execute_count))
-            .map(|r| Arc::clone(&r))
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The retries (created when new) that a batch is about to change, in id order: `apply`
-    /// write-locks them before it writes the batch to the store and holds them until every row
-    /// is placed, so that a query sees a retry's groups and rows both before or both after.
+    fn slot(&self, step: i64) -> Option<Slot> {
+        self.steps.get(&step).map(|s| s.clone())
+    }
+
+    /// The step's index, loaded from the store if it is not in memory; `None` when the store
+    /// has no record of it (nothing is loaded for a step that does not exist).
+    pub fn step(&self, step: i64, store: &Store) -> Result<Option<Arc<StepIndex>>> {
+        loop {
+            match self.slot(step) {
+                Some(Slot::Resident(index)) => {
+                    index.used.store(self.tick(), Ordering::Relaxed);
+                    return Ok(Some(index));
+                }
+                Some(Slot::Loading(load)) => {
+                    load.wait();
+                    continue;
+                }
+                None => {}
+            }
+            if store.get_steps(&[step])?[0].is_none() {
+                return Ok(None);
+            }
+            let load = Arc::new(Load::default());
+            let snapshot = {
+                let _stripe = self.stripes[self.stripe(step)].lock();
+                match self.steps.entry(step) {
+                    Entry::Occupied(_) => continue, // another query got there first
+                    Entry::Vacant(v) => {
+                        v.insert(Slot::Loading(Arc::clone(&load)));
+                    }
+                }
+                store.snapshot()
+            };
+            let built = StepIndex::load(&snapshot, step);
+            drop(snapshot);
+            let installed = {
+                let _stripe = self.stripes[self.stripe(step)].lock();
+                let ours =
+                    matches!(self.slot(step), Some(Slot::Loading(l)) if Arc::ptr_eq(&l, &load));
+                match built {
+                    // The step expired while it loaded: look again (it is gone from the store).
+                    _ if !ours => None,
+                    Ok(index) => {
+                        for change in std::mem::take(&mut *load.pending.lock()) {
+                            index.replay(change);
+                        }
+                        index.used.store(self.tick(), Ordering::Relaxed);
+                        let index = Arc::new(index);
+                        self.bytes
+                            .fetch_add(index.bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+                        self.hosts
+                            .fetch_add(index.hosts.load(Ordering::Relaxed), Ordering::Relaxed);
+                        self.steps.insert(step, Slot::Resident(Arc::clone(&index)));
+                        Some(Ok(index))
+                    }
+                    Err(e) => {
+                        self.steps.remove(&step);
+                        Some(Err(e))
+                    }
+                }
+            };
+            load.finish();
+            let Some(installed) = installed else {
+                continue;
+            };
+            let index = installed?;
+            self.loads.fetch_add(1, Ordering::Relaxed);
+            self.enforce_budget(step);
+            return Ok(Some(index));
+        }
+    }
+
+    /// Locks the stripes of `steps` (apply and expiry hold them from before their store write
+    /// until the index has it) and says where each step's changes go.
+    pub fn lock_steps(&self, steps: &[i64]) -> (Vec<MutexGuard<'_, ()>>, HashMap<i64, Target>) {
+        let stripes: BTreeSet<usize> = steps.iter().map(|s| self.stripe(*s)).collect();
+        let guards = stripes
+            .into_iter()
+            .map(|i| self.stripes[i].lock())
+            .collect();
+        let targets = steps
+            .iter()
+            .map(|s| {
+                let target = match self.slot(*s) {
+                    Some(Slot::Resident(index)) => Target::Resident(index),
+                    Some(Slot::Loading(load)) => Target::Loading(load),
+                    None => Target::Cold,
+                };
+                (*s, target)
+            })
+            .collect();
+        (guards, targets)
+    }
+
+    /// The retries of resident steps that a batch is about to change (created when new), in id
+    /// order: `apply` write-locks them before it writes the batch to the store and holds them
+    /// until every row is placed, so that a query sees a retry's groups and rows both before or
+    /// both after.
     pub fn retries_for_update(
         &self,
-        ids: BTreeSet<RetryId>,
+        targets: &HashMap<i64, Target>,
+        retries: BTreeSet<RetryId>,
     ) -> Vec<(RetryId, Arc<RwLock<RetryGroups>>)> {
-        ids.into_iter()
-            .map(|id| {
-                let retry = self.retries.entry(id).or_insert_with(|| {
-                    self.bytes.fetch_add(RETRY_BYTES, Ordering::Relaxed);
-                    Arc::default()
-                });
-                (id, Arc::clone(&retry))
+        retries
+            .into_iter()
+            .filter_map(|(step, ec)| match targets.get(&step) {
+                Some(Target::Resident(index)) => {
+                    let (retry, added) = index.retry_or_new(ec);
+                    self.grow(index, added, 0);
+                    Some(((step, ec), retry))
+                }
+                _ => None,
             })
             .collect()
     }
 
-    /// Moves a host of `retry` (write-locked by the caller) from its old group (None: a new
-    /// row) to its new one, and refreshes its hot copy, if it has one, with `encoded` (the row as
-    /// the store now holds it).
+    fn grow(&self, index: &StepIndex, bytes: i64, hosts: i64) {
+        index.bytes.fetch_add(bytes, Ordering::Relaxed);
+        index.hosts.fetch_add(hosts, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.hosts.fetch_add(hosts, Ordering::Relaxed);
+    }
+
+    /// A new step record, where its step's changes go (the stripe is held).
+    pub fn set_record(&self, target: &Target, record: StepEvent) {
+        let record = Arc::new(record);
+        match target {
+            Target::Resident(index) => {
+                let added = index.set_record(record);
+                self.grow(index, added, 0);
+            }
+            Target::Loading(load) => load.pending.lock().push(Change::Record(record)),
+            Target::Cold => {}
+        }
+    }
+
+    /// Moves a host from its old group (`None`: a new row) to its new one, and refreshes its
+    /// hot copy, if it has one, with `encoded` (the row as the store now holds it). `retry` is
+    /// the write-locked retry of a resident step (the stripe is held).
     pub fn place(
         &self,
-        retry: &mut RetryGroups,
+        target: &Target,
+        retry: Option<&mut RwLockWriteGuard<'_, RetryGroups>>,
         key: RowKey,
-        old: Option<(i32, &str)>,
-        new: (i32, &str),
+        old: Option<Head<'_>>,
+        new: Head<'_>,
         encoded: &[u8],
     ) {
+        match (target, retry) {
+            (Target::Resident(index), Some(retry)) => {
+                self.refresh_hot_row(retry, key, encoded);
+                let (bytes, hosts) = move_host(retry, key, old, new);
+                self.grow(index, bytes, hosts);
+            }
+            (Target::Loading(load), _) => load.pending.lock().push(Change::Place {
+                key,
+                old: old.map(|(s, t)| (s, t.into())),
+                new: (new.0, new.1.into()),
+            }),
+            _ => {}
+        }
+    }
+
+    fn refresh_hot_row(&self, retry: &mut RetryGroups, key: RowKey, encoded: &[u8]) {
         let hot = retry.hot.get_mut();
         if let Some(row) = hot.rows.get_mut(&(key.batch, key.host)) {
             let fresh = StoredRow::of_encoding(encoded);
@@ -178,18 +511,71 @@ impl Index {
             self.hot_bytes.fetch_add(after, Ordering::Relaxed);
             self.hot_bytes.fetch_sub(before, Ordering::Relaxed);
         }
-        if old == Some(new) {
+    }
+
+    /// Forgets a step that expired (its stripe is held): it leaves memory, and a load in
+    /// progress is dropped (its snapshot may predate the expiry).
+    pub fn forget(&self, step: i64) {
+        if let Some((_, Slot::Resident(index))) = self.steps.remove(&step) {
+            self.release(&index);
+        }
+    }
+
+    /// Takes an evicted or forgotten step's figures out of the totals, and its hot rows.
+    fn release(&self, index: &StepIndex) {
+        self.bytes
+            .fetch_sub(index.bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.hosts
+            .fetch_sub(index.hosts.load(Ordering::Relaxed), Ordering::Relaxed);
+        for retry in index.retries.read().values() {
+            let retry = retry.read();
+            let mut hot = retry.hot.lock();
+            let dropped = std::mem::take(&mut *hot);
+            hot.gone = true;
+            self.hot_rows
+                .fetch_sub(dropped.rows.len(), Ordering::Relaxed);
+            self.hot_bytes.fetch_sub(dropped.bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Evicts the least recently used steps (but `keep`) until 7/8 of the budget is used, when
+    /// the budget is passed. O(resident steps) when it happens, which a margin keeps rare.
+    pub fn enforce_budget(&self, keep: i64) {
+        if self.bytes.load(Ordering::Relaxed) <= self.budget as i64 {
             return;
         }
-        let mut delta = 0;
-        match old {
-            Some(old) => delta -= retry.remove(key.batch, old, key.host),
-            None => {
-                self.hosts.fetch_add(1, Ordering::Relaxed);
+        let mut by_age: Vec<(u64, i64, Arc<StepIndex>)> = self
+            .steps
+            .iter()
+            .filter(|e| *e.key() != keep)
+            .filter_map(|e| match e.value() {
+                Slot::Resident(index) => Some((
+                    index.used.load(Ordering::Relaxed),
+                    *e.key(),
+                    Arc::clone(index),
+                )),
+                Slot::Loading(_) => None,
+            })
+            .collect();
+        by_age.sort_unstable_by_key(|(used, ..)| *used);
+        let target = self.budget as i64 / 8 * 7;
+        for (_, step, index) in by_age {
+            if self.bytes.load(Ordering::Relaxed) <= target {
+                break;
+            }
+            // A step that apply is changing right now stays; it can go next time.
+            let Some(_stripe) = self.stripes[self.stripe(step)].try_lock() else {
+                continue;
+            };
+            let removed = self.steps.remove_if(
+                &step,
+                |_, slot| matches!(slot, Slot::Resident(i) if Arc::ptr_eq(i, &index)),
+            );
+            if removed.is_some() {
+                self.release(&index);
+                self.evictions.fetch_add(1, Ordering::Relaxed);
             }
         }
-        delta += retry.insert(key.batch, new, key.host);
-        self.bytes.fetch_add(delta, Ordering::Relaxed);
     }
 
     /// The hot copies of `keys` (all of one retry), `None` where there is none.
@@ -198,7 +584,7 @@ impl Index {
         if hot.rows.is_empty() {
             return vec![None; keys.len()];
         }
-        hot.used = self.clock.fetch_add(1, Ordering::Relaxed);
+        hot.used = self.tick();
         keys.iter()
             .map(|k| hot.rows.get(&(k.batch, k.host)).cloned())
             .collect()
@@ -212,7 +598,10 @@ impl Index {
         }
         {
             let mut hot = retry.hot.lock();
-            hot.used = self.clock.fetch_add(1, Ordering::Relaxed);
+            if hot.gone {
+                return;
+            }
+            hot.used = self.tick();
             let (mut added_rows, mut added_bytes) = (0, 0);
             for (k, row) in rows {
                 hot.rows.entry((k.batch, k.host)).or_insert_with(|| {
@@ -230,13 +619,20 @@ impl Index {
         }
     }
 
-    /// Drops the hot rows of the least recently polled retries until 3/4 of the budget is used.
-    /// Rare, and O(retries) when it happens.
+    /// Drops the hot rows of the least recently polled retries until 3/4 of the hot budget is
+    /// used. Rare, and O(resident retries) when it happens.
     fn evict_hot_rows(&self, keep: &RetryGroups) {
-        let mut by_age: Vec<(u64, Arc<RwLock<RetryGroups>>)> = self
-            .retries
+        let resident: Vec<Arc<StepIndex>> = self
+            .steps
             .iter()
-            .map(|r| Arc::clone(r.value()))
+            .filter_map(|e| match e.value() {
+                Slot::Resident(index) => Some(Arc::clone(index)),
+                Slot::Loading(_) => None,
+            })
+            .collect();
+        let mut by_age: Vec<(u64, Arc<RwLock<RetryGroups>>)> = resident
+            .iter()
+            .flat_map(|index| index.retries.read().values().cloned().collect::<Vec<_>>())
             .filter_map(|r| {
                 let used = r.try_read()?.hot.lock().used;
                 Some((used, r))
@@ -254,68 +650,35 @@ impl Index {
             if std::ptr::eq(&*retry, keep) {
                 continue;
             }
-            let dropped = std::mem::take(&mut *retry.hot.lock());
-            self.hot_rows
-                .fetch_sub(dropped.rows.len(), Ordering::Relaxed);
-            self.hot_bytes.fetch_sub(dropped.bytes, Ordering::Relaxed);
+            let mut hot = retry.hot.lock();
+            let (rows, bytes) = (hot.rows.len(), hot.bytes);
+            hot.rows = HashMap::new();
+            hot.bytes = 0;
+            self.hot_rows.fetch_sub(rows, Ordering::Relaxed);
+            self.hot_bytes.fetch_sub(bytes, Ordering::Relaxed);
         }
     }
 
-    pub fn hot_row_count(&self) -> usize {
-        self.hot_rows.load(Ordering::Relaxed)
-    }
-
-    /// An empty index that keeps at most `hot_budget` bytes of hot rows.
-    pub fn new(hot_budget: usize) -> Index {
-        Index {
-            hot_budget,
-            ..Index::default()
+    /// Running figures, O(1) to read (but the count of steps, O(map shards)).
+    pub fn figures(&self) -> IndexFigures {
+        IndexFigures {
+            steps: self.steps.len(),
+            hosts: self.hosts.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed).max(0) as usize,
+            budget: self.budget,
+            hot_rows: self.hot_rows.load(Ordering::Relaxed),
+            hot_bytes: self.hot_bytes.load(Ordering::Relaxed),
+            loads: self.loads.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
         }
     }
 
-    /// Recreates the index from the store (service start).
-    pub fn rebuild(store: &Store, hot_budget: usize) -> Result<Index> {
-        let index = Index::new(hot_budget);
-        for step in store.steps()? {
-            index.set_step(step);
-        }
-        let mut current: Option<(RetryId, RetryGroups)> = None;
-        let (mut hosts, mut bytes) = (0i64, 0i64);
-        store.for_each_row_head(|key, status, tag| {
-            let id = (key.step, key.execute_count);
-            if current.as_ref().is_none_or(|(c, _)| *c != id) {
-                if let Some((done, groups)) = current.take() {
-                    index.retries.insert(done, Arc::new(RwLock::new(groups)));
-                }
-                current = Some((id, RetryGroups::default()));
-                bytes += RETRY_BYTES;
-            }
-            let (_, groups) = current.as_mut().expect("set above");
-            bytes += groups.insert(key.batch, (status, tag), key.host);
-            hosts += 1;
-        })?;
-        if let Some((done, groups)) = current {
-            index.retries.insert(done, Arc::new(RwLock::new(groups)));
-        }
-        index.hosts.store(hosts, Ordering::Relaxed);
-        index.bytes.fetch_add(bytes, Ordering::Relaxed);
-        Ok(index)
-    }
-
-    pub fn step_count(&self) -> usize {
-        self.steps.len()
-    }
-
-    pub fn host_count(&self) -> i64 {
-        self.hosts.load(Ordering::Relaxed)
-    }
-
-    /// Estimated heap bytes of the index, hot rows included: a running figure, O(1) to read.
+    /// Estimated heap bytes of the index, hot rows included: a running figure.
     /// `cargo bench --bench query` measures the real figure with a counting allocator and prints
     /// it beside this estimate.
     pub fn estimated_bytes(&self) -> usize {
-        let bytes = self.bytes.load(Ordering::Relaxed).max(0) as usize;
-        bytes + self.hot_bytes.load(Ordering::Relaxed)
+        let figures = self.figures();
+        figures.bytes + figures.hot_bytes
     }
 }
 
@@ -330,7 +693,9 @@ const HOST_BYTES: i64 = 16;
 const GROUP_BYTES: i64 = 112;
 /// A retry's map entry, lock and batch map.
 const RETRY_BYTES: i64 = 160;
+/// A resident step's map slot, locks and retry map.
+const STEP_INDEX_BYTES: i64 = 192;
 /// A hot row's map slot and shared allocation, beside its encoded bytes.
 const HOT_ROW_BYTES: usize = 48 + 16;
-/// A step record in the step map, its `Arc` and map slot.
-const STEP_BYTES: i64 = std::mem::size_of::<StepEvent>() as i64 + 64;
+/// A step record, its `Arc` and strings' headers.
+const STEP_BYTES: i64 = std::mem::size_of::<StepEvent>() as i64 + 32;

@@ -12,8 +12,10 @@
 //!   topic), replay and JSON-lines files; all hand batches to `apply` (through `ingest::Sink`).
 //! - [`apply`]: the only writer; folds events idempotently into store and index.
 //! - [`store`]: RocksDB column families for steps, host rows, logs and offsets.
-//! - [`index`]: per step / retry / batch, the (status, tag) groups of hosts, in memory, and
-//!   the rows of polled answers ("hot rows").
+//! - [`index`]: the steps being read, in memory within a byte budget (loaded on first query,
+//!   least recently used evicted): per retry / batch the (status, tag) groups of hosts, and the
+//!   rows of polled answers ("hot rows").
+//! - [`retention`]: when steps expire (apply deletes them).
 //! - [`query`]: the semantics of the API over index and store; `query::Reader` is the one door
 //!   to the views for `http`.
 //! - [`http`]: axum routes, authentication, language, the JSON envelope; every view read on the
@@ -34,7 +36,15 @@ pub mod index;
 pub mod ingest;
 pub mod metrics;
 pub mod query;
+pub mod retention;
 pub mod service;
 pub mod shutdown;
 pub mod simulate;
 pub mod store;
+
+/// The wall clock as events carry times: Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -5,6 +5,7 @@
 //! read whatever the views hold.
 
 use crate::health::Health;
+use crate::index::IndexFigures;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -12,10 +13,7 @@ use prometheus::{
 
 /// Figures of the views, read at scrape time (see `query::Reader::figures`).
 pub struct ViewFigures {
-    pub steps: i64,
-    pub hosts: i64,
-    pub index_bytes: i64,
-    pub hot_rows: i64,
+    pub index: IndexFigures,
     /// RocksDB figures by label.
     pub rocksdb: Vec<(&'static str, i64)>,
 }
@@ -27,6 +25,11 @@ pub struct Metrics {
     pub dead_letters_unwritable: IntCounter,
     pub strings_cut: IntCounterVec,
     pub queries_abandoned: IntCounterVec,
+    pub expired_steps: IntCounter,
+    pub forgotten_tombstones: IntCounter,
+    index_budget: IntGauge,
+    index_loads: IntCounter,
+    index_evictions: IntCounter,
     pub apply_batch_events: Histogram,
     pub apply_duration: Histogram,
     pub apply_failures: IntCounter,
@@ -40,6 +43,7 @@ pub struct Metrics {
     index_hosts: IntGauge,
     index_memory: IntGauge,
     hot_rows: IntGauge,
+    hot_row_bytes: IntGauge,
     rocksdb: IntGaugeVec,
 }
 
@@ -99,6 +103,33 @@ impl Metrics {
             "Queries not answered: busy (no turn for an expensive query in time), timeout, \
              client_gone.",
             &["reason"],
+        );
+        let plain_counter =
+            |name: &str, help: &str| register(&r, IntCounter::new(name, help).expect("valid"));
+        let expired_steps = plain_counter(
+            "stepview_retention_expired_steps_total",
+            "Steps deleted because their last event is older than store.retention_days.",
+        );
+        let forgotten_tombstones = plain_counter(
+            "stepview_retention_tombstones_forgotten_total",
+            "Expired steps forgotten a retention period after they expired.",
+        );
+        let index_loads = plain_counter(
+            "stepview_index_loads_total",
+            "Steps loaded into memory from RocksDB on their first query.",
+        );
+        let index_evictions = plain_counter(
+            "stepview_index_evictions_total",
+            "Steps evicted from memory (least recently used) to stay within index.memory_mb.",
+        );
+        let index_budget = register(
+            &r,
+            IntGauge::new(
+                "stepview_index_memory_budget_bytes",
+                "index.memory_mb, in bytes: what stepview_index_memory_bytes stays within (hot \
+                 rows apart).",
+            )
+            .expect("valid"),
         );
         let apply_failures = register(
             &r,
@@ -165,7 +196,11 @@ impl Metrics {
         );
         let index_steps = register(
             &r,
-            IntGauge::new("stepview_index_steps", "Steps held in memory.").expect("valid"),
+            IntGauge::new(
+                "stepview_index_steps",
+                "Steps held in memory (loaded on first query, evicted least recently used).",
+            )
+            .expect("valid"),
         );
         let ready = register(
             &r,
@@ -179,7 +214,8 @@ impl Metrics {
             &r,
             IntGauge::new(
                 "stepview_index_memory_bytes",
-                "Estimated heap bytes of the in-memory group index and step cache.",
+                "Estimated heap bytes of the steps held in memory (hot rows apart): what \
+                 index.memory_mb bounds.",
             )
             .expect("valid"),
         );
@@ -188,6 +224,14 @@ impl Metrics {
             IntGauge::new(
                 "stepview_index_hot_rows",
                 "Rows kept in memory for the retries that capped queries poll.",
+            )
+            .expect("valid"),
+        );
+        let hot_row_bytes = register(
+            &r,
+            IntGauge::new(
+                "stepview_index_hot_rows_bytes",
+                "Estimated bytes of the hot rows (within index.hot_rows_mb).",
             )
             .expect("valid"),
         );
@@ -210,6 +254,11 @@ impl Metrics {
             dead_letters_unwritable,
             strings_cut,
             queries_abandoned,
+            expired_steps,
+            forgotten_tombstones,
+            index_budget,
+            index_loads,
+            index_evictions,
             apply_batch_events,
             apply_duration,
             apply_failures,
@@ -223,6 +272,7 @@ impl Metrics {
             index_hosts,
             index_memory,
             hot_rows,
+            hot_row_bytes,
             rocksdb,
         }
     }
@@ -238,10 +288,18 @@ impl Metrics {
     /// The text exposition, with the scrape-time gauges refreshed.
     pub fn render(&self, views: &ViewFigures, health: &Health) -> String {
         self.ready.set(i64::from(health.readiness().is_ok()));
-        self.index_steps.set(views.steps);
-        self.index_hosts.set(views.hosts);
-        self.index_memory.set(views.index_bytes);
-        self.hot_rows.set(views.hot_rows);
+        let index = &views.index;
+        self.index_steps.set(index.steps as i64);
+        self.index_hosts.set(index.hosts);
+        self.index_memory.set(index.bytes as i64);
+        self.index_budget.set(index.budget as i64);
+        self.hot_rows.set(index.hot_rows as i64);
+        self.hot_row_bytes.set(index.hot_bytes as i64);
+        // Counted by the index; exposed as counters.
+        self.index_loads
+            .inc_by(index.loads.saturating_sub(self.index_loads.get()));
+        self.index_evictions
+            .inc_by(index.evictions.saturating_sub(self.index_evictions.get()));
         for (label, value) in &views.rocksdb {
             self.rocksdb.with_label_values(&[label]).set(*value);
         }

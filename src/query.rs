@@ -147,17 +147,20 @@ impl Reader {
         Reader { index, store }
     }
 
-    /// The answer to `q` (blocking: see the module comment).
+    /// The answer to `q` (blocking: see the module comment). A step that is not in memory is
+    /// loaded first.
     pub fn answer(&self, q: &StepQuery, cancel: &Cancel) -> Result<StepAnswer, QueryError> {
-        let step = self
-            .index
-            .step(q.step_instance_id)
+        let index = self.index.step(q.step_instance_id, &self.store)?;
+        let step = index
+            .as_ref()
+            .and_then(|s| s.record())
             .filter(|s| {
                 s.bk_scope_type == q.scope_type
                     && s.bk_scope_id == q.scope_id
                     && s.job_instance_id == q.job_instance_id
             })
             .ok_or(QueryError::StepNotFound)?;
+        let index = index.expect("a step with a record has an index");
         if step.step_type == STEP_TYPE_MANUAL {
             return Err(QueryError::ManualStep);
         }
@@ -165,7 +168,7 @@ impl Reader {
             return Err(QueryError::KeywordOnFileStep);
         }
         let execute_count = q.execute_count.unwrap_or(step.execute_count);
-        let groups = match self.index.retry(step.step_instance_id, execute_count) {
+        let groups = match index.retry(execute_count) {
             None => Vec::new(),
             Some(retry) if q.search_ip.is_none() && q.keyword.is_none() => {
                 self.groups_from_index(q, execute_count, &retry.read())?
@@ -207,10 +210,7 @@ impl Reader {
         )])
         .collect();
         ViewFigures {
-            steps: self.index.step_count() as i64,
-            hosts: self.index.host_count(),
-            index_bytes: self.index.estimated_bytes() as i64,
-            hot_rows: self.index.hot_row_count() as i64,
+            index: self.index.figures(),
             rocksdb,
         }
     }

@@ -10,11 +10,12 @@ use crate::index::Index;
 use crate::ingest::{kafka, Sink};
 use crate::metrics::Metrics;
 use crate::query::Reader;
+use crate::retention;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use anyhow::{Context, Result};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Store, index and the applier over them: what every command that reads or writes views opens.
 #[derive(Clone)]
@@ -25,22 +26,15 @@ pub struct Views {
 }
 
 impl Views {
+    /// Opens the store; nothing proportional to what it holds is read (steps are loaded into
+    /// memory on their first query).
     pub fn open(config: &Config) -> Result<Views> {
-        let started = Instant::now();
         let store = Arc::new(Store::open(&config.data_dir, &config.store.options())?);
-        let index = Arc::new(
-            Index::rebuild(&store, config.store.hot_rows_mb << 20)
-                .context("index rebuild failed")?,
-        );
-        tracing::info!(
-            steps = index.step_count(),
-            hosts = index.host_count(),
-            ms = started.elapsed().as_millis() as u64,
-            data_dir = %config.data_dir.display(),
-            "index rebuilt from the store"
-        );
+        let index = Arc::new(Index::new(
+            config.index.memory_mb << 20,
+            config.index.hot_rows_mb << 20,
+        ));
         let health = Arc::new(Health::default());
-        health.set_index_ready();
         let sink = Sink {
             applier: Arc::new(Applier::new(Arc::clone(&store), Arc::clone(&index))),
             metrics: Arc::new(Metrics::new()),
@@ -122,6 +116,11 @@ pub async fn run(
         }))
     };
 
+    let sweeper = {
+        let (sink, store, shutdown) = (views.sink.clone(), config.store.clone(), shutdown.clone());
+        std::thread::spawn(move || retention::run(&sink, &store, &shutdown))
+    };
+
     let state = Arc::new(AppState {
         reader: views.reader(),
         auth,
@@ -149,6 +148,9 @@ pub async fn run(
             Ok(result) => result?,
             Err(_) => anyhow::bail!("the ingest thread panicked"),
         }
+    }
+    if sweeper.join().is_err() {
+        anyhow::bail!("the retention thread panicked");
     }
     views.store.flush()?;
     tracing::info!("stopped cleanly");

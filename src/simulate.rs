@@ -81,7 +81,7 @@ fn host_identity(h: usize) -> (i64, String, Option<String>) {
 /// Every event of the workload, in the order a producer would send them (steps interleaved).
 pub fn generate(w: &Workload) -> Vec<Event> {
     let mut rng = StdRng::seed_from_u64(w.seed);
-    let t0 = w.start_ms.unwrap_or_else(now_ms);
+    let t0 = w.start_ms.unwrap_or_else(crate::now_ms);
     let mut per_step: Vec<Vec<Event>> = Vec::new();
     for j in 0..w.jobs {
         let job = w.first_job_id + j as i64;
@@ -276,12 +276,6 @@ fn script_output(h: usize, execute_count: i32, status: i32, exit_code: Option<i3
     lines
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 #[derive(Default)]
 struct DeliveryCount {
     failed: AtomicU64,
@@ -364,6 +358,25 @@ pub fn produce(
     let failed = producer.context().failed.load(Ordering::Relaxed);
     anyhow::ensure!(failed == 0, "{failed} events were not delivered to {topic}");
     Ok(())
+}
+
+/// The record of a freshness probe's step (script, running, in scope biz 2).
+pub fn probe_step(job: i64, step: i64) -> Event {
+    Event::Step(StepEvent {
+        job_instance_id: job,
+        step_instance_id: step,
+        bk_scope_type: ScopeType::Biz,
+        bk_scope_id: "2".into(),
+        name: "freshness probe".into(),
+        step_type: 1,
+        status: 2,
+        execute_count: 0,
+        create_time: 0,
+        start_time: None,
+        end_time: None,
+        total_time: None,
+        version: 1,
+    })
 }
 
 /// A freshness probe: host 1 of `step` finished, with the tag `v<version>`, so that whoever

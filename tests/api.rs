@@ -355,7 +355,7 @@ async fn a_step_with_targets_only_is_one_waiting_group() {
 #[tokio::test]
 async fn step_total_time_runs_while_running_and_is_null_before_start() {
     let (_dir, svc) = service().await;
-    let now = stepview::simulate::now_ms();
+    let now = stepview::now_ms();
     let mut running = step(800, 1, 2, 0, 1);
     if let Event::Step(s) = &mut running {
         s.start_time = Some(now - 5_000);
@@ -732,7 +732,7 @@ async fn unknown_routes_and_methods_answer_json_too() {
 async fn hot_rows_stay_within_their_byte_budget_and_answers_do_not_change() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
-    config.store.hot_rows_mb = 1;
+    config.index.hot_rows_mb = 1;
     let svc = TestService::start(config).await;
     // Rows of ~100 bytes: one step's 5 000 fit in 1 MiB, two steps' do not.
     let ips: Vec<String> = (0..5000)

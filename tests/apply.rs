@@ -95,7 +95,11 @@ fn outcome(events: &[Event], batch_size: usize) -> (String, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let views = Views::open(&test_config(dir.path())).unwrap();
     for batch in events.chunks(batch_size) {
-        views.sink.applier.apply(batch, &[]).unwrap();
+        views
+            .sink
+            .applier
+            .apply(batch, stepview::now_ms(), &[])
+            .unwrap();
     }
     let answers = queries()
         .iter()
@@ -148,7 +152,7 @@ fn targets_never_downgrade_a_host_with_a_result() {
     views
         .sink
         .applier
-        .apply(&[step(1, 1, 2, 0, 1), a, t], &[])
+        .apply(&[step(1, 1, 2, 0, 1), a, t], stepview::now_ms(), &[])
         .unwrap();
     let rows = views.store.snapshot().rows_in(1, 0, None).unwrap();
     assert_eq!(rows.len(), 1);
@@ -160,7 +164,11 @@ fn targets_never_downgrade_a_host_with_a_result() {
     let stats = views
         .sink
         .applier
-        .apply(&[Event::HostResult(result(1, 0, 0, 7, 7, "", 2))], &[])
+        .apply(
+            &[Event::HostResult(result(1, 0, 0, 7, 7, "", 2))],
+            stepview::now_ms(),
+            &[],
+        )
         .unwrap();
     assert_eq!(stats.unchanged.get("host_result"), Some(&1));
     assert_eq!(
@@ -184,9 +192,17 @@ fn offsets_are_stored_with_the_state_they_follow() {
     views
         .sink
         .applier
-        .apply(&[step(1, 1, 2, 0, 1)], &[offset(0, 10), offset(3, 4)])
+        .apply(
+            &[step(1, 1, 2, 0, 1)],
+            stepview::now_ms(),
+            &[offset(0, 10), offset(3, 4)],
+        )
         .unwrap();
-    views.sink.applier.apply(&[], &[offset(0, 12)]).unwrap();
+    views
+        .sink
+        .applier
+        .apply(&[], stepview::now_ms(), &[offset(0, 12)])
+        .unwrap();
     let mut stored = views.store.offsets().unwrap();
     stored.sort();
     assert_eq!(
@@ -205,7 +221,11 @@ fn concurrent_queries_never_see_a_batch_half_applied() {
     views
         .sink
         .applier
-        .apply(&[step(1, 1, 2, 0, 1), targets(1, 0, &hosts)], &[])
+        .apply(
+            &[step(1, 1, 2, 0, 1), targets(1, 0, &hosts)],
+            stepview::now_ms(),
+            &[],
+        )
         .unwrap();
     let done = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
@@ -215,7 +235,11 @@ fn concurrent_queries_never_see_a_batch_half_applied() {
                 let batch: Vec<Event> = (1..=200)
                     .map(|h| Event::HostResult(result(1, 0, 0, h, status, "", version)))
                     .collect();
-                views.sink.applier.apply(&batch, &[]).unwrap();
+                views
+                    .sink
+                    .applier
+                    .apply(&batch, stepview::now_ms(), &[])
+                    .unwrap();
             }
             done.store(true, std::sync::atomic::Ordering::SeqCst);
         });

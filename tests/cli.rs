@@ -65,7 +65,11 @@ fn simulate_load_and_digest_agree_with_applying_the_same_workload() {
 
     let direct = tempfile::tempdir().unwrap();
     let views = Views::open(&test_config(direct.path())).unwrap();
-    views.sink.applier.apply(&events, &[]).unwrap();
+    views
+        .sink
+        .applier
+        .apply(&events, stepview::now_ms(), &[])
+        .unwrap();
     assert_eq!(digest.trim(), views.store.digest().unwrap());
 }
 

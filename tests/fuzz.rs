@@ -44,7 +44,11 @@ fn views() -> &'static Views {
             hosts: 50,
             ..Workload::default()
         });
-        views.sink.applier.apply(&events, &[]).unwrap();
+        views
+            .sink
+            .applier
+            .apply(&events, stepview::now_ms(), &[])
+            .unwrap();
         views
     })
 }
@@ -112,7 +116,11 @@ fn check_event(bytes: &[u8], key: &[u8]) -> Result<(), TestCaseError> {
         Ok((event, _)) => {
             let _ = check_key(&event, Some(key));
             // Whatever the decoder accepts, apply must take without panicking.
-            views().sink.applier.apply(&[event], &[]).unwrap();
+            views()
+                .sink
+                .applier
+                .apply(&[event], stepview::now_ms(), &[])
+                .unwrap();
         }
         Err(bad) => prop_assert!(!bad.detail.is_empty(), "a reason for {bytes:?}"),
     }
@@ -140,7 +148,7 @@ fn router() -> axum::Router {
         .get_or_init(|| {
             let views = views();
             let config = test_config(std::path::Path::new("unused"));
-            views.sink.health.set_index_ready();
+            views.sink.health.set_stored_only();
             http::router(Arc::new(AppState {
                 reader: views.reader(),
                 auth: Auth::new(true, &config.apps).unwrap(),

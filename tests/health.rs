@@ -60,8 +60,24 @@ async fn readyz_follows_catching_up_and_failing_applies() {
             _ => None,
         })
         .sum::<usize>();
+    // Steps are in memory once queried (nothing is loaded before).
+    assert_eq!(svc.metric("stepview_index_steps").await, Some(0.0));
+    let steps: std::collections::BTreeSet<(i64, i64)> = events
+        .iter()
+        .filter_map(|e| match e {
+            stepview::events::Event::Step(s) => Some((s.job_instance_id, s.step_instance_id)),
+            _ => None,
+        })
+        .collect();
+    for (job, step) in &steps {
+        let q = format!(
+            "bk_scope_type=biz&bk_scope_id=2&job_instance_id={job}&step_instance_id={step}&max_host_num_per_group=0"
+        );
+        assert_eq!(svc.get(&q).await.1["code"], 0);
+    }
     assert_eq!(svc.metric("stepview_index_hosts").await, Some(rows as f64));
     assert_eq!(svc.metric("stepview_index_steps").await, Some(6.0));
+    assert_eq!(svc.metric("stepview_index_loads_total").await, Some(6.0));
     assert!(svc.metric("stepview_index_memory_bytes").await.unwrap() > rows as f64);
 
     // Requests are counted by route, HTTP status and API code; RocksDB, build and process
@@ -77,9 +93,10 @@ async fn readyz_follows_catching_up_and_failing_applies() {
         );
         metric_value(&text, &series)
     };
+    // The six loading queries above, and this one.
     assert_eq!(
         requests("/api/v3/get_step_instance_status", 200, 0),
-        Some(1.0)
+        Some(7.0)
     );
     assert_eq!(
         requests("/api/v3/system/get_step_instance_status", 401, 1240005),
@@ -87,7 +104,7 @@ async fn readyz_follows_catching_up_and_failing_applies() {
     );
     let route = "route=\"/api/v3/get_step_instance_status\"";
     let latency = format!("stepview_http_request_duration_seconds_count{{{route}}}");
-    assert_eq!(metric_value(&text, &latency), Some(1.0));
+    assert_eq!(metric_value(&text, &latency), Some(7.0));
     let rocksdb = |property: &str| {
         metric_value(
             &text,
@@ -123,7 +140,7 @@ async fn readyz_follows_catching_up_and_failing_applies() {
         })
         .unwrap();
     {
-        let cfs = ["steps", "hosts", "logs", "meta"];
+        let cfs = ["steps", "hosts", "logs", "meta", "clocks"];
         let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), cfs).unwrap();
         let key = RowKey::of_event(
             victim.step_instance_id,

@@ -111,9 +111,7 @@ async fn step_status(
     let started = Instant::now();
     let lang = Lang::of(&headers);
     let request_id = request_id(&headers);
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now_ms = crate::now_ms();
     let outcome = answer(&state, &headers, raw, &request_id).await;
     let (status, code, body) = match outcome {
         Ok(a) => (

@@ -1,9 +1,11 @@
 //! JSON-lines files as a source: one event per line, applied in batches. For loading fixtures,
 //! demos without a broker, and tests of the core. Bad lines are reported with their line number
-//! and reason, and skipped; the file itself keeps them.
+//! and reason, and skipped; the file itself keeps them. Events are taken as produced now (for
+//! retention).
 
 use super::Sink;
 use crate::events::decode;
+use crate::now_ms;
 use crate::shutdown::Shutdown;
 use anyhow::{Context, Result};
 use std::io::BufRead;
@@ -38,12 +40,12 @@ pub fn load(sink: &Sink, path: &Path, batch_max: usize) -> Result<FileLoad> {
             }
         }
         if batch.len() >= batch_max {
-            sink.apply(&batch, &[], &never);
+            sink.apply(&batch, now_ms(), &[], &never);
             result.applied += batch.len() as u64;
             batch.clear();
         }
     }
-    sink.apply(&batch, &[], &never);
+    sink.apply(&batch, now_ms(), &[], &never);
     result.applied += batch.len() as u64;
     Ok(result)
 }

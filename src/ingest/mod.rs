@@ -9,7 +9,7 @@ pub mod file;
 pub mod kafka;
 pub mod replay;
 
-use crate::apply::{Applier, ApplyStats, SourceOffset};
+use crate::apply::{Applier, ApplyStats, Expired, SourceOffset};
 use crate::events::{BadEvent, Cuts, Event};
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -27,12 +27,19 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// Applies one batch; false if stopping made it give up (nothing of the batch is stored then).
-    pub fn apply(&self, events: &[Event], offsets: &[SourceOffset], stop: &Shutdown) -> bool {
+    /// Applies one batch, produced at `at_ms`; false if stopping made it give up (nothing of the
+    /// batch is stored then).
+    pub fn apply(
+        &self,
+        events: &[Event],
+        at_ms: i64,
+        offsets: &[SourceOffset],
+        stop: &Shutdown,
+    ) -> bool {
         let mut backoff = Duration::from_millis(100);
         loop {
             let started = Instant::now();
-            match self.applier.apply(events, offsets) {
+            match self.applier.apply(events, at_ms, offsets) {
                 Ok(stats) => {
                     self.metrics
                         .apply_duration
@@ -55,8 +62,21 @@ impl Sink {
         }
     }
 
+    /// Expires the steps whose last event is older than `keep_ms` (see `retention`), and counts
+    /// them.
+    pub fn expire(&self, now_ms: i64, keep_ms: i64) -> anyhow::Result<Expired> {
+        let expired = self.applier.expire(now_ms, keep_ms)?;
+        self.metrics.expired_steps.inc_by(expired.steps);
+        self.metrics.forgotten_tombstones.inc_by(expired.tombstones);
+        Ok(expired)
+    }
+
     fn record(&self, stats: &ApplyStats) {
-        for (outcome, counts) in [("applied", &stats.changed), ("unchanged", &stats.unchanged)] {
+        for (outcome, counts) in [
+            ("applied", &stats.changed),
+            ("unchanged", &stats.unchanged),
+            ("expired", &stats.expired),
+        ] {
             for (kind, n) in counts {
                 self.metrics
                     .events

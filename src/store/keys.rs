@@ -85,6 +85,12 @@ pub fn step_key(step: i64) -> [u8; 8] {
     step.to_be_bytes()
 }
 
+/// The key range [start, end) that holds everything of `step` in any column family keyed by
+/// step first. Ids are positive, so `step + 1` as an unsigned number is past all of them.
+pub fn step_range(step: i64) -> ([u8; 8], [u8; 8]) {
+    (step.to_be_bytes(), (step as u64 + 1).to_be_bytes())
+}
+
 pub fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
     format!("offset/{topic}/{partition}").into_bytes()
 }
@@ -113,5 +119,10 @@ mod tests {
         assert_eq!(RowKey::from_bytes(&b.to_bytes()), Some(b));
         assert!(a.to_bytes().starts_with(&retry_prefix(1, 0, Some(2))));
         assert!(a.log_key(7).starts_with(&a.to_bytes()));
+        let (start, end) = step_range(1);
+        let key = a.to_bytes();
+        assert!(start[..] <= key[..8] && key[..8] < end[..]);
+        let (_, end) = step_range(i64::MAX);
+        assert!(i64::MAX.to_be_bytes() < end);
     }
 }

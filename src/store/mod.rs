@@ -1,14 +1,18 @@
-//! The durable views in RocksDB: step records, host rows, script-output chunks and consumer
-//! offsets, one column family each. The store is the truth; everything in memory derives from it.
+//! The durable views in RocksDB: step records, host rows, script-output chunks, consumer offsets
+//! and the steps' retention clocks, one column family each. The store is the truth; everything
+//! in memory derives from it.
 //!
-//! Owns: the on-disk layout (`keys`, `row`), RocksDB tuning, and atomic batch writes. Must not:
-//! decide what an event means (that is `apply`) or hold query logic (that is `query`).
+//! Owns: the on-disk layout (`keys`, `row`, `clock`), RocksDB tuning (all its memory in one block
+//! cache: data, index and filter blocks and the write buffers), and atomic batch writes. Must
+//! not: decide what an event means (that is `apply`) or hold query logic (that is `query`).
 
+pub mod clock;
 pub mod keys;
 pub mod row;
 
 use crate::events::StepEvent;
 use anyhow::{Context, Result};
+use clock::StepClock;
 use keys::{RowKey, OFFSET_PREFIX, ROW_KEY_LEN};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, Direction, IteratorMode, Options,
@@ -22,8 +26,11 @@ const CF_STEPS: &str = "steps";
 const CF_HOSTS: &str = "hosts";
 const CF_LOGS: &str = "logs";
 const CF_META: &str = "meta";
-/// Column families that hold views (the digest covers these, not the consumer offsets).
+const CF_CLOCKS: &str = "clocks";
+/// Column families that hold views (the digest covers these, not the consumer offsets or the
+/// retention clocks).
 const VIEW_CFS: [&str; 3] = [CF_STEPS, CF_HOSTS, CF_LOGS];
+const ALL_CFS: [&str; 5] = [CF_STEPS, CF_HOSTS, CF_LOGS, CF_META, CF_CLOCKS];
 
 /// Memory bounds for RocksDB: one block cache and one write-buffer budget shared by all column
 /// families.
@@ -80,16 +87,20 @@ impl Store {
             table.set_block_cache(&cache);
             table.set_bloom_filter(10.0, false);
             // Queries read rows by point lookups: a hash index inside each data block saves
-            // the binary search, and index and filter blocks stay in the table readers rather
-            // than behind a cache lookup per key (they are small: ~1.5 bytes per key).
+            // the binary search.
             table.set_data_block_index_type(rocksdb::DataBlockIndexType::BinaryAndHash);
+            // Index and filter blocks live in the block cache (pinned for the newest files),
+            // not beside it in every table reader: RocksDB's memory stays within the cache
+            // whatever the history size.
+            table.set_cache_index_and_filter_blocks(true);
+            table.set_pin_l0_filter_and_index_blocks_in_cache(true);
             let mut o = Options::default();
             o.set_block_based_table_factory(&table);
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);
             o.set_write_buffer_size(64 << 20);
             ColumnFamilyDescriptor::new(name, o)
         };
-        let cfs = [CF_STEPS, CF_HOSTS, CF_LOGS, CF_META].map(cf);
+        let cfs = ALL_CFS.map(cf);
         let db = DB::open_cf_descriptors(&db_opts, path, cfs).with_context(|| {
             format!(
                 "cannot open RocksDB at {} (is another stepview using it?)",
@@ -133,8 +144,70 @@ impl Store {
         );
     }
 
+    /// Sets `step`'s retention clock.
+    pub fn put_clock(&self, b: &mut StoreBatch, step: i64, clock: StepClock) {
+        b.batch
+            .put_cf(self.cf(CF_CLOCKS), keys::step_key(step), clock.encode());
+    }
+
+    pub fn delete_clock(&self, b: &mut StoreBatch, step: i64) {
+        b.batch.delete_cf(self.cf(CF_CLOCKS), keys::step_key(step));
+    }
+
+    /// Deletes every view of `step` (its record, rows and logs), by range deletes: RocksDB drops
+    /// the data in compaction, and the write costs the same for 10 rows or a million.
+    pub fn delete_step(&self, b: &mut StoreBatch, step: i64) {
+        let (start, end) = keys::step_range(step);
+        for name in VIEW_CFS {
+            b.batch.delete_range_cf(self.cf(name), start, end);
+        }
+    }
+
     pub fn write(&self, b: StoreBatch) -> Result<()> {
         self.db.write(b.batch).context("RocksDB write failed")
+    }
+
+    /// The step records of `ids`.
+    pub fn get_steps(&self, ids: &[i64]) -> Result<Vec<Option<StepEvent>>> {
+        let mut steps = vec![None; ids.len()];
+        self.multi_get(
+            CF_STEPS,
+            ids,
+            |id| keys::step_key(*id),
+            |i, v| {
+                steps[i] = Some(decode_step(v)?);
+                Ok(())
+            },
+        )?;
+        Ok(steps)
+    }
+
+    /// The retention clocks of `ids`.
+    pub fn get_clocks(&self, ids: &[i64]) -> Result<Vec<Option<StepClock>>> {
+        let mut clocks = vec![None; ids.len()];
+        self.multi_get(
+            CF_CLOCKS,
+            ids,
+            |id| keys::step_key(*id),
+            |i, v| {
+                clocks[i] = Some(StepClock::decode(v).context("corrupt retention clock")?);
+                Ok(())
+            },
+        )?;
+        Ok(clocks)
+    }
+
+    /// Visits every step's retention clock (one entry per step, small beside its rows).
+    pub fn for_each_clock(&self, mut f: impl FnMut(i64, StepClock)) -> Result<()> {
+        let it = self.db.raw_iterator_cf(self.cf(CF_CLOCKS));
+        scan_prefix(it, &[], |k, v| {
+            let step = i64::from_be_bytes(k.try_into().context("corrupt retention clock key")?);
+            f(
+                step,
+                StepClock::decode(v).context("corrupt retention clock")?,
+            );
+            Ok(())
+        })
     }
 
     /// The rows at `keys`, decoded to be changed (apply).
@@ -226,31 +299,6 @@ impl Store {
         Ok(())
     }
 
-    pub fn steps(&self) -> Result<Vec<StepEvent>> {
-        self.db
-            .iterator_cf(self.cf(CF_STEPS), IteratorMode::Start)
-            .map(|item| {
-                let (_, v) = item.context("RocksDB read failed")?;
-                serde_json::from_slice(&v).context("corrupt step record")
-            })
-            .collect()
-    }
-
-    /// Visits every host row's key, status and tag, in key order (index rebuild).
-    pub fn for_each_row_head(&self, mut f: impl FnMut(RowKey, i32, &str)) -> Result<()> {
-        let mut ro = ReadOptions::default();
-        ro.fill_cache(false);
-        let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_HOSTS), ro);
-        it.seek_to_first();
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            let key = RowKey::from_bytes(k).context("corrupt host row key")?;
-            let (status, tag) = row::decode_head(v).context("corrupt host row")?;
-            f(key, status, tag);
-            it.next();
-        }
-        it.status().context("RocksDB read failed")
-    }
-
     /// Visits the encoded rows of one step's retry (or one batch of it), in key order.
     fn for_each_row_in(
         &self,
@@ -310,7 +358,7 @@ impl Store {
 
     /// Flushes memtables to SST files (graceful shutdown; the WAL alone would also do).
     pub fn flush(&self) -> Result<()> {
-        for name in [CF_STEPS, CF_HOSTS, CF_LOGS, CF_META] {
+        for name in ALL_CFS {
             self.db
                 .flush_cf(self.cf(name))
                 .context("RocksDB flush failed")?;
@@ -320,7 +368,7 @@ impl Store {
 
     /// A RocksDB integer property summed over the view column families.
     pub fn property_sum(&self, name: &str) -> u64 {
-        [CF_STEPS, CF_HOSTS, CF_LOGS, CF_META]
+        ALL_CFS
             .iter()
             .filter_map(|cf| {
                 self.db
@@ -343,6 +391,30 @@ pub struct StoreSnapshot<'a> {
 }
 
 impl StoreSnapshot<'_> {
+    /// The record of `step`, if it has one.
+    pub fn step(&self, step: i64) -> Result<Option<StepEvent>> {
+        let value = self
+            .snapshot
+            .get_cf(self.store.cf(CF_STEPS), keys::step_key(step))
+            .context("RocksDB read failed")?;
+        value.map(|v| decode_step(&v)).transpose()
+    }
+
+    /// Visits the key, status and tag of every row of `step` (all retries), in key order: what
+    /// the in-memory index of a step is built from.
+    pub fn for_each_row_head(&self, step: i64, mut f: impl FnMut(RowKey, i32, &str)) -> Result<()> {
+        let mut ro = ReadOptions::default();
+        ro.fill_cache(false);
+        let it = self
+            .snapshot
+            .raw_iterator_cf_opt(self.store.cf(CF_HOSTS), ro);
+        visit_rows(it, &keys::step_key(step), |key, v| {
+            let (status, tag) = row::decode_head(v).context("corrupt host row")?;
+            f(key, status, tag);
+            Ok(())
+        })
+    }
+
     /// Visits the rows of one step's retry (or one batch of it), in key order; `f` may stop the
     /// scan with an error.
     pub fn for_each_row_in(
@@ -396,6 +468,10 @@ impl StoreSnapshot<'_> {
             },
         )
     }
+}
+
+fn decode_step(bytes: &[u8]) -> Result<StepEvent> {
+    serde_json::from_slice(bytes).context("corrupt step record")
 }
 
 fn visit_rows(

@@ -84,7 +84,11 @@ impl TestService {
     }
 
     pub fn apply(&self, events: &[Event]) {
-        self.views.sink.applier.apply(events, &[]).expect("apply");
+        self.views
+            .sink
+            .applier
+            .apply(events, stepview::now_ms(), &[])
+            .expect("apply");
     }
 
     pub async fn stop(mut self) -> Config {
@@ -405,7 +409,10 @@ pub fn q(step: i64, extra: &str) -> String {
 }
 
 /// Groups of an answer as (status, tag, host_size, [host ids listed]).
-pub fn groups(data: &Value) -> Vec<(i64, String, i64, Vec<i64>)> {
+pub type Groups = Vec<(i64, String, i64, Vec<i64>)>;
+
+/// The groups of an answer's `data`.
+pub fn groups(data: &Value) -> Groups {
     data["step_result_group_list"]
         .as_array()
         .expect("group list")
@@ -424,4 +431,79 @@ pub fn groups(data: &Value) -> Vec<(i64, String, i64, Vec<i64>)> {
             )
         })
         .collect()
+}
+
+/// A model of api.md's grouping, folded straight from events: what `groups()` of an answer must
+/// be for `step` with these parameters (independent of stepview's index and store). `None` when
+/// the step has no `step` event.
+pub fn model_groups(
+    events: &[Event],
+    step: i64,
+    execute_count: Option<i32>,
+    batch: Option<i32>,
+    cap: Option<usize>,
+    status: Option<i64>,
+) -> Option<Groups> {
+    use std::collections::BTreeMap;
+    /// (version, status, tag) of a row; version `None`: named by targets only.
+    type Row = (Option<i64>, i64, String);
+    let mut record: Option<(i64, i32)> = None; // (version, execute_count)
+    let mut rows: BTreeMap<(i32, i32, i64), Row> = BTreeMap::new(); // by (retry, batch, host)
+    for e in events {
+        match e {
+            Event::Step(s)
+                if s.step_instance_id == step && record.is_none_or(|(v, _)| s.version > v) =>
+            {
+                record = Some((s.version, s.execute_count));
+            }
+            Event::StepTargets(t) if t.step_instance_id == step => {
+                for h in &t.hosts {
+                    rows.entry((t.execute_count, h.batch, h.bk_host_id))
+                        .or_insert((None, 5, String::new()));
+                }
+            }
+            Event::HostResult(r) if r.step_instance_id == step => {
+                let row = rows
+                    .entry((r.execute_count, r.batch, r.bk_host_id))
+                    .or_insert((None, 5, String::new()));
+                if row.0.is_none_or(|v| r.version > v) {
+                    *row = (
+                        Some(r.version),
+                        r.status.into(),
+                        r.tag.clone().unwrap_or_default(),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    let (_, latest) = record?;
+    let ec = execute_count.unwrap_or(latest);
+    let mut groups: BTreeMap<(i64, String), Vec<(i64, i32)>> = BTreeMap::new();
+    for ((row_ec, row_batch, host), (_, status, tag)) in &rows {
+        if *row_ec == ec && batch.is_none_or(|b| b == *row_batch) {
+            groups
+                .entry((*status, tag.clone()))
+                .or_default()
+                .push((*host, *row_batch));
+        }
+    }
+    Some(
+        groups
+            .into_iter()
+            .map(|((s, tag), mut hosts)| {
+                hosts.sort();
+                let listed = if status.is_none_or(|want| want == s) {
+                    hosts
+                        .iter()
+                        .take(cap.unwrap_or(usize::MAX))
+                        .map(|h| h.0)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                (s, tag, hosts.len() as i64, listed)
+            })
+            .collect(),
+    )
 }

@@ -181,6 +181,8 @@ pub struct DecodedBatch {
     pub offsets: Vec<SourceOffset>,
     /// Per partition, the Kafka timestamp (ms) of the batch's last message.
     pub timestamps: BTreeMap<i32, i64>,
+    /// When the batch's events were produced: its latest broker timestamp (now, if none has one).
+    pub at_ms: i64,
     /// The string fields cut to their bounds, one entry per event that had any.
     pub cuts: Vec<Cuts>,
 }
@@ -193,6 +195,7 @@ pub fn decode_batch<'m>(msgs: &'m [BorrowedMessage<'m>]) -> (DecodedBatch, BadMe
         events: Vec::with_capacity(msgs.len()),
         offsets: Vec::new(),
         timestamps: BTreeMap::new(),
+        at_ms: i64::MIN,
         cuts: Vec::new(),
     };
     let mut bad = Vec::new();
@@ -202,6 +205,7 @@ pub fn decode_batch<'m>(msgs: &'m [BorrowedMessage<'m>]) -> (DecodedBatch, BadMe
         *after = (*after).max(m.offset() + 1);
         if let Some(ts) = m.timestamp().to_millis() {
             batch.timestamps.insert(m.partition(), ts);
+            batch.at_ms = batch.at_ms.max(ts);
         }
         let decoded = match m.payload() {
             Some(p) => events::decode(p),
@@ -223,6 +227,9 @@ pub fn decode_batch<'m>(msgs: &'m [BorrowedMessage<'m>]) -> (DecodedBatch, BadMe
             }
             Err(b) => bad.push((m, b)),
         }
+    }
+    if batch.at_ms == i64::MIN {
+        batch.at_ms = crate::now_ms();
     }
     let topic = msgs.first().map_or("", |m| m.topic());
     batch.offsets = next

@@ -1,0 +1,50 @@
+//! Retention: a step is kept for `store.retention_days` after the broker time of its last event
+//! (architecture.md, "Running for months"), then its views go and it answers like a missing step.
+//! This part decides when; `apply` deletes (it is the only writer) and remembers the step for one
+//! more period, so that its late events are dropped.
+//!
+//! Owns: the sweep and its schedule. Must not: write anything itself.
+
+use crate::apply::Expired;
+use crate::config::StoreConfig;
+use crate::ingest::Sink;
+use crate::shutdown::Shutdown;
+use anyhow::Result;
+use std::time::Duration;
+
+/// How often the live service sweeps.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Expires, now, what the retention setting says has expired.
+pub fn sweep(sink: &Sink, store: &StoreConfig) -> Result<Expired> {
+    let Some(keep_ms) = store.retention_ms() else {
+        return Ok(Expired::default());
+    };
+    let expired = sink.expire(crate::now_ms(), keep_ms)?;
+    if expired.steps > 0 || expired.tombstones > 0 {
+        tracing::info!(
+            steps = expired.steps,
+            tombstones = expired.tombstones,
+            "steps past retention deleted"
+        );
+    }
+    Ok(expired)
+}
+
+/// Sweeps at start and every minute until `shutdown` (a thread of its own).
+pub fn run(sink: &Sink, store: &StoreConfig, shutdown: &Shutdown) {
+    if store.retention_ms().is_none() {
+        return;
+    }
+    loop {
+        if let Err(e) = sweep(sink, store) {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "retention sweep failed; trying again"
+            );
+        }
+        if shutdown.sleep(SWEEP_EVERY) {
+            return;
+        }
+    }
+}
