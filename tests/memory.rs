@@ -35,8 +35,11 @@ fn steps_of(events: &[Event]) -> Vec<(i64, i64)> {
         .collect()
 }
 
-/// The shapes of query the test asks of every step, with the model's parameters.
-const SHAPES: [(&str, Option<i32>, Option<usize>, Option<i64>); 4] = [
+/// A shape of query: its parameters, and the model's (batch, cap, status).
+type Shape = (&'static str, Option<i32>, Option<usize>, Option<i64>);
+
+/// The shapes of query the test asks of every step.
+const SHAPES: [Shape; 4] = [
     ("max_host_num_per_group=3", None, Some(3), None),
     ("batch=1&max_host_num_per_group=5", Some(1), Some(5), None),
     ("status=9&max_host_num_per_group=2", None, Some(2), Some(9)),
