@@ -688,7 +688,7 @@ fn step_bytes(step: &StepEvent) -> i64 {
 
 /// A host id in a group's B-tree set: 8 bytes of key in nodes that are about 60% full after
 /// the mostly ascending inserts that targets produce.
-const HOST_BYTES: i64 = 16;
+const HOST_BYTES: i64 = 20;
 /// A group entry: its key and set header in the batch's map, the tag's shared allocation.
 const GROUP_BYTES: i64 = 112;
 /// A retry's map entry, lock and batch map.

@@ -1,0 +1,247 @@
+//! A long history: restart time and memory with tens of millions of stored host rows.
+//!
+//! For each size in BENCH_ROWS (default 10 000 000 and 100 000 000: steps of 100 000 hosts), a
+//! data directory is filled through apply (each step's targets, then results for a tenth of its
+//! hosts), then `stepview serve` is started on it and timed from spawn to `/readyz` 200 (target
+//! ≤ 5 s, and flat in the size). With the largest, every step is queried (each is loaded into the
+//! 256 MiB index and older ones leave) while the process's peak RSS is read (target ≤ 1 GiB with
+//! ≥ 50 M rows stored); the baseline in the same run is its RSS right after start.
+//!
+//! `cargo bench --bench history` (BENCH_ROWS=1000000,10000000 for a quicker run; the directories
+//! go under BENCH_DIR, default the system's temporary directory, and are removed afterwards).
+
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+use stepview::config::Config;
+use stepview::events::{Event, HostResult, ScopeType, StepEvent, StepTargets, TargetHost};
+use stepview::service::Views;
+
+const HOSTS_PER_STEP: i64 = 100_000;
+
+fn step_events(step: i64) -> Vec<Event> {
+    let mut events = vec![Event::Step(StepEvent {
+        job_instance_id: step,
+        step_instance_id: step,
+        bk_scope_type: ScopeType::Biz,
+        bk_scope_id: "2".into(),
+        name: format!("step {step}"),
+        step_type: 1,
+        status: 3,
+        execute_count: 0,
+        create_time: 1,
+        start_time: Some(2),
+        end_time: Some(3),
+        total_time: None,
+        version: 1,
+    })];
+    for chunk in (1..=HOSTS_PER_STEP).collect::<Vec<_>>().chunks(10_000) {
+        events.push(Event::StepTargets(StepTargets {
+            job_instance_id: step,
+            step_instance_id: step,
+            execute_count: 0,
+            chunk: 0,
+            chunk_count: 10,
+            hosts: chunk
+                .iter()
+                .map(|h| TargetHost {
+                    bk_host_id: *h,
+                    batch: 0,
+                    ip: Some(format!("10.{}.{}.{}", h >> 16, (h >> 8) & 0xff, h & 0xff)),
+                    ipv6: None,
+                    bk_agent_id: Some(format!("0200000000{h:010}")),
+                    bk_cloud_id: Some(0),
+                    bk_cloud_name: Some("Default Area".into()),
+                })
+                .collect(),
+        }));
+    }
+    for h in (1..=HOSTS_PER_STEP).step_by(10) {
+        events.push(Event::HostResult(HostResult {
+            job_instance_id: step,
+            step_instance_id: step,
+            execute_count: 0,
+            batch: 0,
+            bk_host_id: h,
+            ip: None,
+            ipv6: None,
+            bk_agent_id: None,
+            bk_cloud_id: None,
+            bk_cloud_name: None,
+            status: [9, 9, 9, 104, 1][(h / 10 % 5) as usize],
+            tag: None,
+            exit_code: Some(0),
+            start_time: Some(2),
+            end_time: Some(3),
+            total_time: Some(1),
+            version: 1,
+        }));
+    }
+    events
+}
+
+fn fill(dir: &std::path::Path, rows: i64) -> usize {
+    let config = Config {
+        data_dir: dir.to_owned(),
+        ..Config::default()
+    };
+    let views = Views::open(&config).unwrap();
+    let steps = (rows / HOSTS_PER_STEP).max(1) as usize;
+    let started = Instant::now();
+    for step in 1..=steps as i64 {
+        for batch in step_events(step).chunks(5000) {
+            views
+                .sink
+                .applier
+                .apply(batch, stepview::now_ms(), &[])
+                .unwrap();
+        }
+        if step % 50 == 0 || step as usize == steps {
+            let done = step * HOSTS_PER_STEP;
+            eprint!(
+                "\r  {done} / {} rows stored ({:.0} rows/s)",
+                steps as i64 * HOSTS_PER_STEP,
+                done as f64 / started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    eprintln!();
+    views.store.flush().unwrap();
+    steps
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn serve(dir: &std::path::Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_stepview"))
+        .args([
+            "serve",
+            "--auth",
+            "false",
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("STEPVIEW_LOG", "warn")
+        .spawn()
+        .unwrap()
+}
+
+fn get(url: &str) -> Option<(u16, String)> {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "-", "-w", "\n%{http_code}", url])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n')?;
+    Some((code.parse().ok()?, body.to_owned()))
+}
+
+/// Resident and peak resident memory of a process, MiB.
+fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> f64 {
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .unwrap();
+        kib / 1024.0
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn main() {
+    let sizes: Vec<i64> = std::env::var("BENCH_ROWS")
+        .unwrap_or_else(|_| "10000000,100000000".into())
+        .split(',')
+        .map(|s| s.trim().parse().expect("BENCH_ROWS: numbers of rows"))
+        .collect();
+    let base = std::env::var("BENCH_DIR").map_or_else(|_| std::env::temp_dir(), Into::into);
+    let mut restarts = Vec::new();
+    let mut largest = None;
+    for rows in &sizes {
+        let dir = tempfile::tempdir_in(&base).unwrap();
+        eprintln!("filling a data directory with {rows} host rows …");
+        let steps = fill(dir.path(), *rows);
+        let port = free_port();
+        let started = Instant::now();
+        let mut child = serve(dir.path(), port);
+        let ready = loop {
+            if get(&format!("http://127.0.0.1:{port}/readyz")).is_some_and(|(c, _)| c == 200) {
+                break started.elapsed();
+            }
+            assert!(started.elapsed() < Duration::from_secs(120), "never ready");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        restarts.push((*rows, ready));
+        if Some(rows) == sizes.iter().max() {
+            largest = Some((dir, steps, port, child));
+        } else {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    let (dir, steps, port, mut child) = largest.unwrap();
+    let (start_rss, _) = rss_mib(child.id());
+    eprintln!("querying all {steps} steps (each loaded into the index) …");
+    let mut first_query = Vec::new();
+    for step in 1..=steps as i64 {
+        let url = format!(
+            "http://127.0.0.1:{port}/api/v3/get_step_instance_status?bk_scope_type=biz&bk_scope_id=2&job_instance_id={step}&step_instance_id={step}&max_host_num_per_group=100"
+        );
+        let t = Instant::now();
+        let (code, body) = get(&url).unwrap();
+        first_query.push(t.elapsed().as_secs_f64() * 1e3);
+        assert!(code == 200 && body.contains("\"code\":0"), "{body}");
+    }
+    let metrics = get(&format!("http://127.0.0.1:{port}/metrics")).unwrap().1;
+    let metric = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let (rss, peak) = rss_mib(child.id());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(dir);
+
+    println!(
+        "history benchmark: steps of {HOSTS_PER_STEP} hosts, stepview serve on the stored views"
+    );
+    for (rows, ready) in &restarts {
+        println!(
+            "restart to ready with {rows:>11} stored host rows: {:>7.1} ms (target ≤ 5 s, flat)",
+            ready.as_secs_f64() * 1e3
+        );
+    }
+    first_query.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let (largest_rows, _) = restarts.iter().max_by_key(|(r, _)| *r).unwrap();
+    println!(
+        "first query of each of {steps} steps over HTTP (load + cap 100): p50 {:.1} ms, p99 {:.1} ms",
+        first_query[first_query.len() / 2],
+        first_query[(first_query.len() - 1) * 99 / 100]
+    );
+    println!(
+        "RSS with {largest_rows} rows stored, every step queried once: now {rss:.0} MiB, peak {peak:.0} MiB (target ≤ 1024); right after start: {start_rss:.0} MiB"
+    );
+    println!(
+        "index estimate {:.0} MiB of its {:.0} MiB budget, {} loads, {} evictions",
+        metric("stepview_index_memory_bytes") / 1048576.0,
+        metric("stepview_index_memory_budget_bytes") / 1048576.0,
+        metric("stepview_index_loads_total"),
+        metric("stepview_index_evictions_total")
+    );
+}
