@@ -56,7 +56,7 @@ fn main() {
             views
                 .sink
                 .applier
-                .apply(batch, stepview::now_ms(), &[])
+                .apply(&stepview::apply::Batch::local(batch))
                 .unwrap();
         }
         let apply_s = t.elapsed().as_secs_f64();

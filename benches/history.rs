@@ -92,7 +92,7 @@ fn fill(dir: &std::path::Path, rows: i64) -> usize {
             views
                 .sink
                 .applier
-                .apply(batch, stepview::now_ms(), &[])
+                .apply(&stepview::apply::Batch::local(batch))
                 .unwrap();
         }
         if step % 50 == 0 || step as usize == steps {

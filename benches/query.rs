@@ -131,7 +131,7 @@ fn main() {
         views
             .sink
             .applier
-            .apply(batch, stepview::now_ms(), &[])
+            .apply(&stepview::apply::Batch::local(batch))
             .unwrap();
     }
     views.store.flush().unwrap();
@@ -152,13 +152,18 @@ fn main() {
     // and the first query of the step when it is not in memory at all (loaded, then answered).
     let capped = query(Some(100));
     let never = Cancel::default();
+    // A reader of the same store through another (empty) index.
+    let with_index = |index: Index| {
+        Reader::new(
+            std::sync::Arc::new(index),
+            std::sync::Arc::clone(&views.store),
+            std::sync::Arc::clone(&views.watches),
+        )
+    };
     let first_queries: Vec<f64> = {
         let mut lat: Vec<f64> = (0..50)
             .map(|_| {
-                let reader = Reader::new(
-                    std::sync::Arc::new(fresh()),
-                    std::sync::Arc::clone(&views.store),
-                );
+                let reader = with_index(fresh());
                 let t = Instant::now();
                 std::hint::black_box(reader.answer(&capped, &never).unwrap());
                 t.elapsed().as_secs_f64() * 1e3
@@ -167,10 +172,7 @@ fn main() {
         lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
         lat
     };
-    let cold = Reader::new(
-        std::sync::Arc::new(fresh()),
-        std::sync::Arc::clone(&views.store),
-    );
+    let cold = with_index(fresh());
     let warm = views.reader();
     let groups = warm.answer(&capped, &never).unwrap().groups.len();
     let time_capped = |reader: &Reader| {

@@ -13,7 +13,7 @@
 
 use crate::events::{Event, StepEvent};
 use crate::index::Index;
-use crate::store::clock::StepClock;
+use crate::store::clock::{Position, StepClock};
 use crate::store::keys::RowKey;
 use crate::store::row::{result_rank, HostRow, RANK_TARGETS};
 use crate::store::{Store, StoreBatch};
@@ -23,12 +23,38 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use crate::watch::Watches;
+
 /// Where the next message of a partition starts, stored with the state it follows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceOffset {
     pub topic: String,
     pub partition: i32,
     pub next: i64,
+}
+
+/// Events to apply together, with where they come from.
+pub struct Batch<'a> {
+    pub events: &'a [Event],
+    /// Each event's position in its topic; `None` for events from no topic (files, tests),
+    /// which the store numbers in the order they are applied.
+    pub positions: Option<&'a [Position]>,
+    /// When the events were produced (their broker time): their steps' retention clock.
+    pub at_ms: i64,
+    /// The offsets the batch advances its partitions to, stored with it.
+    pub offsets: &'a [SourceOffset],
+}
+
+impl<'a> Batch<'a> {
+    /// Events from no topic, produced now.
+    pub fn local(events: &'a [Event]) -> Batch<'a> {
+        Batch {
+            events,
+            positions: None,
+            at_ms: crate::now_ms(),
+            offsets: &[],
+        }
+    }
 }
 
 /// What a batch did, per event: `changed` events altered a view; `expired` ones were for steps
@@ -63,6 +89,7 @@ pub struct Expired {
 pub struct Applier {
     store: Arc<Store>,
     index: Arc<Index>,
+    watches: Arc<Watches>,
     /// Batches and expiry passes write one at a time.
     writing: Mutex<()>,
 }
@@ -75,10 +102,11 @@ struct Slot {
 }
 
 impl Applier {
-    pub fn new(store: Arc<Store>, index: Arc<Index>) -> Applier {
+    pub fn new(store: Arc<Store>, index: Arc<Index>, watches: Arc<Watches>) -> Applier {
         Applier {
             store,
             index,
+            watches,
             writing: Mutex::new(()),
         }
     }
@@ -94,15 +122,18 @@ impl Applier {
             .collect())
     }
 
-    /// Applies `events` in order, and records `offsets`, atomically. `at_ms` is when the
-    /// batch's events were produced (their broker time): the retention clock of their steps.
-    pub fn apply(
-        &self,
-        events: &[Event],
-        at_ms: i64,
-        offsets: &[SourceOffset],
-    ) -> Result<ApplyStats> {
+    /// Applies a batch's events in order, and records its offsets, atomically; then wakes the
+    /// waiters of the steps it changed.
+    pub fn apply(&self, batch: &Batch<'_>) -> Result<ApplyStats> {
         let _writing = self.writing.lock();
+        let Batch {
+            events,
+            at_ms,
+            offsets,
+            ..
+        } = *batch;
+        let mut store_batch = StoreBatch::default();
+        let positions = self.positions(batch, &mut store_batch)?;
         let mut stats = ApplyStats::default();
         let step_ids: Vec<i64> = events
             .iter()
@@ -110,31 +141,34 @@ impl Applier {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        // Events of steps that expired are dropped (their tombstone remembers them).
-        let expired: FxHashSet<i64> = step_ids
+        let clocks: FxHashMap<i64, StepClock> = step_ids
             .iter()
             .zip(self.store.get_clocks(&step_ids)?)
-            .filter_map(|(id, clock)| {
-                matches!(clock, Some(StepClock::Expired { .. })).then_some(*id)
-            })
+            .filter_map(|(id, clock)| Some((*id, clock?)))
             .collect();
-        let kept: Vec<&Event> = events
+        // Events of steps that expired are dropped (their tombstone remembers them).
+        let expired = |step: i64| matches!(clocks.get(&step), Some(StepClock::Expired { .. }));
+        let kept: Vec<(&Event, Position)> = events
             .iter()
-            .filter(|e| {
-                let gone = expired.contains(&e.step_instance_id());
+            .zip(positions)
+            .filter(|(e, _)| {
+                let gone = expired(e.step_instance_id());
                 if gone {
                     *stats.expired.entry(e.kind()).or_default() += 1;
                 }
                 !gone
             })
             .collect();
-        let mut slots = self.read_rows(&kept)?;
-        let mut unseen_logs = self.unseen_logs(&kept)?;
-        let mut records = self.read_records(&kept)?;
+        let kept_events: Vec<&Event> = kept.iter().map(|(e, _)| *e).collect();
+        let mut slots = self.read_rows(&kept_events)?;
+        let mut unseen_logs = self.unseen_logs(&kept_events)?;
+        let mut records = self.read_records(&kept_events)?;
+        // Per step, the position of the last event that changed it.
+        let mut changed_at: FxHashMap<i64, Position> = FxHashMap::default();
         let mut new_records: FxHashMap<i64, &StepEvent> = FxHashMap::default();
         let mut logs = Vec::new();
 
-        for event in kept {
+        for (event, position) in kept {
             let changed = match event {
                 Event::Step(e) => {
                     let current = records.get(&e.step_instance_id).copied();
@@ -189,15 +223,23 @@ impl Applier {
                 }
             };
             stats.count(event.kind(), changed);
+            if changed {
+                changed_at.insert(event.step_instance_id(), position);
+            }
         }
 
-        let mut batch = StoreBatch::default();
+        let mut batch = store_batch;
         for step in new_records.values() {
             self.store.put_step(&mut batch, step);
         }
-        for step in step_ids.iter().filter(|s| !expired.contains(s)) {
+        for step in step_ids.iter().filter(|s| !expired(**s)) {
+            let before = match clocks.get(step) {
+                Some(StepClock::Live { changed_at, .. }) => *changed_at,
+                _ => Position::default(),
+            };
             let clock = StepClock::Live {
                 last_event_ms: at_ms,
+                changed_at: changed_at.get(step).copied().unwrap_or(before),
             };
             self.store.put_clock(&mut batch, *step, clock);
         }
@@ -252,7 +294,14 @@ impl Applier {
                 .place(target, retry, *key, before, (row.status, &row.tag), encoded);
         }
         drop(locked);
+        // The position last, once what it stands for is visible (an answer reads it first).
+        for (step, at) in &changed_at {
+            self.index.set_changed_at(&targets[step], *at);
+        }
         drop(stripes);
+        for (step, at) in changed_at {
+            self.watches.changed(step, at);
+        }
         if let Some(step) = step_ids.first() {
             self.index.enforce_budget(*step);
         }
@@ -268,7 +317,7 @@ impl Applier {
         let older = |ms: i64| ms.checked_add(keep_ms).is_some_and(|until| until < now_ms);
         let (mut expiring, mut forgotten) = (Vec::new(), Vec::new());
         self.store.for_each_clock(|step, clock| match clock {
-            StepClock::Live { last_event_ms } if older(last_event_ms) => expiring.push(step),
+            StepClock::Live { last_event_ms, .. } if older(last_event_ms) => expiring.push(step),
             StepClock::Expired { at_ms } if older(at_ms) => forgotten.push(step),
             _ => {}
         })?;
@@ -297,6 +346,26 @@ impl Applier {
             done.tombstones = forgotten.len() as u64;
         }
         Ok(done)
+    }
+
+    /// Each event's position: the batch's own, or the next of the store's local sequence.
+    fn positions(&self, batch: &Batch<'_>, store_batch: &mut StoreBatch) -> Result<Vec<Position>> {
+        if let Some(positions) = batch.positions {
+            anyhow::ensure!(
+                positions.len() == batch.events.len(),
+                "a position per event"
+            );
+            return Ok(positions.to_vec());
+        }
+        let first = self.store.local_sequence()?;
+        let next = first + batch.events.len() as i64;
+        self.store.put_local_sequence(store_batch, next);
+        Ok((first..next)
+            .map(|offset| Position {
+                partition: Position::LOCAL,
+                offset,
+            })
+            .collect())
     }
 
     /// The stored versions of the records of the steps the batch has `step` events for.

@@ -20,6 +20,7 @@
 //! under the read lock, so it either finishes before the refresh or reads the new row.
 
 use crate::events::StepEvent;
+use crate::store::clock::{Position, StepClock};
 use crate::store::keys::RowKey;
 use crate::store::row::StoredRow;
 use crate::store::{Store, StoreSnapshot};
@@ -127,6 +128,8 @@ impl RetryGroups {
 pub struct StepIndex {
     record: RwLock<Option<Arc<StepEvent>>>,
     retries: RwLock<BTreeMap<i32, Arc<RwLock<RetryGroups>>>>,
+    /// The position of the last event that changed the step, once the change is visible.
+    changed_at: Mutex<Position>,
     /// When a query last used it (index clock), for eviction.
     used: AtomicU64,
     /// Estimated bytes of the record and the groups (hot rows apart), and host rows held.
@@ -137,6 +140,12 @@ pub struct StepIndex {
 impl StepIndex {
     pub fn record(&self) -> Option<Arc<StepEvent>> {
         self.record.read().clone()
+    }
+
+    /// Where the step's answers stand (their ETag). Read it before the answer: apply sets it
+    /// after the change it names is visible, so it is never ahead of what is read after it.
+    pub fn changed_at(&self) -> Position {
+        *self.changed_at.lock()
     }
 
     pub fn retry(&self, execute_count: i32) -> Option<Arc<RwLock<RetryGroups>>> {
@@ -171,6 +180,9 @@ impl StepIndex {
         if let Some(record) = snapshot.step(step)? {
             bytes += index.set_record(Arc::new(record));
         }
+        if let Some(StepClock::Live { changed_at, .. }) = snapshot.clock(step)? {
+            *index.changed_at.get_mut() = changed_at;
+        }
         let mut current: Option<(i32, RetryGroups)> = None;
         let mut retries = BTreeMap::new();
         let mut hosts = 0;
@@ -202,6 +214,10 @@ impl StepIndex {
     fn replay(&self, change: Change) {
         let (bytes, hosts) = match change {
             Change::Record(record) => (self.set_record(record), 0),
+            Change::ChangedAt(at) => {
+                *self.changed_at.lock() = at;
+                (0, 0)
+            }
             Change::Place { key, old, new } => {
                 let (retry, created) = self.retry_or_new(key.execute_count);
                 let mut retry = retry.write();
@@ -236,6 +252,7 @@ fn move_host(
 /// What apply did to a step while it was being loaded, replayed onto the loaded index.
 enum Change {
     Record(Arc<StepEvent>),
+    ChangedAt(Position),
     Place {
         key: RowKey,
         old: Option<(i32, Arc<str>)>,
@@ -498,6 +515,15 @@ impl Index {
                 new: (new.0, new.1.into()),
             }),
             _ => {}
+        }
+    }
+
+    /// Where the step now stands (the stripe is held; after its changes are placed).
+    pub fn set_changed_at(&self, target: &Target, at: Position) {
+        match target {
+            Target::Resident(index) => *index.changed_at.lock() = at,
+            Target::Loading(load) => load.pending.lock().push(Change::ChangedAt(at)),
+            Target::Cold => {}
         }
     }
 

@@ -16,6 +16,7 @@
 //!   least recently used evicted): per retry / batch the (status, tag) groups of hosts, and the
 //!   rows of polled answers ("hot rows").
 //! - [`retention`]: when steps expire (apply deletes them).
+//! - [`watch`]: who waits for which step to change; apply wakes them.
 //! - [`query`]: the semantics of the API over index and store; `query::Reader` is the one door
 //!   to the views for `http`.
 //! - [`http`]: axum routes, authentication, language, the JSON envelope; every view read on the
@@ -41,6 +42,7 @@ pub mod service;
 pub mod shutdown;
 pub mod simulate;
 pub mod store;
+pub mod watch;
 
 /// The wall clock as events carry times: Unix milliseconds.
 pub fn now_ms() -> i64 {

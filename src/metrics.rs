@@ -18,8 +18,18 @@ pub struct ViewFigures {
     pub rocksdb: Vec<(&'static str, i64)>,
 }
 
+/// One held long-poll or open event stream, counted while it lives.
+pub struct Watching(IntGauge);
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
+    watching: IntGauge,
     pub events: IntCounterVec,
     pub dead_letters: IntCounterVec,
     pub dead_letters_unwritable: IntCounter,
@@ -227,6 +237,14 @@ impl Metrics {
             )
             .expect("valid"),
         );
+        let watching = register(
+            &r,
+            IntGauge::new(
+                "stepview_http_watching",
+                "Held long-polls and open event streams (api.md, Watching a step).",
+            )
+            .expect("valid"),
+        );
         let hot_row_bytes = register(
             &r,
             IntGauge::new(
@@ -249,6 +267,7 @@ impl Metrics {
         .expect("metric names are unique");
         Metrics {
             registry: r,
+            watching,
             events,
             dead_letters,
             dead_letters_unwritable,
@@ -275,6 +294,12 @@ impl Metrics {
             hot_row_bytes,
             rocksdb,
         }
+    }
+
+    /// Counts a held request or open stream until the guard drops.
+    pub fn watching(&self) -> Watching {
+        self.watching.inc();
+        Watching(self.watching.clone())
     }
 
     /// Removes the per-partition series of a partition this instance no longer reads.

@@ -19,17 +19,26 @@ use crate::metrics::ViewFigures;
 use crate::store::keys::RowKey;
 use crate::store::row::StoredRow;
 use crate::store::{Store, StoreSnapshot};
+use crate::watch::Watches;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+pub use crate::store::clock::Position;
 pub use crate::store::row::RowView;
+pub use crate::watch::Waiter;
 
 /// Step types (api.md, "Step types").
 pub const STEP_TYPE_SCRIPT: i32 = 1;
 pub const STEP_TYPE_MANUAL: i32 = 3;
 pub const STEP_TYPE_SQL: i32 = 4;
+
+/// Whether a step status means the step has finished (api.md, "Server-sent events"; 12,
+/// "terminate failed", is still running).
+pub fn is_finished(status: i32) -> bool {
+    matches!(status, 3 | 4 | 5 | 6 | 8 | 9 | 11 | 13 | 14)
+}
 
 /// Capped answers up to this many hosts per group (and no search) are cheap: they read the index
 /// and the rows they return. Anything else may cost time proportional to the step.
@@ -108,6 +117,8 @@ pub struct GroupAnswer {
 }
 
 pub struct StepAnswer {
+    /// Where the step stood when the answer was read: its ETag (never ahead of the answer).
+    pub position: Position,
     pub step: Arc<StepEvent>,
     pub execute_count: i32,
     pub groups: Vec<GroupAnswer>,
@@ -135,22 +146,36 @@ impl StepQuery {
     }
 }
 
-/// The views, read-only: the one way to them for answering requests.
+/// The views, read-only: the one way to them for answering requests, and to wait for their
+/// changes.
 #[derive(Clone)]
 pub struct Reader {
     index: Arc<Index>,
     store: Arc<Store>,
+    watches: Arc<Watches>,
 }
 
 impl Reader {
-    pub fn new(index: Arc<Index>, store: Arc<Store>) -> Reader {
-        Reader { index, store }
+    pub fn new(index: Arc<Index>, store: Arc<Store>, watches: Arc<Watches>) -> Reader {
+        Reader {
+            index,
+            store,
+            watches,
+        }
+    }
+
+    /// Starts waiting for changes of `step`; make it before reading the answer it is compared
+    /// with.
+    pub fn waiter(&self, step: i64) -> Waiter {
+        self.watches.waiter(step)
     }
 
     /// The answer to `q` (blocking: see the module comment). A step that is not in memory is
     /// loaded first.
     pub fn answer(&self, q: &StepQuery, cancel: &Cancel) -> Result<StepAnswer, QueryError> {
         let index = self.index.step(q.step_instance_id, &self.store)?;
+        // Before anything it stands for (see StepIndex::changed_at).
+        let position = index.as_ref().map(|i| i.changed_at()).unwrap_or_default();
         let step = index
             .as_ref()
             .and_then(|s| s.record())
@@ -184,6 +209,7 @@ impl Reader {
             }
         };
         Ok(StepAnswer {
+            position,
             step,
             execute_count,
             groups,

@@ -13,15 +13,18 @@ use crate::query::Reader;
 use crate::retention;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
+use crate::watch::Watches;
 use anyhow::{Context, Result};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Store, index and the applier over them: what every command that reads or writes views opens.
+/// Store, index and the applier over them, and the waiters apply wakes: what every command that
+/// reads or writes views opens.
 #[derive(Clone)]
 pub struct Views {
     pub store: Arc<Store>,
     pub index: Arc<Index>,
+    pub watches: Arc<Watches>,
     pub sink: Sink,
 }
 
@@ -34,18 +37,28 @@ impl Views {
             config.index.memory_mb << 20,
             config.index.hot_rows_mb << 20,
         ));
-        let health = Arc::new(Health::default());
+        let watches = Arc::new(Watches::default());
+        let applier = Applier::new(Arc::clone(&store), Arc::clone(&index), Arc::clone(&watches));
         let sink = Sink {
-            applier: Arc::new(Applier::new(Arc::clone(&store), Arc::clone(&index))),
+            applier: Arc::new(applier),
             metrics: Arc::new(Metrics::new()),
-            health,
+            health: Arc::new(Health::default()),
         };
-        Ok(Views { store, index, sink })
+        Ok(Views {
+            store,
+            index,
+            watches,
+            sink,
+        })
     }
 
     /// Read access to the views, as answers take it.
     pub fn reader(&self) -> Reader {
-        Reader::new(Arc::clone(&self.index), Arc::clone(&self.store))
+        Reader::new(
+            Arc::clone(&self.index),
+            Arc::clone(&self.store),
+            Arc::clone(&self.watches),
+        )
     }
 }
 

@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use proptest::prelude::*;
 use std::collections::HashSet;
+use stepview::apply::Batch;
 use stepview::events::{Event, ScopeType};
 use stepview::query::{Cancel, StepQuery};
 use stepview::service::Views;
@@ -95,11 +96,7 @@ fn outcome(events: &[Event], batch_size: usize) -> (String, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let views = Views::open(&test_config(dir.path())).unwrap();
     for batch in events.chunks(batch_size) {
-        views
-            .sink
-            .applier
-            .apply(batch, stepview::now_ms(), &[])
-            .unwrap();
+        views.sink.applier.apply(&Batch::local(batch)).unwrap();
     }
     let answers = queries()
         .iter()
@@ -152,7 +149,7 @@ fn targets_never_downgrade_a_host_with_a_result() {
     views
         .sink
         .applier
-        .apply(&[step(1, 1, 2, 0, 1), a, t], stepview::now_ms(), &[])
+        .apply(&Batch::local(&[step(1, 1, 2, 0, 1), a, t]))
         .unwrap();
     let rows = views.store.snapshot().rows_in(1, 0, None).unwrap();
     assert_eq!(rows.len(), 1);
@@ -164,11 +161,9 @@ fn targets_never_downgrade_a_host_with_a_result() {
     let stats = views
         .sink
         .applier
-        .apply(
-            &[Event::HostResult(result(1, 0, 0, 7, 7, "", 2))],
-            stepview::now_ms(),
-            &[],
-        )
+        .apply(&Batch::local(&[Event::HostResult(result(
+            1, 0, 0, 7, 7, "", 2,
+        ))]))
         .unwrap();
     assert_eq!(stats.unchanged.get("host_result"), Some(&1));
     assert_eq!(
@@ -192,16 +187,18 @@ fn offsets_are_stored_with_the_state_they_follow() {
     views
         .sink
         .applier
-        .apply(
-            &[step(1, 1, 2, 0, 1)],
-            stepview::now_ms(),
-            &[offset(0, 10), offset(3, 4)],
-        )
+        .apply(&Batch {
+            offsets: &[offset(0, 10), offset(3, 4)],
+            ..Batch::local(&[step(1, 1, 2, 0, 1)])
+        })
         .unwrap();
     views
         .sink
         .applier
-        .apply(&[], stepview::now_ms(), &[offset(0, 12)])
+        .apply(&Batch {
+            offsets: &[offset(0, 12)],
+            ..Batch::local(&[])
+        })
         .unwrap();
     let mut stored = views.store.offsets().unwrap();
     stored.sort();
@@ -221,11 +218,7 @@ fn concurrent_queries_never_see_a_batch_half_applied() {
     views
         .sink
         .applier
-        .apply(
-            &[step(1, 1, 2, 0, 1), targets(1, 0, &hosts)],
-            stepview::now_ms(),
-            &[],
-        )
+        .apply(&Batch::local(&[step(1, 1, 2, 0, 1), targets(1, 0, &hosts)]))
         .unwrap();
     let done = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
@@ -235,11 +228,7 @@ fn concurrent_queries_never_see_a_batch_half_applied() {
                 let batch: Vec<Event> = (1..=200)
                     .map(|h| Event::HostResult(result(1, 0, 0, h, status, "", version)))
                     .collect();
-                views
-                    .sink
-                    .applier
-                    .apply(&batch, stepview::now_ms(), &[])
-                    .unwrap();
+                views.sink.applier.apply(&Batch::local(&batch)).unwrap();
             }
             done.store(true, std::sync::atomic::Ordering::SeqCst);
         });

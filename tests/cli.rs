@@ -68,7 +68,7 @@ fn simulate_load_and_digest_agree_with_applying_the_same_workload() {
     views
         .sink
         .applier
-        .apply(&events, stepview::now_ms(), &[])
+        .apply(&stepview::apply::Batch::local(&events))
         .unwrap();
     assert_eq!(digest.trim(), views.store.digest().unwrap());
 }

@@ -47,7 +47,7 @@ fn views() -> &'static Views {
         views
             .sink
             .applier
-            .apply(&events, stepview::now_ms(), &[])
+            .apply(&stepview::apply::Batch::local(&events))
             .unwrap();
         views
     })
@@ -119,7 +119,7 @@ fn check_event(bytes: &[u8], key: &[u8]) -> Result<(), TestCaseError> {
             views()
                 .sink
                 .applier
-                .apply(&[event], stepview::now_ms(), &[])
+                .apply(&stepview::apply::Batch::local(&[event]))
                 .unwrap();
         }
         Err(bad) => prop_assert!(!bad.detail.is_empty(), "a reason for {bytes:?}"),

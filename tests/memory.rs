@@ -133,7 +133,7 @@ fn many_first_queries_of_one_cold_step_load_it_once_and_loads_racing_apply_lose_
     views
         .sink
         .applier
-        .apply(&events, stepview::now_ms(), &[])
+        .apply(&stepview::apply::Batch::local(&events))
         .unwrap();
     let steps = steps_of(&events);
     let query = |(job, step): (i64, i64)| StepQuery {
@@ -206,7 +206,7 @@ fn many_first_queries_of_one_cold_step_load_it_once_and_loads_racing_apply_lose_
                 views
                     .sink
                     .applier
-                    .apply(batch, stepview::now_ms(), &[])
+                    .apply(&stepview::apply::Batch::local(batch))
                     .unwrap();
             }
             done.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::time::Duration;
+use stepview::apply::Batch;
 use stepview::events::Event;
 use stepview::retention;
 
@@ -35,8 +36,12 @@ async fn steps_past_retention_are_gone_and_their_late_events_dropped() {
     config.store.retention_days = 0;
     let svc = TestService::start(config).await;
     let now = stepview::now_ms();
-    let apply_at = |events: &[Event], at: i64| {
-        svc.views.sink.applier.apply(events, at, &[]).unwrap();
+    let apply_at = |events: &[Event], at_ms: i64| {
+        let batch = Batch {
+            at_ms,
+            ..Batch::local(events)
+        };
+        svc.views.sink.applier.apply(&batch).unwrap();
     };
     apply_at(&finished_step(11), now - 40 * DAY_MS); // expired
     apply_at(&finished_step(12), now - 10 * DAY_MS); // recent
@@ -81,7 +86,7 @@ async fn steps_past_retention_are_gone_and_their_late_events_dropped() {
     // A late event for the expired step is dropped and counted; the step stays gone.
     let late = [Event::HostResult(result(11, 0, 0, 1, 104, "", 9))];
     let never = stepview::shutdown::Shutdown::new();
-    assert!(svc.views.sink.apply(&late, now, &[], &never));
+    assert!(svc.views.sink.apply(&Batch::local(&late), &never));
     assert_eq!(svc.get(&q(11, "")).await.1["code"], 1244007);
     let dropped = r#"stepview_events_total{kind="host_result",outcome="expired"}"#;
     assert_eq!(svc.metric(dropped).await, Some(1.0));

@@ -1,25 +1,29 @@
-//! The HTTP surface (axum): both `get_step_instance_status` routes, `/metrics`, `/healthz`,
-//! `/readyz`.
+//! The HTTP surface (axum): both `get_step_instance_status` routes (with ETags and held
+//! long-polls), the server-sent events route, `/metrics`, `/healthz`, `/readyz`.
 //!
 //! Owns: routing, authentication, parameters, language, request ids, the JSON envelope, mapping
 //! every failure to api.md's codes (a panic too: never a bare 500), and how requests run: every
 //! read of the views on the blocking pool (the event loop only parses and writes), expensive
-//! queries a few at a time, each with a deadline, abandoned when the client goes away. Must not:
-//! know how answers are computed or touch the views except through `query::Reader`, or change
-//! state.
+//! queries a few at a time, each with a deadline, abandoned when the client goes away (`limits`).
+//! Must not: know how answers are computed or touch the views except through `query::Reader`,
+//! or change state.
 
 pub mod auth;
 mod error;
 pub mod i18n;
+mod limits;
 mod params;
 pub mod render;
+mod status;
+mod stream;
 
 pub use auth::Auth;
+pub use limits::QueryLimits;
 
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::query::{Cancel, QueryError, Reader, StepAnswer, StepQuery};
-use axum::extract::{MatchedPath, RawQuery, State};
+use crate::query::{QueryError, Reader, StepQuery};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -27,11 +31,11 @@ use axum::Router;
 use error::ApiError;
 use i18n::Lang;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use std::time::Instant;
 
 pub const ROUTE: &str = "/api/v3/get_step_instance_status";
 pub const SYSTEM_ROUTE: &str = "/api/v3/system/get_step_instance_status";
+pub const WATCH_ROUTE: &str = "/api/v3/watch_step_instance_status";
 const JSON_UTF8: &str = "application/json; charset=utf-8";
 
 /// What the handlers read.
@@ -45,26 +49,11 @@ pub struct AppState {
     pub metrics_token: Option<[u8; 32]>,
 }
 
-/// How queries run: expensive ones (`StepQuery::is_expensive`) take one of a few turns, and every
-/// one has a deadline, its wait for a turn included.
-pub struct QueryLimits {
-    pub expensive: Arc<Semaphore>,
-    pub timeout: Duration,
-}
-
-impl QueryLimits {
-    pub fn new(expensive_at_once: usize, timeout: Duration) -> QueryLimits {
-        QueryLimits {
-            expensive: Arc::new(Semaphore::new(expensive_at_once.max(1))),
-            timeout,
-        }
-    }
-}
-
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route(ROUTE, get(step_status))
-        .route(SYSTEM_ROUTE, get(step_status))
+        .route(ROUTE, get(status::get))
+        .route(SYSTEM_ROUTE, get(status::get))
+        .route(WATCH_ROUTE, get(stream::watch))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -102,56 +91,12 @@ fn json(status: StatusCode, body: Vec<u8>, request_id: &str) -> Response {
     resp
 }
 
-async fn step_status(
-    State(state): State<Arc<AppState>>,
-    route: MatchedPath,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> Response {
-    let started = Instant::now();
-    let lang = Lang::of(&headers);
-    let request_id = request_id(&headers);
-    let now_ms = crate::now_ms();
-    let outcome = answer(&state, &headers, raw, &request_id).await;
-    let (status, code, body) = match outcome {
-        Ok(a) => (
-            StatusCode::OK,
-            0,
-            render::success(&a, lang, &request_id, now_ms),
-        ),
-        Err(e) => (
-            e.http_status(),
-            e.code(),
-            render::failure(&e, lang, &request_id),
-        ),
-    };
-    tracing::debug!(
-        request_id,
-        route = route.as_str(),
-        status = status.as_u16(),
-        code,
-        micros = started.elapsed().as_micros() as u64,
-        "request"
-    );
-    state
-        .metrics
-        .http_requests
-        .with_label_values(&[route.as_str(), status.as_str(), &code.to_string()])
-        .inc();
-    state
-        .metrics
-        .http_duration
-        .with_label_values(&[route.as_str()])
-        .observe(started.elapsed().as_secs_f64());
-    json(status, body, &request_id)
-}
-
-async fn answer(
-    state: &Arc<AppState>,
+/// Authentication, parameters and scope: the request's query, or the error to answer at once.
+fn query_of(
+    state: &AppState,
     headers: &HeaderMap,
     raw: Option<String>,
-    request_id: &str,
-) -> Result<StepAnswer, ApiError> {
+) -> Result<StepQuery, ApiError> {
     let caller = state
         .auth
         .authenticate(headers)
@@ -160,7 +105,11 @@ async fn answer(
     if !caller.may_read(q.scope_type, &q.scope_id) {
         return Err(ApiError::PermissionDenied);
     }
-    run_query(state, q).await.map_err(|e| match e {
+    Ok(q)
+}
+
+fn to_api_error(state: &AppState, e: QueryError, request_id: &str) -> ApiError {
+    match e {
         QueryError::StepNotFound => ApiError::StepNotFound,
         QueryError::ManualStep => ApiError::Unsupported,
         QueryError::KeywordOnFileStep => ApiError::InvalidParam("keyword"),
@@ -169,73 +118,36 @@ async fn answer(
             tracing::error!(request_id, error = %format!("{err:#}"), "query failed");
             ApiError::Internal
         }
-    })
-}
-
-/// Answers `q` on the blocking pool, within the limits; a query whose caller goes away (the
-/// handler is dropped) or whose deadline passes is told to stop.
-async fn run_query(state: &Arc<AppState>, q: StepQuery) -> Result<StepAnswer, QueryError> {
-    let limits = &state.limits;
-    let deadline = tokio::time::Instant::now() + limits.timeout;
-    let turn = if q.is_expensive() {
-        let waiting = Arc::clone(&limits.expensive).acquire_owned();
-        match tokio::time::timeout_at(deadline, waiting).await {
-            Ok(Ok(turn)) => Some(turn),
-            _ => {
-                state.abandoned("busy");
-                return Err(QueryError::Cancelled);
-            }
-        }
-    } else {
-        None
-    };
-    let cancel = Arc::new(Cancel::default());
-    let mut on_drop = CancelOnDrop {
-        cancel: Some(Arc::clone(&cancel)),
-        state: Arc::clone(state),
-    };
-    let reader = state.reader.clone();
-    let task = tokio::task::spawn_blocking(move || {
-        let _turn = turn;
-        reader.answer(&q, &cancel)
-    });
-    let result = tokio::time::timeout_at(deadline, task).await;
-    let cancel = on_drop.cancel.take().expect("taken once");
-    match result {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(e)) => Err(QueryError::Internal(anyhow::anyhow!(
-            "query task failed: {e}"
-        ))),
-        Err(_) => {
-            cancel.cancel();
-            state.abandoned("timeout");
-            Err(QueryError::Cancelled)
-        }
     }
 }
 
-/// Stops a running query when its handler is dropped: the client went away.
-struct CancelOnDrop {
-    cancel: Option<Arc<Cancel>>,
-    state: Arc<AppState>,
-}
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        if let Some(cancel) = self.cancel.take() {
-            cancel.cancel();
-            self.state.abandoned("client_gone");
-        }
-    }
-}
-
-impl AppState {
-    fn abandoned(&self, reason: &str) {
-        self.metrics
-            .queries_abandoned
-            .with_label_values(&[reason])
-            .inc();
-    }
+/// Logs and counts one answered API request.
+fn count(
+    state: &AppState,
+    route: &str,
+    status: StatusCode,
+    code: i64,
+    started: Instant,
+    request_id: &str,
+) {
+    tracing::debug!(
+        request_id,
+        route,
+        status = status.as_u16(),
+        code,
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    state
+        .metrics
+        .http_requests
+        .with_label_values(&[route, status.as_str(), &code.to_string()])
+        .inc();
+    state
+        .metrics
+        .http_duration
+        .with_label_values(&[route])
+        .observe(started.elapsed().as_secs_f64());
 }
 
 /// The exposition, computed on the blocking pool; with `metrics_token_sha256` set, only for

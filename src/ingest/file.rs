@@ -4,8 +4,8 @@
 //! retention).
 
 use super::Sink;
+use crate::apply::Batch;
 use crate::events::decode;
-use crate::now_ms;
 use crate::shutdown::Shutdown;
 use anyhow::{Context, Result};
 use std::io::BufRead;
@@ -40,12 +40,12 @@ pub fn load(sink: &Sink, path: &Path, batch_max: usize) -> Result<FileLoad> {
             }
         }
         if batch.len() >= batch_max {
-            sink.apply(&batch, now_ms(), &[], &never);
+            sink.apply(&Batch::local(&batch), &never);
             result.applied += batch.len() as u64;
             batch.clear();
         }
     }
-    sink.apply(&batch, now_ms(), &[], &never);
+    sink.apply(&Batch::local(&batch), &never);
     result.applied += batch.len() as u64;
     Ok(result)
 }

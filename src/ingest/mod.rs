@@ -9,8 +9,8 @@ pub mod file;
 pub mod kafka;
 pub mod replay;
 
-use crate::apply::{Applier, ApplyStats, Expired, SourceOffset};
-use crate::events::{BadEvent, Cuts, Event};
+use crate::apply::{Applier, ApplyStats, Batch, Expired};
+use crate::events::{BadEvent, Cuts};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -27,24 +27,20 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// Applies one batch, produced at `at_ms`; false if stopping made it give up (nothing of the
-    /// batch is stored then).
-    pub fn apply(
-        &self,
-        events: &[Event],
-        at_ms: i64,
-        offsets: &[SourceOffset],
-        stop: &Shutdown,
-    ) -> bool {
+    /// Applies one batch; false if stopping made it give up (nothing of the batch is stored
+    /// then).
+    pub fn apply(&self, batch: &Batch<'_>, stop: &Shutdown) -> bool {
         let mut backoff = Duration::from_millis(100);
         loop {
             let started = Instant::now();
-            match self.applier.apply(events, at_ms, offsets) {
+            match self.applier.apply(batch) {
                 Ok(stats) => {
                     self.metrics
                         .apply_duration
                         .observe(started.elapsed().as_secs_f64());
-                    self.metrics.apply_batch_events.observe(events.len() as f64);
+                    self.metrics
+                        .apply_batch_events
+                        .observe(batch.events.len() as f64);
                     self.record(&stats);
                     self.health.set_apply_failing(false);
                     return true;

@@ -125,7 +125,7 @@ pub fn replay(cfg: &KafkaConfig, sink: &Sink, show_progress: bool) -> Result<Rep
             sink.record_bad(reason);
         }
         sink.record_cuts(&decoded.cuts);
-        sink.apply(&decoded.events, decoded.at_ms, &decoded.offsets, &never);
+        sink.apply(&decoded.as_batch(), &never);
         summary.messages += msgs.len() as u64;
         summary.bad += bad.len() as u64;
         bar.inc(msgs.len() as u64);

@@ -97,6 +97,9 @@ pub fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
 
 pub const OFFSET_PREFIX: &[u8] = b"offset/";
 
+/// The next position of events from no topic (files, tests).
+pub const LOCAL_SEQUENCE_KEY: &[u8] = b"local-sequence";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ pub mod row;
 use crate::events::StepEvent;
 use anyhow::{Context, Result};
 use clock::StepClock;
-use keys::{RowKey, OFFSET_PREFIX, ROW_KEY_LEN};
+use keys::{RowKey, LOCAL_SEQUENCE_KEY, OFFSET_PREFIX, ROW_KEY_LEN};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, Direction, IteratorMode, Options,
     ReadOptions, WriteBatch, WriteBufferManager, DB,
@@ -144,7 +144,26 @@ impl Store {
         );
     }
 
-    /// Sets `step`'s retention clock.
+    /// The next position of events from no topic.
+    pub fn local_sequence(&self) -> Result<i64> {
+        let value = self
+            .db
+            .get_cf(self.cf(CF_META), LOCAL_SEQUENCE_KEY)
+            .context("RocksDB read failed")?;
+        match value {
+            None => Ok(0),
+            Some(v) => Ok(i64::from_be_bytes(
+                v.as_slice().try_into().context("corrupt local sequence")?,
+            )),
+        }
+    }
+
+    pub fn put_local_sequence(&self, b: &mut StoreBatch, next: i64) {
+        b.batch
+            .put_cf(self.cf(CF_META), LOCAL_SEQUENCE_KEY, next.to_be_bytes());
+    }
+
+    /// Sets `step`'s clock.
     pub fn put_clock(&self, b: &mut StoreBatch, step: i64, clock: StepClock) {
         b.batch
             .put_cf(self.cf(CF_CLOCKS), keys::step_key(step), clock.encode());
@@ -190,7 +209,7 @@ impl Store {
             ids,
             |id| keys::step_key(*id),
             |i, v| {
-                clocks[i] = Some(StepClock::decode(v).context("corrupt retention clock")?);
+                clocks[i] = Some(StepClock::decode(v).context("corrupt step clock")?);
                 Ok(())
             },
         )?;
@@ -201,11 +220,8 @@ impl Store {
     pub fn for_each_clock(&self, mut f: impl FnMut(i64, StepClock)) -> Result<()> {
         let it = self.db.raw_iterator_cf(self.cf(CF_CLOCKS));
         scan_prefix(it, &[], |k, v| {
-            let step = i64::from_be_bytes(k.try_into().context("corrupt retention clock key")?);
-            f(
-                step,
-                StepClock::decode(v).context("corrupt retention clock")?,
-            );
+            let step = i64::from_be_bytes(k.try_into().context("corrupt step clock key")?);
+            f(step, StepClock::decode(v).context("corrupt step clock")?);
             Ok(())
         })
     }
@@ -398,6 +414,17 @@ impl StoreSnapshot<'_> {
             .get_cf(self.store.cf(CF_STEPS), keys::step_key(step))
             .context("RocksDB read failed")?;
         value.map(|v| decode_step(&v)).transpose()
+    }
+
+    /// The clock of `step`, if it has one.
+    pub fn clock(&self, step: i64) -> Result<Option<StepClock>> {
+        let value = self
+            .snapshot
+            .get_cf(self.store.cf(CF_CLOCKS), keys::step_key(step))
+            .context("RocksDB read failed")?;
+        value
+            .map(|v| StepClock::decode(&v).context("corrupt step clock"))
+            .transpose()
     }
 
     /// Visits the key, status and tag of every row of `step` (all retries), in key order: what

@@ -87,7 +87,7 @@ impl TestService {
         self.views
             .sink
             .applier
-            .apply(events, stepview::now_ms(), &[])
+            .apply(&stepview::apply::Batch::local(events))
             .expect("apply");
     }
 

@@ -6,9 +6,10 @@
 //! ListOffsets(latest) with the last batch's base offset + 1. The same statistics say when the
 //! broker a partition is fetched from last answered, which is how readiness notices an outage.
 
-use crate::apply::SourceOffset;
+use crate::apply::{Batch, SourceOffset};
 use crate::config::KafkaConfig;
 use crate::events::{self, BadEvent, BadReason, Cuts, Event};
+use crate::store::clock::Position;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::message::BorrowedMessage;
@@ -177,6 +178,8 @@ impl ConsumerContext for WatermarkContext {}
 /// messages, for the dead-letter topic).
 pub struct DecodedBatch {
     pub events: Vec<Event>,
+    /// Where each event sits in the topic.
+    pub positions: Vec<Position>,
     /// Per partition, the offset after the batch's last message.
     pub offsets: Vec<SourceOffset>,
     /// Per partition, the Kafka timestamp (ms) of the batch's last message.
@@ -187,12 +190,25 @@ pub struct DecodedBatch {
     pub cuts: Vec<Cuts>,
 }
 
+impl DecodedBatch {
+    /// What apply takes.
+    pub fn as_batch(&self) -> Batch<'_> {
+        Batch {
+            events: &self.events,
+            positions: Some(&self.positions),
+            at_ms: self.at_ms,
+            offsets: &self.offsets,
+        }
+    }
+}
+
 pub type BadMessages<'m> = Vec<(&'m BorrowedMessage<'m>, BadEvent)>;
 
 /// Decodes `msgs`, each checked against its message key (events.md, "Topic and keys").
 pub fn decode_batch<'m>(msgs: &'m [BorrowedMessage<'m>]) -> (DecodedBatch, BadMessages<'m>) {
     let mut batch = DecodedBatch {
         events: Vec::with_capacity(msgs.len()),
+        positions: Vec::with_capacity(msgs.len()),
         offsets: Vec::new(),
         timestamps: BTreeMap::new(),
         at_ms: i64::MIN,
@@ -224,6 +240,10 @@ pub fn decode_batch<'m>(msgs: &'m [BorrowedMessage<'m>]) -> (DecodedBatch, BadMe
                     batch.cuts.push(cuts);
                 }
                 batch.events.push(event);
+                batch.positions.push(Position {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                });
             }
             Err(b) => bad.push((m, b)),
         }

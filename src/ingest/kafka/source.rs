@@ -267,7 +267,7 @@ fn apply_batches(
     shutdown: &Shutdown,
 ) {
     for batch in batches {
-        if !sink.apply(&batch.events, batch.at_ms, &batch.offsets, shutdown) {
+        if !sink.apply(&batch.as_batch(), shutdown) {
             return;
         }
         for o in &batch.offsets {

@@ -1,0 +1,89 @@
+//! How queries run: on the blocking pool (they take locks and read RocksDB), expensive ones
+//! (`StepQuery::is_expensive`) in one of a few turns, every one with a deadline (its wait for a
+//! turn included), and told to stop when their client goes away.
+
+use super::AppState;
+use crate::query::{Cancel, QueryError, StepAnswer, StepQuery};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+pub struct QueryLimits {
+    pub expensive: Arc<Semaphore>,
+    pub timeout: Duration,
+}
+
+impl QueryLimits {
+    pub fn new(expensive_at_once: usize, timeout: Duration) -> QueryLimits {
+        QueryLimits {
+            expensive: Arc::new(Semaphore::new(expensive_at_once.max(1))),
+            timeout,
+        }
+    }
+}
+
+/// Answers `q` within the limits; a query whose caller goes away (the future is dropped) or
+/// whose deadline passes is told to stop.
+pub async fn run_query(state: &Arc<AppState>, q: StepQuery) -> Result<StepAnswer, QueryError> {
+    let limits = &state.limits;
+    let deadline = tokio::time::Instant::now() + limits.timeout;
+    let turn = if q.is_expensive() {
+        let waiting = Arc::clone(&limits.expensive).acquire_owned();
+        match tokio::time::timeout_at(deadline, waiting).await {
+            Ok(Ok(turn)) => Some(turn),
+            _ => {
+                state.abandoned("busy");
+                return Err(QueryError::Cancelled);
+            }
+        }
+    } else {
+        None
+    };
+    let cancel = Arc::new(Cancel::default());
+    let mut on_drop = CancelOnDrop {
+        cancel: Some(Arc::clone(&cancel)),
+        state: Arc::clone(state),
+    };
+    let reader = state.reader.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        reader.answer(&q, &cancel)
+    });
+    let result = tokio::time::timeout_at(deadline, task).await;
+    let cancel = on_drop.cancel.take().expect("taken once");
+    match result {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => Err(QueryError::Internal(anyhow::anyhow!(
+            "query task failed: {e}"
+        ))),
+        Err(_) => {
+            cancel.cancel();
+            state.abandoned("timeout");
+            Err(QueryError::Cancelled)
+        }
+    }
+}
+
+/// Stops a running query when its future is dropped: the client went away.
+struct CancelOnDrop {
+    cancel: Option<Arc<Cancel>>,
+    state: Arc<AppState>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(cancel) = self.cancel.take() {
+            cancel.cancel();
+            self.state.abandoned("client_gone");
+        }
+    }
+}
+
+impl AppState {
+    fn abandoned(&self, reason: &str) {
+        self.metrics
+            .queries_abandoned
+            .with_label_values(&[reason])
+            .inc();
+    }
+}

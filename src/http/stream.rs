@@ -1,0 +1,165 @@
+//! `GET /api/v3/watch_step_instance_status`: server-sent events for UIs (api.md, "Watching a
+//! step"): the answer at once, then one after each change (at most one every 200 ms), each with
+//! the ETag as its id; `event: end` and close once the step has finished; keep-alive comments.
+
+use super::error::ApiError;
+use super::i18n::Lang;
+use super::limits::run_query;
+use super::{count, json, query_of, render, request_id, to_api_error, AppState, WATCH_ROUTE};
+use crate::metrics::Watching;
+use crate::query::{is_finished, Position, StepQuery, Waiter};
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// At most one event per this long: changes in between are sent together.
+const COALESCE: Duration = Duration::from_millis(200);
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+pub async fn watch(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let started = Instant::now();
+    let lang = Lang::of(&headers);
+    let request_id = request_id(&headers);
+    let last_event = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(Position::of_etag);
+    let failed = |e: ApiError| {
+        let resp = json(
+            e.http_status(),
+            render::failure(&e, lang, &request_id),
+            &request_id,
+        );
+        count(
+            &state,
+            WATCH_ROUTE,
+            resp.status(),
+            e.code(),
+            started,
+            &request_id,
+        );
+        resp
+    };
+    let q = match query_of(&state, &headers, raw) {
+        Ok(q) => q,
+        Err(e) => return failed(e),
+    };
+    let waiter = state.reader.waiter(q.step_instance_id);
+    let first = match run_query(&state, q.clone()).await {
+        Ok(a) => a,
+        Err(e) => return failed(to_api_error(&state, e, &request_id)),
+    };
+    count(&state, WATCH_ROUTE, StatusCode::OK, 0, started, &request_id);
+    if is_finished(first.step.status) && last_event == Some(first.position) {
+        // Nothing new and nothing to come: tells an EventSource to stop.
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let events = Events {
+        _watching: state.metrics.watching(),
+        state,
+        q,
+        waiter,
+        lang,
+        request_id: request_id.clone(),
+        sent: last_event,
+        sent_at: None,
+        first: Some(first),
+        end_next: false,
+        ended: false,
+    };
+    let stream = futures_util::stream::unfold(events, |mut e| async move {
+        let next = e.next().await?;
+        Some((Ok::<_, Infallible>(next), e))
+    });
+    let mut resp = Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+/// One stream's state.
+struct Events {
+    state: Arc<AppState>,
+    q: StepQuery,
+    waiter: Waiter,
+    lang: Lang,
+    request_id: String,
+    /// The position last sent (or the client's `Last-Event-ID`).
+    sent: Option<Position>,
+    sent_at: Option<tokio::time::Instant>,
+    /// The answer read before the stream started.
+    first: Option<crate::query::StepAnswer>,
+    /// The last status sent showed the step finished: `end` comes next.
+    end_next: bool,
+    /// `end` (or an error) was sent: the stream closes.
+    ended: bool,
+    _watching: Watching,
+}
+
+fn end() -> Event {
+    Event::default().event("end").data("{\"finished\":true}")
+}
+
+impl Events {
+    async fn next(&mut self) -> Option<Event> {
+        if self.ended {
+            return None;
+        }
+        if self.end_next {
+            self.ended = true;
+            return Some(end());
+        }
+        loop {
+            let answer = match self.first.take() {
+                Some(first) => first,
+                None => {
+                    self.waiter.changed().await;
+                    if let Some(at) = self.sent_at {
+                        tokio::time::sleep_until(at + COALESCE).await;
+                    }
+                    match run_query(&self.state, self.q.clone()).await {
+                        Ok(a) => a,
+                        Err(e) => {
+                            let e = to_api_error(&self.state, e, &self.request_id);
+                            self.ended = true;
+                            let body = render::failure(&e, self.lang, &self.request_id);
+                            let data = String::from_utf8(body).expect("JSON is UTF-8");
+                            return Some(Event::default().event("error").data(data));
+                        }
+                    }
+                }
+            };
+            let finished = is_finished(answer.step.status);
+            if self.sent == Some(answer.position) {
+                // Nothing the client has not seen (a reconnect at the current position).
+                if finished {
+                    self.ended = true;
+                    return Some(end());
+                }
+                continue;
+            }
+            self.sent = Some(answer.position);
+            self.sent_at = Some(tokio::time::Instant::now());
+            self.end_next = finished;
+            let body = render::success(&answer, self.lang, &self.request_id, crate::now_ms());
+            let data = String::from_utf8(body).expect("JSON is UTF-8");
+            return Some(
+                Event::default()
+                    .id(answer.position.etag())
+                    .event("status")
+                    .data(data),
+            );
+        }
+    }
+}
