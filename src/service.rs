@@ -64,6 +64,7 @@ impl Views {
 
 /// Serves until SIGTERM/SIGINT: stop taking requests, finish the batch in hand, flush RocksDB.
 pub async fn serve(config: Config) -> Result<()> {
+    raise_open_files_limit();
     let views = Views::open(&config)?;
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
@@ -168,6 +169,26 @@ pub async fn run(
     views.store.flush()?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Held long-polls and event streams keep a connection each (api.md expects 10 000 at once):
+/// take all the open files the system allows this process.
+pub fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            let soft = limit.rlim_cur;
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                tracing::debug!(from = soft, to = limit.rlim_max, "open files limit raised");
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {
