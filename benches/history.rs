@@ -32,6 +32,7 @@ fn step_events(step: i64) -> Vec<Event> {
         start_time: Some(2),
         end_time: Some(3),
         total_time: None,
+        step_order: None,
         version: 1,
     })];
     for chunk in (1..=HOSTS_PER_STEP).collect::<Vec<_>>().chunks(10_000) {
@@ -70,6 +71,7 @@ fn step_events(step: i64) -> Vec<Event> {
             status: [9, 9, 9, 104, 1][(h / 10 % 5) as usize],
             tag: None,
             exit_code: Some(0),
+            error_code: 0,
             start_time: Some(2),
             end_time: Some(3),
             total_time: Some(1),

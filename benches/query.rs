@@ -54,6 +54,7 @@ fn workload() -> Vec<Event> {
         start_time: Some(2),
         end_time: None,
         total_time: None,
+        step_order: None,
         version: 1,
     })];
     for chunk in (1..=HOSTS).collect::<Vec<_>>().chunks(10_000) {
@@ -94,6 +95,7 @@ fn workload() -> Vec<Event> {
             status,
             tag: Some(format!("tag{}", (h / 5) % 4)),
             exit_code: Some(0),
+            error_code: 0,
             start_time: Some(10),
             end_time: Some(20),
             total_time: Some(10),

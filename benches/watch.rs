@@ -134,6 +134,7 @@ fn workload() -> Vec<Event> {
             start_time: Some(2),
             end_time: None,
             total_time: None,
+            step_order: None,
             version: 1,
         }));
         events.push(Event::StepTargets(StepTargets {
@@ -176,6 +177,7 @@ fn changes(steps: std::ops::RangeInclusive<i64>, round: i64) -> Vec<Event> {
                 status: 9,
                 tag: Some(format!("round{round}")),
                 exit_code: Some(0),
+                error_code: 0,
                 start_time: Some(2),
                 end_time: Some(3),
                 total_time: Some(1),

@@ -11,9 +11,9 @@
 //! index, and the retries it changes write-locked, from before the store write until the index
 //! has the batch. Expiry (retention) is applied here too, the same way: the only writer.
 
-use crate::events::{Event, StepEvent};
+use crate::events::{Event, JobEvent, StepEvent, Subject};
 use crate::index::Index;
-use crate::store::clock::{Position, StepClock};
+use crate::store::clock::{Clock, Position};
 use crate::store::keys::RowKey;
 use crate::store::row::{result_rank, HostRow, RANK_TARGETS};
 use crate::store::{Store, StoreBatch};
@@ -82,6 +82,8 @@ impl ApplyStats {
 pub struct Expired {
     /// Steps whose views were deleted.
     pub steps: u64,
+    /// Jobs whose records were deleted.
+    pub jobs: u64,
     /// Tombstones of steps expired more than a retention period ago, forgotten.
     pub tombstones: u64,
 }
@@ -135,24 +137,31 @@ impl Applier {
         let mut store_batch = StoreBatch::default();
         let positions = self.positions(batch, &mut store_batch)?;
         let mut stats = ApplyStats::default();
-        let step_ids: Vec<i64> = events
+        let subjects: Vec<Subject> = events
             .iter()
-            .map(Event::step_instance_id)
+            .map(Event::subject)
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let clocks: FxHashMap<i64, StepClock> = step_ids
+        let step_ids: Vec<i64> = subjects
             .iter()
-            .zip(self.store.get_clocks(&step_ids)?)
-            .filter_map(|(id, clock)| Some((*id, clock?)))
+            .filter_map(|s| match s {
+                Subject::Step(id) => Some(*id),
+                Subject::Job(_) => None,
+            })
             .collect();
-        // Events of steps that expired are dropped (their tombstone remembers them).
-        let expired = |step: i64| matches!(clocks.get(&step), Some(StepClock::Expired { .. }));
+        let clocks: FxHashMap<Subject, Clock> = subjects
+            .iter()
+            .zip(self.store.get_clocks(&subjects)?)
+            .filter_map(|(subject, clock)| Some((*subject, clock?)))
+            .collect();
+        // Events of steps and jobs that expired are dropped (their tombstone remembers them).
+        let expired = |s: Subject| matches!(clocks.get(&s), Some(Clock::Expired { .. }));
         let kept: Vec<(&Event, Position)> = events
             .iter()
             .zip(positions)
             .filter(|(e, _)| {
-                let gone = expired(e.step_instance_id());
+                let gone = expired(e.subject());
                 if gone {
                     *stats.expired.entry(e.kind()).or_default() += 1;
                 }
@@ -163,13 +172,24 @@ impl Applier {
         let mut slots = self.read_rows(&kept_events)?;
         let mut unseen_logs = self.unseen_logs(&kept_events)?;
         let mut records = self.read_records(&kept_events)?;
+        let mut jobs = self.read_jobs(&kept_events)?;
         // Per step, the position of the last event that changed it.
         let mut changed_at: FxHashMap<i64, Position> = FxHashMap::default();
         let mut new_records: FxHashMap<i64, &StepEvent> = FxHashMap::default();
+        let mut new_jobs: FxHashMap<i64, &JobEvent> = FxHashMap::default();
         let mut logs = Vec::new();
 
         for (event, position) in kept {
             let changed = match event {
+                Event::Job(e) => {
+                    let current = jobs.get(&e.job_instance_id).copied();
+                    let newer = current.is_none_or(|v| e.version > v);
+                    if newer {
+                        jobs.insert(e.job_instance_id, e.version);
+                        new_jobs.insert(e.job_instance_id, e);
+                    }
+                    newer
+                }
                 Event::Step(e) => {
                     let current = records.get(&e.step_instance_id).copied();
                     let newer = current.is_none_or(|v| e.version > v);
@@ -205,6 +225,7 @@ impl Applier {
                         row.tag = e.tag.clone().unwrap_or_default();
                         row.version = Some(e.version);
                         row.exit_code = e.exit_code;
+                        row.error_code = e.error_code;
                         row.start_time = e.start_time;
                         row.end_time = e.end_time;
                         row.total_time = e.total_time;
@@ -223,25 +244,34 @@ impl Applier {
                 }
             };
             stats.count(event.kind(), changed);
-            if changed {
-                changed_at.insert(event.step_instance_id(), position);
+            if let (true, Subject::Step(step)) = (changed, event.subject()) {
+                changed_at.insert(step, position);
             }
         }
 
         let mut batch = store_batch;
+        for job in new_jobs.values() {
+            self.store.put_job(&mut batch, job);
+        }
         for step in new_records.values() {
             self.store.put_step(&mut batch, step);
+            self.store
+                .put_job_step(&mut batch, step.job_instance_id, step.step_instance_id);
         }
-        for step in step_ids.iter().filter(|s| !expired(**s)) {
-            let before = match clocks.get(step) {
-                Some(StepClock::Live { changed_at, .. }) => *changed_at,
+        for subject in subjects.iter().filter(|s| !expired(**s)) {
+            let before = match clocks.get(subject) {
+                Some(Clock::Live { changed_at, .. }) => *changed_at,
                 _ => Position::default(),
             };
-            let clock = StepClock::Live {
-                last_event_ms: at_ms,
-                changed_at: changed_at.get(step).copied().unwrap_or(before),
+            let changed = match subject {
+                Subject::Step(step) => changed_at.get(step).copied(),
+                Subject::Job(_) => None,
             };
-            self.store.put_clock(&mut batch, *step, clock);
+            let clock = Clock::Live {
+                last_event_ms: at_ms,
+                changed_at: changed.unwrap_or(before),
+            };
+            self.store.put_clock(&mut batch, *subject, clock);
         }
         // The rows the batch changed, each encoded once (for the store and any hot copy), in key
         // order: RocksDB's memtable inserts sorted keys faster (it remembers where the previous
@@ -316,31 +346,46 @@ impl Applier {
         let _writing = self.writing.lock();
         let older = |ms: i64| ms.checked_add(keep_ms).is_some_and(|until| until < now_ms);
         let (mut expiring, mut forgotten) = (Vec::new(), Vec::new());
-        self.store.for_each_clock(|step, clock| match clock {
-            StepClock::Live { last_event_ms, .. } if older(last_event_ms) => expiring.push(step),
-            StepClock::Expired { at_ms } if older(at_ms) => forgotten.push(step),
+        self.store.for_each_clock(|subject, clock| match clock {
+            Clock::Live { last_event_ms, .. } if older(last_event_ms) => expiring.push(subject),
+            Clock::Expired { at_ms } if older(at_ms) => forgotten.push(subject),
             _ => {}
         })?;
         let mut done = Expired::default();
-        for steps in expiring.chunks(1000) {
+        for subjects in expiring.chunks(1000) {
+            let steps: Vec<i64> = subjects
+                .iter()
+                .filter_map(|s| match s {
+                    Subject::Step(id) => Some(*id),
+                    Subject::Job(_) => None,
+                })
+                .collect();
+            let records = self.store.get_steps(&steps)?;
             let mut batch = StoreBatch::default();
-            for step in steps {
-                self.store.delete_step(&mut batch, *step);
-                let clock = StepClock::Expired { at_ms: now_ms };
-                self.store.put_clock(&mut batch, *step, clock);
+            for (step, record) in steps.iter().zip(&records) {
+                let job = record.as_ref().map(|r| r.job_instance_id);
+                self.store.delete_step(&mut batch, *step, job);
             }
-            let (stripes, _) = self.index.lock_steps(steps);
+            for subject in subjects {
+                if let Subject::Job(job) = subject {
+                    self.store.delete_job(&mut batch, *job);
+                }
+                let clock = Clock::Expired { at_ms: now_ms };
+                self.store.put_clock(&mut batch, *subject, clock);
+            }
+            let (stripes, _) = self.index.lock_steps(&steps);
             self.store.write(batch)?;
-            for step in steps {
+            for step in &steps {
                 self.index.forget(*step);
             }
             drop(stripes);
             done.steps += steps.len() as u64;
+            done.jobs += (subjects.len() - steps.len()) as u64;
         }
         if !forgotten.is_empty() {
             let mut batch = StoreBatch::default();
-            for step in &forgotten {
-                self.store.delete_clock(&mut batch, *step);
+            for subject in &forgotten {
+                self.store.delete_clock(&mut batch, *subject);
             }
             self.store.write(batch)?;
             done.tombstones = forgotten.len() as u64;
@@ -365,6 +410,24 @@ impl Applier {
                 partition: Position::LOCAL,
                 offset,
             })
+            .collect())
+    }
+
+    /// The stored versions of the records of the jobs the batch has `job` events for.
+    fn read_jobs(&self, events: &[&Event]) -> Result<FxHashMap<i64, i64>> {
+        let ids: Vec<i64> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Job(j) => Some(j.job_instance_id),
+                _ => None,
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        Ok(ids
+            .iter()
+            .zip(self.store.get_jobs(&ids)?)
+            .filter_map(|(id, record)| Some((*id, record?.version)))
             .collect())
     }
 
@@ -406,7 +469,7 @@ impl Applier {
                         keys.push(key);
                     }
                 }
-                Event::Step(_) | Event::HostLog(_) => {}
+                Event::Job(_) | Event::Step(_) | Event::HostLog(_) => {}
             }
         }
         let rows = self.store.get_rows(&keys)?;

@@ -1,4 +1,4 @@
-//! The event model: typed forms of the four event kinds of `spec/events.md`, and the decoder that
+//! The event model: typed forms of the five event kinds of `spec/events.md`, and the decoder that
 //! turns a Kafka message value into one of them or into a reason why it is bad.
 //!
 //! Owns: field types, required fields, ranges and the size limit. Must not: touch the store or the
@@ -19,26 +19,43 @@ pub const MAX_SCOPE_ID_BYTES: usize = 256;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
+    Job(JobEvent),
     Step(StepEvent),
     StepTargets(StepTargets),
     HostResult(HostResult),
     HostLog(HostLog),
 }
 
+/// What an event is about: a job (its record), or a step (everything else).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Subject {
+    Job(i64),
+    Step(i64),
+}
+
 impl Event {
-    /// The step this event belongs to (its decimal form is the Kafka message key).
-    pub fn step_instance_id(&self) -> i64 {
+    /// The job or step this event belongs to; its id, in decimal, is the Kafka message key.
+    pub fn subject(&self) -> Subject {
         match self {
-            Event::Step(e) => e.step_instance_id,
-            Event::StepTargets(e) => e.step_instance_id,
-            Event::HostResult(e) => e.step_instance_id,
-            Event::HostLog(e) => e.step_instance_id,
+            Event::Job(e) => Subject::Job(e.job_instance_id),
+            Event::Step(e) => Subject::Step(e.step_instance_id),
+            Event::StepTargets(e) => Subject::Step(e.step_instance_id),
+            Event::HostResult(e) => Subject::Step(e.step_instance_id),
+            Event::HostLog(e) => Subject::Step(e.step_instance_id),
+        }
+    }
+
+    /// The id the message key must be.
+    pub fn key_id(&self) -> i64 {
+        match self.subject() {
+            Subject::Job(id) | Subject::Step(id) => id,
         }
     }
 
     /// The `kind` string, as on the wire (used as a metrics label).
     pub fn kind(&self) -> &'static str {
         match self {
+            Event::Job(_) => "job",
             Event::Step(_) => "step",
             Event::StepTargets(_) => "step_targets",
             Event::HostResult(_) => "host_result",
@@ -75,6 +92,24 @@ impl ScopeType {
     }
 }
 
+/// `job`: job metadata and job-level status, last-writer-wins by `version`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobEvent {
+    pub job_instance_id: i64,
+    pub bk_scope_type: ScopeType,
+    pub bk_scope_id: String,
+    pub name: String,
+    pub status: i32,
+    pub create_time: i64,
+    #[serde(default)]
+    pub start_time: Option<i64>,
+    #[serde(default)]
+    pub end_time: Option<i64>,
+    #[serde(default)]
+    pub total_time: Option<i64>,
+    pub version: i64,
+}
+
 /// `step`: step metadata and step-level status, last-writer-wins by `version`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepEvent {
@@ -94,6 +129,9 @@ pub struct StepEvent {
     pub end_time: Option<i64>,
     #[serde(default)]
     pub total_time: Option<i64>,
+    /// The step's place in its job.
+    #[serde(default)]
+    pub step_order: Option<i32>,
     pub version: i64,
 }
 
@@ -161,6 +199,9 @@ pub struct HostResult {
     pub tag: Option<String>,
     #[serde(default)]
     pub exit_code: Option<i32>,
+    /// GSE's error code for the host task.
+    #[serde(default)]
+    pub error_code: i32,
     #[serde(default)]
     pub start_time: Option<i64>,
     #[serde(default)]
@@ -269,6 +310,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Event, Cuts), BadEvent> {
         None => probe_kind(text)?,
     };
     let mut event = match kind.as_ref() {
+        "job" => Event::Job(parse(text)?),
         "step" => Event::Step(parse(text)?),
         "step_targets" => Event::StepTargets(parse(text)?),
         "host_result" => Event::HostResult(parse(text)?),
@@ -289,7 +331,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Event, Cuts), BadEvent> {
 /// the event's id in canonical decimal, or the event would sit in another partition (and on
 /// another shard) than the rest of its step.
 pub fn check_key(event: &Event, key: Option<&[u8]>) -> Result<(), BadEvent> {
-    let id = event.step_instance_id();
+    let id = event.key_id();
     if key.is_some_and(|k| is_decimal_of(k, id)) {
         return Ok(());
     }
@@ -302,7 +344,7 @@ pub fn check_key(event: &Event, key: Option<&[u8]>) -> Result<(), BadEvent> {
     };
     Err(bad(
         BadReason::WrongKey,
-        format!("message has {shown}, not the event's step_instance_id \"{id}\""),
+        format!("message has {shown}, not the event's id \"{id}\""),
     ))
 }
 
@@ -402,6 +444,7 @@ fn cut_to_bounds(event: &mut Event) -> Cuts {
         cuts.bound(Bounded::CloudName, cloud.as_mut());
     }
     match event {
+        Event::Job(e) => cuts.bound(Bounded::Name, Some(&mut e.name)),
         Event::Step(e) => cuts.bound(Bounded::Name, Some(&mut e.name)),
         Event::StepTargets(e) => {
             for h in &mut e.hosts {
@@ -482,17 +525,27 @@ fn check_non_negative(v: i64, field: &str) -> Result<(), BadEvent> {
     check(v >= 0, field, ">= 0")
 }
 
+fn check_scope_id(scope_id: &str) -> Result<(), BadEvent> {
+    check(
+        scope_id.len() <= MAX_SCOPE_ID_BYTES,
+        "bk_scope_id",
+        "at most 256 bytes",
+    )
+}
+
 fn validate(event: &Event) -> Result<(), BadEvent> {
     match event {
+        Event::Job(e) => {
+            check_id(e.job_instance_id, "job_instance_id")?;
+            check_scope_id(&e.bk_scope_id)?;
+            check_non_negative(e.version, "version")
+        }
         Event::Step(e) => {
             check_id(e.job_instance_id, "job_instance_id")?;
             check_id(e.step_instance_id, "step_instance_id")?;
-            check(
-                e.bk_scope_id.len() <= MAX_SCOPE_ID_BYTES,
-                "bk_scope_id",
-                "at most 256 bytes",
-            )?;
+            check_scope_id(&e.bk_scope_id)?;
             check_non_negative(e.execute_count.into(), "execute_count")?;
+            check(e.step_order.is_none_or(|o| o >= 0), "step_order", ">= 0")?;
             check_non_negative(e.version, "version")
         }
         Event::StepTargets(e) => {

@@ -20,7 +20,7 @@
 //! under the read lock, so it either finishes before the refresh or reads the new row.
 
 use crate::events::StepEvent;
-use crate::store::clock::{Position, StepClock};
+use crate::store::clock::{Clock, Position};
 use crate::store::keys::RowKey;
 use crate::store::row::StoredRow;
 use crate::store::{Store, StoreSnapshot};
@@ -180,7 +180,7 @@ impl StepIndex {
         if let Some(record) = snapshot.step(step)? {
             bytes += index.set_record(Arc::new(record));
         }
-        if let Some(StepClock::Live { changed_at, .. }) = snapshot.clock(step)? {
+        if let Some(Clock::Live { changed_at, .. }) = snapshot.clock(step)? {
             *index.changed_at.get_mut() = changed_at;
         }
         let mut current: Option<(i32, RetryGroups)> = None;

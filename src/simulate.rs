@@ -6,7 +6,9 @@
 //! Owns: workload generation (deterministic for a seed) and producing it to Kafka. Must not: apply
 //! anything itself; tests and benchmarks apply generated events through `apply`.
 
-use crate::events::{Event, HostLog, HostResult, ScopeType, StepEvent, StepTargets, TargetHost};
+use crate::events::{
+    Event, HostLog, HostResult, JobEvent, ScopeType, StepEvent, StepTargets, TargetHost,
+};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
@@ -78,28 +80,58 @@ fn host_identity(h: usize) -> (i64, String, Option<String>) {
     (id, ip, ipv6)
 }
 
-/// Every event of the workload, in the order a producer would send them (steps interleaved).
+/// Every event of the workload, in the order a producer would send them: each job started, its
+/// steps interleaved with the other jobs' (as concurrent jobs would), each job ended.
 pub fn generate(w: &Workload) -> Vec<Event> {
     let mut rng = StdRng::seed_from_u64(w.seed);
     let t0 = w.start_ms.unwrap_or_else(crate::now_ms);
     let mut per_step: Vec<Vec<Event>> = Vec::new();
+    let mut out = Vec::new();
+    let mut ends = Vec::new();
     for j in 0..w.jobs {
         let job = w.first_job_id + j as i64;
+        let started = t0 + (j * w.steps_per_job) as i64 * 5_000;
+        let mut record = JobEvent {
+            job_instance_id: job,
+            bk_scope_type: ScopeType::Biz,
+            bk_scope_id: w.biz.clone(),
+            name: format!("deploy release {job}"),
+            status: 2,
+            create_time: started - 2_000,
+            start_time: Some(started),
+            end_time: None,
+            total_time: None,
+            version: 1,
+        };
+        out.push(Event::Job(record.clone()));
+        let mut failed = false;
+        let mut ended = started;
         for s in 0..w.steps_per_job {
             let start = t0 + (j * w.steps_per_job + s) as i64 * 5_000;
-            per_step.push(step_events(w, &mut rng, job, s, start));
+            let events = step_events(w, &mut rng, job, s, start);
+            if let Some(Event::Step(last)) = events.last() {
+                failed |= last.status != 3;
+                ended = ended.max(last.end_time.unwrap_or(started));
+            }
+            per_step.push(events);
         }
+        record.status = if failed { 4 } else { 3 };
+        record.end_time = Some(ended);
+        record.total_time = Some(ended - started);
+        record.version = 2;
+        ends.push(Event::Job(record));
     }
     // Interleave steps in runs, as concurrent jobs would.
-    let mut out = Vec::new();
     let mut cursors = vec![0usize; per_step.len()];
-    while out.len() < per_step.iter().map(Vec::len).sum() {
+    let total = out.len() + per_step.iter().map(Vec::len).sum::<usize>();
+    while out.len() < total {
         for (events, cursor) in per_step.iter().zip(cursors.iter_mut()) {
             let end = (*cursor + 64).min(events.len());
             out.extend_from_slice(&events[*cursor..end]);
             *cursor = end;
         }
     }
+    out.extend(ends);
     if w.duplicates > 0.0 {
         let n = out.len();
         for i in 0..n {
@@ -134,6 +166,7 @@ fn step_events(w: &Workload, rng: &mut StdRng, job: i64, step_no: usize, start: 
         start_time: Some(start),
         end_time: None,
         total_time: None,
+        step_order: Some(step_no as i32),
         version: 1,
     };
     events.push(Event::Step(meta.clone()));
@@ -222,6 +255,12 @@ fn step_events(w: &Workload, rng: &mut StdRng, job: i64, step_no: usize, start: 
                     status,
                     tag,
                     exit_code,
+                    // GSE's own code for a failed task; 0 while running and on success.
+                    error_code: if matches!(status, 7 | 9) {
+                        0
+                    } else {
+                        1000 + status
+                    },
                     start_time: Some(began),
                     end_time: end,
                     total_time: end.map(|e| e - began),
@@ -375,6 +414,7 @@ pub fn probe_step(job: i64, step: i64) -> Event {
         start_time: None,
         end_time: None,
         total_time: None,
+        step_order: None,
         version: 1,
     })
 }
@@ -396,6 +436,7 @@ pub fn probe(job: i64, step: i64, version: i64) -> Event {
         status: 9,
         tag: Some(format!("v{version}")),
         exit_code: None,
+        error_code: 0,
         start_time: None,
         end_time: None,
         total_time: None,
@@ -403,10 +444,11 @@ pub fn probe(job: i64, step: i64, version: i64) -> Event {
     })
 }
 
-/// The Kafka messages of a list of events: key = step id, value = the event's JSON.
+/// The Kafka messages of a list of events: key = step id (job id for a job), value = the
+/// event's JSON.
 pub fn to_messages(events: &[Event]) -> Vec<(String, Vec<u8>)> {
     events
         .iter()
-        .map(|e| (e.step_instance_id().to_string(), e.to_json()))
+        .map(|e| (e.key_id().to_string(), e.to_json()))
         .collect()
 }

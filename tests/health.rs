@@ -140,7 +140,15 @@ async fn readyz_follows_catching_up_and_failing_applies() {
         })
         .unwrap();
     {
-        let cfs = ["steps", "hosts", "logs", "meta", "clocks"];
+        let cfs = [
+            "steps",
+            "hosts",
+            "logs",
+            "jobs",
+            "job_steps",
+            "meta",
+            "clocks",
+        ];
         let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), cfs).unwrap();
         let key = RowKey::of_event(
             victim.step_instance_id,

@@ -4,13 +4,15 @@
 use serde_json::{json, Value};
 use stepview::events::{decode, Bounded};
 
+const KINDS: [&str; 5] = ["job", "step", "step_targets", "host_result", "host_log"];
+
 fn validator() -> jsonschema::Validator {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
     let read = |name: &str| -> Value {
         serde_json::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap()
     };
     let mut opts = jsonschema::options();
-    for kind in ["step", "step_targets", "host_result", "host_log"] {
+    for kind in KINDS {
         let schema = read(&format!("{kind}.schema.json"));
         let id = schema["$id"].as_str().unwrap().to_owned();
         opts = opts.with_resource(id, jsonschema::Resource::from_contents(schema).unwrap());
@@ -38,6 +40,8 @@ fn schemas_and_decoder_agree() {
         "start_time":1,"end_time":2,"total_time":1,"version":3,"a_future_field":[1,2]});
     let log = json!({"kind":"host_log","step_instance_id":2,"execute_count":0,"bk_host_id":101,
         "offset":0,"content":"hello\n"});
+    let job = json!({"kind":"job","job_instance_id":1,"bk_scope_type":"biz","bk_scope_id":"2",
+        "name":"deploy","status":2,"create_time":1,"start_time":2,"end_time":null,"version":1});
 
     let valid = vec![
         ("step", step.clone()),
@@ -55,6 +59,19 @@ fn schemas_and_decoder_agree() {
             }),
         ),
         ("host_log", log.clone()),
+        ("job", job.clone()),
+        (
+            "step with its order",
+            with(&step, |o| {
+                o.insert("step_order".into(), json!(3));
+            }),
+        ),
+        (
+            "host_result with GSE's error code",
+            with(&result, |o| {
+                o.insert("error_code".into(), json!(-1));
+            }),
+        ),
         (
             "display strings over their bounds (cut, not refused)",
             with(&result, |o| {
@@ -183,6 +200,24 @@ fn schemas_and_decoder_agree() {
             }),
         ),
         (
+            "job without a name",
+            with(&job, |o| {
+                o.remove("name");
+            }),
+        ),
+        (
+            "job id zero",
+            with(&job, |o| {
+                o.insert("job_instance_id".into(), json!(0));
+            }),
+        ),
+        (
+            "negative step order",
+            with(&step, |o| {
+                o.insert("step_order".into(), json!(-1));
+            }),
+        ),
+        (
             "scope id too long",
             with(&step, |o| {
                 o.insert("bk_scope_id".into(), json!("9".repeat(257)));
@@ -255,7 +290,7 @@ fn schemas_state_the_decoders_string_bounds() {
     }
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
     let mut stated = Vec::new();
-    for kind in ["step", "step_targets", "host_result", "host_log"] {
+    for kind in KINDS {
         let text = std::fs::read_to_string(dir.join(format!("{kind}.schema.json"))).unwrap();
         collect(&serde_json::from_str(&text).unwrap(), &mut stated);
     }

@@ -1,6 +1,7 @@
-//! The stored clock of a step: where the last event that changed it sits in the topic (what its
-//! answers' ETag says), when its last event was applied (what retention counts from), or, once it
-//! has expired, when that happened (a tombstone, so that late events for it are dropped).
+//! The stored clock of a step or job: where the last event that changed it sits in the topic
+//! (what a step's answers' ETag says), when its last event was applied (what retention counts
+//! from), or, once it has expired, when that happened (a tombstone, so that late events for it
+//! are dropped).
 
 /// Where an event sits in its source: a Kafka partition and offset, the same on every instance
 /// that reads the same topic, and ordered (all of a step's events share a partition). Events from
@@ -41,23 +42,23 @@ impl Position {
     }
 }
 
-/// A step's clock, one per step that ever had an event.
+/// A step's or job's clock, one per step or job that ever had an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepClock {
+pub enum Clock {
     Live {
-        /// The broker time (ms) of the last event applied to the step.
+        /// The broker time (ms) of the last event applied to it.
         last_event_ms: i64,
-        /// The position of the last event that changed what the step's answers show.
+        /// The position of the last event that changed what its answers show.
         changed_at: Position,
     },
-    /// The step expired at this time (ms); its views are gone.
+    /// It expired at this time (ms); its views are gone.
     Expired { at_ms: i64 },
 }
 
-impl StepClock {
+impl Clock {
     pub fn encode(self) -> Vec<u8> {
         match self {
-            StepClock::Live {
+            Clock::Live {
                 last_event_ms,
                 changed_at,
             } => [
@@ -67,21 +68,21 @@ impl StepClock {
                 &changed_at.offset.to_be_bytes(),
             ]
             .concat(),
-            StepClock::Expired { at_ms } => [&[1u8][..], &at_ms.to_be_bytes()].concat(),
+            Clock::Expired { at_ms } => [&[1u8][..], &at_ms.to_be_bytes()].concat(),
         }
     }
 
-    pub fn decode(bytes: &[u8]) -> Option<StepClock> {
+    pub fn decode(bytes: &[u8]) -> Option<Clock> {
         let i64_at = |at: usize| Some(i64::from_be_bytes(bytes.get(at..at + 8)?.try_into().ok()?));
         match (bytes.first()?, bytes.len()) {
-            (0, 21) => Some(StepClock::Live {
+            (0, 21) => Some(Clock::Live {
                 last_event_ms: i64_at(1)?,
                 changed_at: Position {
                     partition: i32::from_be_bytes(bytes[9..13].try_into().ok()?),
                     offset: i64_at(13)?,
                 },
             }),
-            (1, 9) => Some(StepClock::Expired { at_ms: i64_at(1)? }),
+            (1, 9) => Some(Clock::Expired { at_ms: i64_at(1)? }),
             _ => None,
         }
     }
@@ -98,16 +99,16 @@ mod tests {
             offset: i64::MAX,
         };
         for clock in [
-            StepClock::Live {
+            Clock::Live {
                 last_event_ms: -5,
                 changed_at,
             },
-            StepClock::Expired { at_ms: i64::MAX },
+            Clock::Expired { at_ms: i64::MAX },
         ] {
-            assert_eq!(StepClock::decode(&clock.encode()), Some(clock));
+            assert_eq!(Clock::decode(&clock.encode()), Some(clock));
         }
-        assert_eq!(StepClock::decode(&[0; 8]), None);
-        assert_eq!(StepClock::decode(&[2; 9]), None);
+        assert_eq!(Clock::decode(&[0; 8]), None);
+        assert_eq!(Clock::decode(&[2; 9]), None);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! retry / batch is one contiguous key range: `step(8) execute_count(4) batch(4) host(8)`, and a
 //! log chunk is its row key followed by `offset(8)`. Ids and counts are validated non-negative.
 
-use crate::events::{HostLog, HostResult, StepTargets, TargetHost};
+use crate::events::{HostLog, HostResult, StepTargets, Subject, TargetHost};
 
 pub const ROW_KEY_LEN: usize = 24;
 
@@ -85,10 +85,38 @@ pub fn step_key(step: i64) -> [u8; 8] {
     step.to_be_bytes()
 }
 
-/// The key range [start, end) that holds everything of `step` in any column family keyed by
-/// step first. Ids are positive, so `step + 1` as an unsigned number is past all of them.
-pub fn step_range(step: i64) -> ([u8; 8], [u8; 8]) {
-    (step.to_be_bytes(), (step as u64 + 1).to_be_bytes())
+/// The key of a step's or job's clock: a kind byte, then the id.
+pub fn clock_key(subject: Subject) -> [u8; 9] {
+    let (kind, id) = match subject {
+        Subject::Step(id) => (b'S', id),
+        Subject::Job(id) => (b'J', id),
+    };
+    let mut k = [kind; 9];
+    k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+pub fn subject_of_clock_key(k: &[u8]) -> Option<Subject> {
+    let id = i64::from_be_bytes(k.get(1..9)?.try_into().ok()?);
+    match (k.len(), k[0]) {
+        (9, b'S') => Some(Subject::Step(id)),
+        (9, b'J') => Some(Subject::Job(id)),
+        _ => None,
+    }
+}
+
+/// The key of a (job, step) pair: a job's steps are one key range.
+pub fn job_step_key(job: i64, step: i64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&job.to_be_bytes());
+    k[8..].copy_from_slice(&step.to_be_bytes());
+    k
+}
+
+/// The key range [start, end) that holds everything of a step (or job) in any column family keyed
+/// by its id first. Ids are positive, so `id + 1` as an unsigned number is past all of them.
+pub fn id_range(id: i64) -> ([u8; 8], [u8; 8]) {
+    (id.to_be_bytes(), (id as u64 + 1).to_be_bytes())
 }
 
 pub fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
@@ -122,10 +150,13 @@ mod tests {
         assert_eq!(RowKey::from_bytes(&b.to_bytes()), Some(b));
         assert!(a.to_bytes().starts_with(&retry_prefix(1, 0, Some(2))));
         assert!(a.log_key(7).starts_with(&a.to_bytes()));
-        let (start, end) = step_range(1);
+        let (start, end) = id_range(1);
         let key = a.to_bytes();
         assert!(start[..] <= key[..8] && key[..8] < end[..]);
-        let (_, end) = step_range(i64::MAX);
+        let (_, end) = id_range(i64::MAX);
         assert!(i64::MAX.to_be_bytes() < end);
+        for subject in [Subject::Step(7), Subject::Job(i64::MAX)] {
+            assert_eq!(subject_of_clock_key(&clock_key(subject)), Some(subject));
+        }
     }
 }

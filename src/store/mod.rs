@@ -10,9 +10,9 @@ pub mod clock;
 pub mod keys;
 pub mod row;
 
-use crate::events::StepEvent;
+use crate::events::{JobEvent, StepEvent, Subject};
 use anyhow::{Context, Result};
-use clock::StepClock;
+use clock::Clock;
 use keys::{RowKey, LOCAL_SEQUENCE_KEY, OFFSET_PREFIX, ROW_KEY_LEN};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, Direction, IteratorMode, Options,
@@ -27,10 +27,20 @@ const CF_HOSTS: &str = "hosts";
 const CF_LOGS: &str = "logs";
 const CF_META: &str = "meta";
 const CF_CLOCKS: &str = "clocks";
+const CF_JOBS: &str = "jobs";
+const CF_JOB_STEPS: &str = "job_steps";
 /// Column families that hold views (the digest covers these, not the consumer offsets or the
-/// retention clocks).
-const VIEW_CFS: [&str; 3] = [CF_STEPS, CF_HOSTS, CF_LOGS];
-const ALL_CFS: [&str; 5] = [CF_STEPS, CF_HOSTS, CF_LOGS, CF_META, CF_CLOCKS];
+/// clocks).
+const VIEW_CFS: [&str; 5] = [CF_STEPS, CF_HOSTS, CF_LOGS, CF_JOBS, CF_JOB_STEPS];
+const ALL_CFS: [&str; 7] = [
+    CF_STEPS,
+    CF_HOSTS,
+    CF_LOGS,
+    CF_JOBS,
+    CF_JOB_STEPS,
+    CF_META,
+    CF_CLOCKS,
+];
 
 /// Memory bounds for RocksDB: one block cache and one write-buffer budget shared by all column
 /// families.
@@ -163,23 +173,48 @@ impl Store {
             .put_cf(self.cf(CF_META), LOCAL_SEQUENCE_KEY, next.to_be_bytes());
     }
 
-    /// Sets `step`'s clock.
-    pub fn put_clock(&self, b: &mut StoreBatch, step: i64, clock: StepClock) {
+    /// Sets the clock of a step or job.
+    pub fn put_clock(&self, b: &mut StoreBatch, subject: Subject, clock: Clock) {
         b.batch
-            .put_cf(self.cf(CF_CLOCKS), keys::step_key(step), clock.encode());
+            .put_cf(self.cf(CF_CLOCKS), keys::clock_key(subject), clock.encode());
     }
 
-    pub fn delete_clock(&self, b: &mut StoreBatch, step: i64) {
-        b.batch.delete_cf(self.cf(CF_CLOCKS), keys::step_key(step));
+    pub fn delete_clock(&self, b: &mut StoreBatch, subject: Subject) {
+        b.batch
+            .delete_cf(self.cf(CF_CLOCKS), keys::clock_key(subject));
     }
 
-    /// Deletes every view of `step` (its record, rows and logs), by range deletes: RocksDB drops
-    /// the data in compaction, and the write costs the same for 10 rows or a million.
-    pub fn delete_step(&self, b: &mut StoreBatch, step: i64) {
-        let (start, end) = keys::step_range(step);
-        for name in VIEW_CFS {
+    pub fn put_job(&self, b: &mut StoreBatch, job: &JobEvent) {
+        let value = serde_json::to_vec(job).expect("jobs serialize");
+        b.batch
+            .put_cf(self.cf(CF_JOBS), keys::step_key(job.job_instance_id), value);
+    }
+
+    /// Records that `step` belongs to `job` (a job's steps are listed from these).
+    pub fn put_job_step(&self, b: &mut StoreBatch, job: i64, step: i64) {
+        b.batch
+            .put_cf(self.cf(CF_JOB_STEPS), keys::job_step_key(job, step), []);
+    }
+
+    /// Deletes every view of `step` (its record, rows and logs, and its place in `job`), by
+    /// range deletes: RocksDB drops the data in compaction, and the write costs the same for 10
+    /// rows or a million.
+    pub fn delete_step(&self, b: &mut StoreBatch, step: i64, job: Option<i64>) {
+        let (start, end) = keys::id_range(step);
+        for name in [CF_STEPS, CF_HOSTS, CF_LOGS] {
             b.batch.delete_range_cf(self.cf(name), start, end);
         }
+        if let Some(job) = job {
+            b.batch
+                .delete_cf(self.cf(CF_JOB_STEPS), keys::job_step_key(job, step));
+        }
+    }
+
+    /// Deletes a job's record and its list of steps (the steps expire on their own).
+    pub fn delete_job(&self, b: &mut StoreBatch, job: i64) {
+        let (start, end) = keys::id_range(job);
+        b.batch.delete_cf(self.cf(CF_JOBS), keys::step_key(job));
+        b.batch.delete_range_cf(self.cf(CF_JOB_STEPS), start, end);
     }
 
     pub fn write(&self, b: StoreBatch) -> Result<()> {
@@ -201,27 +236,54 @@ impl Store {
         Ok(steps)
     }
 
-    /// The retention clocks of `ids`.
-    pub fn get_clocks(&self, ids: &[i64]) -> Result<Vec<Option<StepClock>>> {
-        let mut clocks = vec![None; ids.len()];
+    /// The job records of `ids`.
+    pub fn get_jobs(&self, ids: &[i64]) -> Result<Vec<Option<JobEvent>>> {
+        let mut jobs = vec![None; ids.len()];
         self.multi_get(
-            CF_CLOCKS,
+            CF_JOBS,
             ids,
             |id| keys::step_key(*id),
             |i, v| {
-                clocks[i] = Some(StepClock::decode(v).context("corrupt step clock")?);
+                jobs[i] = Some(serde_json::from_slice(v).context("corrupt job record")?);
+                Ok(())
+            },
+        )?;
+        Ok(jobs)
+    }
+
+    /// The steps of `job`, by id.
+    pub fn job_steps(&self, job: i64) -> Result<Vec<i64>> {
+        let mut steps = Vec::new();
+        let it = self.db.raw_iterator_cf(self.cf(CF_JOB_STEPS));
+        scan_prefix(it, &keys::step_key(job), |k, _| {
+            let step = k.get(8..16).context("corrupt job step key")?;
+            steps.push(i64::from_be_bytes(step.try_into()?));
+            Ok(())
+        })?;
+        Ok(steps)
+    }
+
+    /// The clocks of `subjects`.
+    pub fn get_clocks(&self, subjects: &[Subject]) -> Result<Vec<Option<Clock>>> {
+        let mut clocks = vec![None; subjects.len()];
+        self.multi_get(
+            CF_CLOCKS,
+            subjects,
+            |s| keys::clock_key(*s),
+            |i, v| {
+                clocks[i] = Some(Clock::decode(v).context("corrupt clock")?);
                 Ok(())
             },
         )?;
         Ok(clocks)
     }
 
-    /// Visits every step's retention clock (one entry per step, small beside its rows).
-    pub fn for_each_clock(&self, mut f: impl FnMut(i64, StepClock)) -> Result<()> {
+    /// Visits every step's and job's clock (one entry each, small beside a step's rows).
+    pub fn for_each_clock(&self, mut f: impl FnMut(Subject, Clock)) -> Result<()> {
         let it = self.db.raw_iterator_cf(self.cf(CF_CLOCKS));
         scan_prefix(it, &[], |k, v| {
-            let step = i64::from_be_bytes(k.try_into().context("corrupt step clock key")?);
-            f(step, StepClock::decode(v).context("corrupt step clock")?);
+            let subject = keys::subject_of_clock_key(k).context("corrupt clock key")?;
+            f(subject, Clock::decode(v).context("corrupt clock")?);
             Ok(())
         })
     }
@@ -417,13 +479,16 @@ impl StoreSnapshot<'_> {
     }
 
     /// The clock of `step`, if it has one.
-    pub fn clock(&self, step: i64) -> Result<Option<StepClock>> {
+    pub fn clock(&self, step: i64) -> Result<Option<Clock>> {
         let value = self
             .snapshot
-            .get_cf(self.store.cf(CF_CLOCKS), keys::step_key(step))
+            .get_cf(
+                self.store.cf(CF_CLOCKS),
+                keys::clock_key(Subject::Step(step)),
+            )
             .context("RocksDB read failed")?;
         value
-            .map(|v| StepClock::decode(&v).context("corrupt step clock"))
+            .map(|v| Clock::decode(&v).context("corrupt step clock"))
             .transpose()
     }
 

@@ -81,6 +81,8 @@ pub struct HostRow<S = String> {
     /// Version of the `host_result` this row holds; `None` while only targets named the host.
     pub version: Option<i64>,
     pub exit_code: Option<i32>,
+    /// GSE's error code for the host task (0: none).
+    pub error_code: i32,
     pub start_time: Option<i64>,
     pub end_time: Option<i64>,
     pub total_time: Option<i64>,
@@ -123,6 +125,7 @@ impl HostRow {
             tag: String::new(),
             version: None,
             exit_code: None,
+            error_code: 0,
             start_time: None,
             end_time: None,
             total_time: None,
@@ -142,6 +145,7 @@ impl HostRow {
             self.end_time,
             self.total_time,
             id.bk_cloud_id.value,
+            (self.error_code != 0).then_some(i64::from(self.error_code)),
         ];
         let present = optionals
             .iter()
@@ -175,18 +179,20 @@ impl<'a> RowView<'a> {
         let mut r = Reader(bytes);
         let (status, tag) = r.head()?;
         let present = r.take(1)?[0];
-        let mut optionals = [None; 6];
+        let mut optionals = [None; 7];
         for (i, slot) in optionals.iter_mut().enumerate() {
             if present & (1 << i) != 0 {
                 *slot = Some(unzigzag(r.varint()?));
             }
         }
-        let [version, exit_code, start_time, end_time, total_time, bk_cloud_id] = optionals;
+        let [version, exit_code, start_time, end_time, total_time, bk_cloud_id, error_code] =
+            optionals;
         let row = HostRow {
             status,
             tag,
             version,
             exit_code: exit_code.map(|v| v as i32),
+            error_code: error_code.map_or(0, |v| v as i32),
             start_time,
             end_time,
             total_time,
@@ -211,6 +217,7 @@ impl<'a> RowView<'a> {
             tag: self.tag.to_owned(),
             version: self.version,
             exit_code: self.exit_code,
+            error_code: self.error_code,
             start_time: self.start_time,
             end_time: self.end_time,
             total_time: self.total_time,
@@ -316,6 +323,7 @@ mod tests {
         row.tag = "标签".into();
         row.version = Some(i64::MAX);
         row.exit_code = Some(i32::MIN);
+        row.error_code = -7;
         row.start_time = Some(i64::MIN);
         row.total_time = Some(0);
         row.identity.ip = Ranked {

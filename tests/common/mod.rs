@@ -322,6 +322,7 @@ pub fn step(id: i64, step_type: i32, status: i32, execute_count: i32, version: i
         start_time: Some(1_700_000_001_000),
         end_time: (status == 3 || status == 4).then_some(1_700_000_011_000),
         total_time: None,
+        step_order: None,
         version,
     })
 }
@@ -372,6 +373,7 @@ pub fn result(
         status,
         tag: (!tag.is_empty()).then(|| tag.to_owned()),
         exit_code: (status == 9).then_some(0),
+        error_code: 0,
         start_time: Some(1_700_000_002_000),
         end_time: (status != 7).then_some(1_700_000_003_000),
         total_time: (status != 7).then_some(1_000),
