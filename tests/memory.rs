@@ -215,8 +215,10 @@ fn many_first_queries_of_one_cold_step_load_it_once_and_loads_racing_apply_lose_
             let (steps, done) = (&steps, &done);
             let answer_groups = &answer_groups;
             s.spawn(move || {
+                // At least one pass over every step (loading all cannot fit): evictions race
+                // with apply whatever the timing.
                 let mut i = t;
-                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                while !done.load(std::sync::atomic::Ordering::SeqCst) || i < t + steps.len() {
                     answer_groups(&query(steps[i % steps.len()]));
                     i += 1;
                 }

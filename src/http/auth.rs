@@ -1,5 +1,6 @@
 //! Authentication (`X-Bkapi-Authorization`) and scope permission, per api.md "Authentication".
 
+use super::error::ApiError;
 use crate::config::AppConfig;
 use crate::events::ScopeType;
 use anyhow::{bail, Context, Result};
@@ -91,6 +92,15 @@ impl Auth {
 }
 
 impl Caller<'_> {
+    /// 403 (9900403) when the caller may not read the scope.
+    pub fn check_scope(&self, scope_type: ScopeType, scope_id: &str) -> Result<(), ApiError> {
+        if self.may_read(scope_type, scope_id) {
+            Ok(())
+        } else {
+            Err(ApiError::PermissionDenied)
+        }
+    }
+
     pub fn may_read(&self, scope_type: ScopeType, scope_id: &str) -> bool {
         let Some(grants) = self.grants else {
             return true;

@@ -13,6 +13,9 @@ pub enum Problem {
     Below(i64),
     TooLong(usize),
     UnknownStatus,
+    NotBool,
+    /// A list longer than this.
+    TooMany(usize),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,14 +24,19 @@ pub enum ApiError {
     JobIdNotPositive,
     StepIdNotPositive,
     InvalidParam(&'static str),
+    /// The request body is not what the API takes (1240003), with what to change.
+    BadBody(String),
+    /// The answer would carry more output than this many bytes (1240003).
+    TooMuchOutput(usize),
+    JobNotFound,
     StepNotFound,
     Unsupported,
     AuthFailed,
     PermissionDenied,
     /// No such route (HTTP 404): still a JSON body.
     NoSuchApi,
-    /// A route of the API, with a method other than GET (HTTP 405).
-    GetOnly,
+    /// A route of the API, with another method than the one it takes (HTTP 405).
+    MethodNotAllowed(&'static str),
     /// The query did not finish within the timeout, its wait for a turn included (HTTP 503).
     Timeout(Duration),
     Internal,
@@ -40,9 +48,12 @@ impl ApiError {
             ApiError::BadParam(..)
             | ApiError::JobIdNotPositive
             | ApiError::StepIdNotPositive
+            | ApiError::BadBody(_)
+            | ApiError::TooMuchOutput(_)
             | ApiError::NoSuchApi
-            | ApiError::GetOnly => 1240003,
+            | ApiError::MethodNotAllowed(_) => 1240003,
             ApiError::InvalidParam(_) => 1241005,
+            ApiError::JobNotFound => 1244006,
             ApiError::StepNotFound => 1244007,
             ApiError::Unsupported => 1241003,
             ApiError::AuthFailed => 1240005,
@@ -56,7 +67,7 @@ impl ApiError {
             ApiError::AuthFailed => StatusCode::UNAUTHORIZED,
             ApiError::PermissionDenied => StatusCode::FORBIDDEN,
             ApiError::NoSuchApi => StatusCode::NOT_FOUND,
-            ApiError::GetOnly => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::OK,
@@ -87,6 +98,14 @@ impl ApiError {
                         format!("参数[{name}]不是已知的主机状态码"),
                         format!("{name} is not a known host status code"),
                     ),
+                    Problem::NotBool => (
+                        format!("参数[{name}]必须为 true 或 false"),
+                        format!("{name} must be true or false"),
+                    ),
+                    Problem::TooMany(max) => (
+                        format!("参数[{name}]最多{max}项"),
+                        format!("{name} takes at most {max} entries"),
+                    ),
                 };
                 match lang {
                     Lang::Zh => format!("错误的请求：{zh}"),
@@ -109,18 +128,32 @@ impl ApiError {
                 Lang::Zh => format!("请求参数[{name}]不合法"),
                 Lang::En => format!("Invalid request parameter [{name}]"),
             },
+            ApiError::BadBody(why) => match lang {
+                Lang::Zh => format!("错误的请求：请求体须为 JSON 对象：{why}"),
+                Lang::En => format!("Bad Request: the request body must be a JSON object: {why}"),
+            },
+            ApiError::TooMuchOutput(max) => {
+                let mib = max >> 20;
+                match lang {
+                    Lang::Zh => format!("错误的请求：日志超过{mib}MiB，请减少 host_id_list / ip_list 中的主机"),
+                    Lang::En => format!(
+                        "Bad Request: the logs exceed {mib} MiB; ask for fewer hosts in host_id_list / ip_list"
+                    ),
+                }
+            }
+            ApiError::JobNotFound => lang
+                .pick("作业实例不存在", "Job instance does not exist")
+                .into(),
             ApiError::StepNotFound => lang
                 .pick("作业步骤实例不存在", "Task step instance does not exist")
                 .into(),
             ApiError::Unsupported => lang.pick("不支持的操作", "Unsupported operation").into(),
             ApiError::AuthFailed => lang.pick("认证失败", "Authentication failed").into(),
             ApiError::PermissionDenied => lang.pick("权限不足", "Permission denied").into(),
-            ApiError::GetOnly => lang
-                .pick(
-                    "错误的请求：此接口只支持 GET",
-                    "Bad Request: this API takes GET only",
-                )
-                .into(),
+            ApiError::MethodNotAllowed(method) => match lang {
+                Lang::Zh => format!("错误的请求：此接口只支持 {method}"),
+                Lang::En => format!("Bad Request: this API takes {method} only"),
+            },
             ApiError::NoSuchApi => lang
                 .pick("错误的请求：没有这个接口", "Bad Request: no such API")
                 .into(),

@@ -3,7 +3,7 @@
 //! turn included), and told to stop when their client goes away.
 
 use super::AppState;
-use crate::query::{Cancel, QueryError, StepAnswer, StepQuery};
+use crate::query::{Cancel, QueryError, Reader};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -22,12 +22,16 @@ impl QueryLimits {
     }
 }
 
-/// Answers `q` within the limits; a query whose caller goes away (the future is dropped) or
-/// whose deadline passes is told to stop.
-pub async fn run_query(state: &Arc<AppState>, q: StepQuery) -> Result<StepAnswer, QueryError> {
+/// Runs `query` within the limits (`expensive`: it may cost time proportional to a step); a
+/// query whose caller goes away (the future is dropped) or whose deadline passes is told to stop.
+pub async fn run<T: Send + 'static>(
+    state: &Arc<AppState>,
+    expensive: bool,
+    query: impl FnOnce(&Reader, &Cancel) -> Result<T, QueryError> + Send + 'static,
+) -> Result<T, QueryError> {
     let limits = &state.limits;
     let deadline = tokio::time::Instant::now() + limits.timeout;
-    let turn = if q.is_expensive() {
+    let turn = if expensive {
         let waiting = Arc::clone(&limits.expensive).acquire_owned();
         match tokio::time::timeout_at(deadline, waiting).await {
             Ok(Ok(turn)) => Some(turn),
@@ -47,7 +51,7 @@ pub async fn run_query(state: &Arc<AppState>, q: StepQuery) -> Result<StepAnswer
     let reader = state.reader.clone();
     let task = tokio::task::spawn_blocking(move || {
         let _turn = turn;
-        reader.answer(&q, &cancel)
+        query(&reader, &cancel)
     });
     let result = tokio::time::timeout_at(deadline, task).await;
     let cancel = on_drop.cancel.take().expect("taken once");
@@ -86,4 +90,15 @@ impl AppState {
             .with_label_values(&[reason])
             .inc();
     }
+}
+
+/// The step status answer to `q`, within the limits.
+pub async fn run_query(
+    state: &Arc<AppState>,
+    q: crate::query::StepQuery,
+) -> Result<crate::query::StepAnswer, QueryError> {
+    run(state, q.is_expensive(), move |reader, cancel| {
+        reader.answer(&q, cancel)
+    })
+    .await
 }

@@ -14,10 +14,12 @@ pub mod i18n;
 mod limits;
 mod params;
 pub mod render;
+mod siblings;
 mod status;
 mod stream;
 
 pub use auth::Auth;
+use auth::Caller;
 pub use limits::QueryLimits;
 
 use crate::health::Health;
@@ -26,7 +28,7 @@ use crate::query::{QueryError, Reader, StepQuery};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use error::ApiError;
 use i18n::Lang;
@@ -54,12 +56,20 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(ROUTE, get(status::get))
         .route(SYSTEM_ROUTE, get(status::get))
         .route(WATCH_ROUTE, get(stream::watch))
+        .route(siblings::JOB_STATUS_ROUTE, get(siblings::job_status))
+        .route(siblings::IP_LOG_ROUTE, get(siblings::ip_log))
+        .route(siblings::BATCH_IP_LOG_ROUTE, post(siblings::batch_ip_log))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .fallback(|headers: HeaderMap| async move { no_route(&headers, ApiError::NoSuchApi) })
-        .method_not_allowed_fallback(|headers: HeaderMap| async move {
-            no_route(&headers, ApiError::GetOnly)
+        .method_not_allowed_fallback(|uri: axum::http::Uri, headers: HeaderMap| async move {
+            let takes = if uri.path() == siblings::BATCH_IP_LOG_ROUTE {
+                "POST"
+            } else {
+                "GET"
+            };
+            no_route(&headers, ApiError::MethodNotAllowed(takes))
         })
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
         .with_state(state)
@@ -91,25 +101,27 @@ fn json(status: StatusCode, body: Vec<u8>, request_id: &str) -> Response {
     resp
 }
 
+/// The caller, from its credentials (api.md, "Authentication"): checked before anything else.
+fn authenticated<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<Caller<'a>, ApiError> {
+    state.auth.authenticate(headers).ok_or(ApiError::AuthFailed)
+}
+
 /// Authentication, parameters and scope: the request's query, or the error to answer at once.
 fn query_of(
     state: &AppState,
     headers: &HeaderMap,
     raw: Option<String>,
 ) -> Result<StepQuery, ApiError> {
-    let caller = state
-        .auth
-        .authenticate(headers)
-        .ok_or(ApiError::AuthFailed)?;
-    let q = params::parse(raw.as_deref())?;
-    if !caller.may_read(q.scope_type, &q.scope_id) {
-        return Err(ApiError::PermissionDenied);
-    }
+    let caller = authenticated(state, headers)?;
+    let q = params::step_query(raw.as_deref())?;
+    caller.check_scope(q.scope_type, &q.scope_id)?;
     Ok(q)
 }
 
 fn to_api_error(state: &AppState, e: QueryError, request_id: &str) -> ApiError {
     match e {
+        QueryError::JobNotFound => ApiError::JobNotFound,
+        QueryError::TooMuchOutput(max) => ApiError::TooMuchOutput(max),
         QueryError::StepNotFound => ApiError::StepNotFound,
         QueryError::ManualStep => ApiError::Unsupported,
         QueryError::KeywordOnFileStep => ApiError::InvalidParam("keyword"),

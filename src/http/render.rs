@@ -1,8 +1,12 @@
-//! The JSON bodies of api.md, "Response": the envelope, the step, its groups and hosts.
+//! The JSON bodies of api.md, "Response" (the envelope, the step, its groups and hosts), and of
+//! the sibling APIs (siblings.md).
 
 use super::error::ApiError;
 use super::i18n::{host_status_desc, Lang};
-use crate::query::{step_total_time, HostAnswer, StepAnswer};
+use crate::events::ScopeType;
+use crate::query::{
+    job_total_time, step_total_time, BatchLogAnswer, HostAnswer, HostLog, JobAnswer, StepAnswer,
+};
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -99,6 +103,184 @@ pub fn success(answer: &StepAnswer, lang: Lang, request_id: &str, now_ms: i64) -
             })
             .collect(),
     };
+    succeeded(data, request_id)
+}
+
+#[derive(Serialize)]
+struct JobStatusOut<'a> {
+    finished: bool,
+    job_instance: JobOut<'a>,
+    step_instance_list: Vec<JobStepOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct JobOut<'a> {
+    job_instance_id: i64,
+    bk_scope_type: ScopeType,
+    bk_scope_id: &'a str,
+    name: &'a str,
+    status: i32,
+    create_time: i64,
+    start_time: Option<i64>,
+    end_time: Option<i64>,
+    total_time: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct JobStepOut<'a> {
+    step_instance_id: i64,
+    #[serde(rename = "type")]
+    step_type: i32,
+    name: &'a str,
+    status: i32,
+    create_time: i64,
+    start_time: Option<i64>,
+    end_time: Option<i64>,
+    total_time: Option<i64>,
+    execute_count: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    step_ip_result_list: Option<Vec<IpResultOut<'a>>>,
+}
+
+#[derive(Serialize)]
+struct IpResultOut<'a> {
+    bk_host_id: i64,
+    ip: Option<&'a str>,
+    bk_cloud_id: Option<i64>,
+    status: i32,
+    tag: &'a str,
+    exit_code: Option<i32>,
+    error_code: i32,
+    start_time: Option<i64>,
+    end_time: Option<i64>,
+    total_time: Option<i64>,
+}
+
+/// Job statuses that mean the job has finished (siblings.md; 12 counts here).
+fn job_finished(status: i32) -> bool {
+    matches!(status, 3 | 4 | 5 | 6 | 8 | 9 | 11 | 12 | 13 | 14)
+}
+
+pub fn job_status(answer: &JobAnswer, request_id: &str, now_ms: i64) -> Vec<u8> {
+    let job = &answer.job;
+    let data = JobStatusOut {
+        finished: job_finished(job.status),
+        job_instance: JobOut {
+            job_instance_id: job.job_instance_id,
+            bk_scope_type: job.bk_scope_type,
+            bk_scope_id: &job.bk_scope_id,
+            name: &job.name,
+            status: job.status,
+            create_time: job.create_time,
+            start_time: job.start_time,
+            end_time: job.end_time,
+            total_time: job_total_time(job, now_ms),
+        },
+        step_instance_list: answer
+            .steps
+            .iter()
+            .map(|s| JobStepOut {
+                step_instance_id: s.step.step_instance_id,
+                step_type: s.step.step_type,
+                name: &s.step.name,
+                status: s.step.status,
+                create_time: s.step.create_time,
+                start_time: s.step.start_time,
+                end_time: s.step.end_time,
+                total_time: step_total_time(&s.step, now_ms),
+                execute_count: s.step.execute_count,
+                step_ip_result_list: s.hosts.as_ref().map(|hosts| {
+                    hosts
+                        .iter()
+                        .map(|h| {
+                            let row = h.view();
+                            IpResultOut {
+                                bk_host_id: h.bk_host_id,
+                                ip: row.identity.ip.value,
+                                bk_cloud_id: row.identity.bk_cloud_id.value,
+                                status: row.status,
+                                tag: row.tag,
+                                exit_code: row.exit_code,
+                                error_code: row.error_code,
+                                start_time: row.start_time,
+                                end_time: row.end_time,
+                                total_time: row.total_time,
+                            }
+                        })
+                        .collect()
+                }),
+            })
+            .collect(),
+    };
+    succeeded(data, request_id)
+}
+
+#[derive(Serialize)]
+struct HostLogOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_type: Option<i32>,
+    bk_host_id: Option<i64>,
+    ip: Option<&'a str>,
+    bk_cloud_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_content: Option<&'a str>,
+    /// File steps: the events carry no file-transfer logs (README).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file_logs: Option<[(); 0]>,
+}
+
+fn log_type(script: bool) -> i32 {
+    if script {
+        1
+    } else {
+        2
+    }
+}
+
+fn host_log_out(log: &HostLog, script: bool, with_type: bool) -> HostLogOut<'_> {
+    HostLogOut {
+        log_type: with_type.then_some(log_type(script)),
+        bk_host_id: log.bk_host_id,
+        ip: log.ip.as_deref(),
+        bk_cloud_id: log.bk_cloud_id,
+        log_content: script.then_some(log.log_content.as_str()),
+        file_logs: (!script).then_some([]),
+    }
+}
+
+pub fn ip_log(script: bool, log: &HostLog, request_id: &str) -> Vec<u8> {
+    succeeded(host_log_out(log, script, true), request_id)
+}
+
+#[derive(Serialize)]
+struct BatchLogOut<'a> {
+    log_type: i32,
+    job_instance_id: i64,
+    step_instance_id: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    script_task_logs: Option<Vec<HostLogOut<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file_task_logs: Option<[(); 0]>,
+}
+
+pub fn batch_ip_logs(answer: &BatchLogAnswer, job: i64, step: i64, request_id: &str) -> Vec<u8> {
+    let data = BatchLogOut {
+        log_type: log_type(answer.script),
+        job_instance_id: job,
+        step_instance_id: step,
+        script_task_logs: answer.script.then(|| {
+            answer
+                .logs
+                .iter()
+                .map(|l| host_log_out(l, true, false))
+                .collect()
+        }),
+        file_task_logs: (!answer.script).then_some([]),
+    };
+    succeeded(data, request_id)
+}
+
+fn succeeded<T: Serialize>(data: T, request_id: &str) -> Vec<u8> {
     to_json(&Envelope {
         result: true,
         code: 0,

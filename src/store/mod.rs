@@ -539,6 +539,20 @@ impl StoreSnapshot<'_> {
         Ok(rows)
     }
 
+    /// Visits the stored output chunks of one row, in offset order.
+    pub fn for_each_log_chunk_of(
+        &self,
+        row: RowKey,
+        mut f: impl FnMut(i64, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let it = self.snapshot.raw_iterator_cf(self.store.cf(CF_LOGS));
+        scan_prefix(it, &row.to_bytes(), |k, v| {
+            let offset =
+                i64::from_be_bytes(k[ROW_KEY_LEN..].try_into().context("corrupt log key")?);
+            f(offset, v)
+        })
+    }
+
     /// Visits the stored output chunks of one step's retry (or one batch of it), in (row,
     /// offset) order; `f` may stop the scan with an error.
     pub fn for_each_log_chunk(

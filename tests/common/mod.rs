@@ -115,10 +115,21 @@ impl TestService {
     }
 
     pub async fn get_with(&self, query: &str, headers: &[(&str, &str)]) -> (u16, Value) {
-        let mut req = self.client.get(format!(
-            "{}/api/v3/get_step_instance_status?{query}",
-            self.base
-        ));
+        self.request("get_step_instance_status", query, headers)
+            .await
+    }
+
+    /// GET another API route (`/api/v3/{api}`) with the test app's credentials.
+    pub async fn get_with_route(&self, api: &str, query: &str) -> (u16, Value) {
+        let auth = auth_header(APP, SECRET);
+        self.request(api, query, &[("X-Bkapi-Authorization", &auth)])
+            .await
+    }
+
+    async fn request(&self, api: &str, query: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut req = self
+            .client
+            .get(format!("{}/api/v3/{api}?{query}", self.base));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
