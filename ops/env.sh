@@ -28,14 +28,35 @@ ensure_packages() {
   local wanted=(libclang-dev g++ make curl ca-certificates) missing=() package
   if [ "${1:-}" = with-promtool ]; then wanted+=(prometheus); fi
   for package in "${wanted[@]}"; do package_installed "$package" || missing+=("$package"); done
-  # python3 runs the scripts' small helpers; any python3 on PATH will do (pyenv's included).
+  # python3 runs the scripts' small helpers and pip installs schemathesis; any python3 on PATH
+  # will do (pyenv's included).
   command -v python3 >/dev/null || missing+=(python3)
+  python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing Debian packages: ${missing[*]}"
     as_root apt-get update -qq
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
   command -v cargo >/dev/null || die "cargo not found: install Rust (rustup) first"
+}
+
+# Python packages the tests run (schemathesis checks the OpenAPI document against a live
+# instance), decided by pip's own record of the package and version.
+SCHEMATHESIS_VERSION=4.32.5
+ensure_python_packages() {
+  if ! python3 -m pip show schemathesis 2>/dev/null | grep -qx "Version: $SCHEMATHESIS_VERSION"; then
+    say "installing schemathesis $SCHEMATHESIS_VERSION (PyPI)"
+    local flags=()
+    # Debian's own python3 refuses installs outside a virtualenv unless told (PEP 668).
+    if [ -e "$(python3 -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')/EXTERNALLY-MANAGED" ]; then
+      flags+=(--break-system-packages)
+    fi
+    python3 -m pip install -q --disable-pip-version-check "${flags[@]}" "schemathesis==$SCHEMATHESIS_VERSION" \
+      || die "cannot install schemathesis from PyPI (pip install schemathesis==$SCHEMATHESIS_VERSION)"
+  fi
+  # pip may put its scripts outside PATH (user installs).
+  PATH="$PATH:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+  export PATH
 }
 
 # Says once, before the long steps start, how long a machine's first run takes and why.

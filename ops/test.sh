@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Runs every test: installs what is missing, starts a real broker for the Kafka tests, runs
-# `cargo test`, checks the Prometheus alert rules with promtool, and stops the broker.
+# Runs every test: installs what is missing (Debian packages, schemathesis, the broker), starts a
+# real broker for the Kafka tests, runs `cargo test`, checks the Prometheus alert rules with
+# promtool, and stops the broker.
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 
 ensure_packages with-promtool
+ensure_python_packages
 announce_first_build
 ensure_tansu
 

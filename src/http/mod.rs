@@ -60,6 +60,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(siblings::IP_LOG_ROUTE, get(siblings::ip_log))
         .route(siblings::BATCH_IP_LOG_ROUTE, post(siblings::batch_ip_log))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .fallback(|headers: HeaderMap| async move { no_route(&headers, ApiError::NoSuchApi) })
@@ -198,6 +199,15 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
+}
+
+/// The OpenAPI 3.1 document of every route (`schemas/openapi.json`).
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, JSON_UTF8)],
+        include_str!("../../schemas/openapi.json"),
+    )
+        .into_response()
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
