@@ -119,8 +119,19 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The service binary under test, copied at start: a build during the run (the target
+/// directory is shared) cannot swap it mid-way.
+fn binary() -> &'static std::path::Path {
+    static COPY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    COPY.get_or_init(|| {
+        let copy = std::env::temp_dir().join(format!("stepview-bench-{}", std::process::id()));
+        std::fs::copy(env!("CARGO_BIN_EXE_stepview"), &copy).unwrap();
+        copy
+    })
+}
+
 fn serve(dir: &std::path::Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_stepview"))
+    Command::new(binary())
         .args([
             "serve",
             "--auth",
@@ -162,6 +173,22 @@ fn rss_mib(pid: u32) -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Bytes of the files under `dir`.
+fn walk_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                walk_bytes(&e.path())
+            } else {
+                meta.len()
+            }
+        })
+        .sum()
+}
+
 fn main() {
     let sizes: Vec<i64> = std::env::var("BENCH_ROWS")
         .unwrap_or_else(|_| "10000000,100000000".into())
@@ -169,6 +196,7 @@ fn main() {
         .map(|s| s.trim().parse().expect("BENCH_ROWS: numbers of rows"))
         .collect();
     let base = std::env::var("BENCH_DIR").map_or_else(|_| std::env::temp_dir(), Into::into);
+    binary();
     let mut restarts = Vec::new();
     let mut largest = None;
     for rows in &sizes {
@@ -218,7 +246,9 @@ fn main() {
     let (rss, peak) = rss_mib(child.id());
     child.kill().unwrap();
     child.wait().unwrap();
+    let disk: u64 = walk_bytes(dir.path());
     drop(dir);
+    let _ = std::fs::remove_file(binary());
 
     println!(
         "history benchmark: steps of {HOSTS_PER_STEP} hosts, stepview serve on the stored views"
@@ -238,6 +268,11 @@ fn main() {
     );
     println!(
         "RSS with {largest_rows} rows stored, every step queried once: now {rss:.0} MiB, peak {peak:.0} MiB (target ≤ 1024); right after start: {start_rss:.0} MiB"
+    );
+    println!(
+        "disk: {:.1} GiB for {largest_rows} host rows: {:.0} bytes per row",
+        disk as f64 / (1u64 << 30) as f64,
+        disk as f64 / *largest_rows as f64
     );
     println!(
         "index estimate {:.0} MiB of its {:.0} MiB budget, {} loads, {} evictions",

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # stepview's main job on one machine: the local broker, stepview consuming it, a simulated
 # workload of BlueKing Job jobs, and example queries (printed, then run).
-#   ops/demo.sh         start (again) from scratch and run the demo; the service keeps running
-#   ops/demo.sh stop    stop stepview and the broker
+#   ops/demo.sh         start (again) from scratch and run the demo; the service keeps running,
+#                       and a slow simulator keeps a job moving for the live page
+#   ops/demo.sh stop    stop the simulator, stepview and the broker
 # Settings: STEPVIEW_DEMO_PORT (HTTP, default 8080), STEPVIEW_BROKER_PORT (default 9092),
 # DEMO_HOSTS (hosts per step, default 2000), DEMO_RATE (events/s, default 20000).
 set -euo pipefail
@@ -13,6 +14,12 @@ http_port="${STEPVIEW_DEMO_PORT:-8080}"
 broker_port="${STEPVIEW_BROKER_PORT:-9092}"
 base="http://127.0.0.1:$http_port"
 pidfile="$demo/stepview.pid"
+simpid="$demo/simulate.pid"
+
+stop_simulator() {
+  if [ -f "$simpid" ] && kill -0 "$(cat "$simpid")" 2>/dev/null; then kill "$(cat "$simpid")"; fi
+  rm -f "$simpid"
+}
 
 stop_service() {
   if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
@@ -24,6 +31,7 @@ stop_service() {
 }
 
 if [ "${1:-}" = stop ]; then
+  stop_simulator
   stop_service
   STEPVIEW_BROKER_PORT="$broker_port" "$STEPVIEW_ROOT/ops/broker.sh" stop
   exit 0
@@ -35,6 +43,7 @@ ensure_tansu
 build_stepview
 STEPVIEW_BROKER_PORT="$broker_port" "$STEPVIEW_ROOT/ops/broker.sh" start
 
+stop_simulator
 stop_service
 rm -rf "$demo/data"
 mkdir -p "$demo"
@@ -97,4 +106,19 @@ run "in English: failed hosts (status 104) whose output contains 'error'" "curl 
 run "a file step, rolling batch 2, hosts whose IP contains 10.0.3." "curl -s -H 'X-Bkapi-Authorization: $auth' '$api&step_instance_id=$file_step&batch=2&search_ip=10.0.3.&max_host_num_per_group=2'"
 run "the first try (execute_count=0): group sizes only" "curl -s -H 'X-Bkapi-Authorization: $auth' '$api&step_instance_id=$script_step&execute_count=0&max_host_num_per_group=0'"
 run "no credentials: refused with 401" "curl -s '$api&step_instance_id=$script_step'"
-printf '\nMetrics: curl -s %s/metrics | grep ^stepview_    Readiness: curl %s/readyz\n' "$base" "$base"
+etag=$(curl -s -o /dev/null -D - -H "X-Bkapi-Authorization: $auth" "$api&step_instance_id=$script_step&max_host_num_per_group=0" | awk 'tolower($1) == "etag:" {print $2}' | tr -d '\r')
+run "with the ETag of the last answer ($etag) and Prefer: wait=2: held until the step changes, else 304 after 2 s" "curl -s -o /dev/null -w '{\"http_status\": %{http_code}, \"seconds\": %{time_total}}' -H 'X-Bkapi-Authorization: $auth' -H 'If-None-Match: $etag' -H 'Prefer: wait=2' '$api&step_instance_id=$script_step'"
+run "the job and its steps (get_job_instance_status)" "curl -s -H 'X-Bkapi-Authorization: $auth' '$base/api/v3/get_job_instance_status?bk_scope_type=biz&bk_scope_id=2&job_instance_id=$job'"
+run "one host's script output (get_job_instance_ip_log)" "curl -s -H 'X-Bkapi-Authorization: $auth' '$base/api/v3/get_job_instance_ip_log?bk_scope_type=biz&bk_scope_id=2&job_instance_id=$job&step_instance_id=$script_step&bk_host_id=1000'"
+
+# A job that keeps running slowly, to watch on the live page.
+live_job=$((job + 10))
+say "a live job: simulating job $live_job slowly in the background (ops/demo.sh stop ends it)"
+nohup "$STEPVIEW_BIN" simulate --brokers "127.0.0.1:$broker_port" --jobs 1 --steps-per-job 3 \
+  --hosts "$hosts" --batches 3 --first-job-id "$live_job" --rate "${DEMO_LIVE_RATE:-60}" \
+  >"$demo/simulate.log" 2>&1 &
+echo $! >"$simpid"
+page="$base/?bk_scope_type=biz&bk_scope_id=2&job_instance_id=$live_job&step_instance_id=$((live_job * 100 + 1))#app=$app&secret=$secret"
+printf '\nLive step page (open in a browser; groups move as the simulator runs):\n  %s\n' "$page"
+printf "\nEvent stream: curl -N -H 'X-Bkapi-Authorization: %s' '%s'\n" "$auth" "$base/api/v3/watch_step_instance_status?bk_scope_type=biz&bk_scope_id=2&job_instance_id=$live_job&step_instance_id=$((live_job * 100 + 1))&max_host_num_per_group=0"
+printf 'OpenAPI: %s/openapi.json    Metrics: curl -s %s/metrics | grep ^stepview_    Readiness: curl %s/readyz\n' "$base" "$base" "$base"

@@ -18,15 +18,15 @@ as_root() {
     die "need root to run: $* (install it by hand, or run as root)"; fi
 }
 
-# Debian packages the build and tests need: libclang-dev for RocksDB's bindings, a C/C++
-# toolchain for RocksDB and librdkafka, and promtool (package prometheus) to check the alert rules.
+# Debian packages the build needs: libclang-dev for RocksDB's bindings, a C/C++ toolchain for
+# RocksDB and librdkafka; and those a caller names (the tests: prometheus for promtool, chromium
+# for the page test).
 # Each is decided by the package's own install state, never by a file name that another package
 # can also provide (libclang-cpp14 ships a `libclang-cpp.so` that is not what bindgen loads).
 package_installed() { [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]; }
 
 ensure_packages() {
-  local wanted=(libclang-dev g++ make curl ca-certificates) missing=() package
-  if [ "${1:-}" = with-promtool ]; then wanted+=(prometheus); fi
+  local wanted=(libclang-dev g++ make curl ca-certificates "$@") missing=() package
   for package in "${wanted[@]}"; do package_installed "$package" || missing+=("$package"); done
   # python3 runs the scripts' small helpers and pip installs schemathesis; any python3 on PATH
   # will do (pyenv's included).

@@ -22,8 +22,9 @@ async fn schemathesis_finds_every_answer_as_documented() {
     }));
     let (status, served) = svc.get_path("/openapi.json").await;
     assert_eq!(status, 200);
-    let file = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/openapi.json"))
-        .unwrap();
+    let file =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/openapi.json"))
+            .unwrap();
     assert_eq!(served, file);
 
     let url = format!("{}/openapi.json", svc.base);
@@ -53,5 +54,9 @@ async fn schemathesis_finds_every_answer_as_documented() {
     .unwrap();
     let report = String::from_utf8_lossy(&out.stdout);
     eprintln!("{report}");
-    assert!(out.status.success(), "{report}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

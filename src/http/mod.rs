@@ -1,5 +1,6 @@
 //! The HTTP surface (axum): both `get_step_instance_status` routes (with ETags and held
-//! long-polls), the server-sent events route, `/metrics`, `/healthz`, `/readyz`.
+//! long-polls), the server-sent events route, the sibling APIs, the live step page (`/`),
+//! `/openapi.json`, `/metrics`, `/healthz`, `/readyz`.
 //!
 //! Owns: routing, authentication, parameters, language, request ids, the JSON envelope, mapping
 //! every failure to api.md's codes (a panic too: never a bare 500), and how requests run: every
@@ -61,6 +62,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(siblings::BATCH_IP_LOG_ROUTE, post(siblings::batch_ip_log))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
+        .route("/", get(page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .fallback(|headers: HeaderMap| async move { no_route(&headers, ApiError::NoSuchApi) })
@@ -199,6 +201,22 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
+}
+
+/// The live step page: plain HTML, CSS and JavaScript shipped in the binary, reading the event
+/// stream route with the credentials typed in it.
+async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+            ),
+        ],
+        include_str!("page.html"),
+    )
+        .into_response()
 }
 
 /// The OpenAPI 3.1 document of every route (`schemas/openapi.json`).
