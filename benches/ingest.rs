@@ -76,7 +76,7 @@ fn start_stepview(brokers: &str, topic: &str) -> Running {
     let shutdown = Shutdown::new();
     let thread = {
         let (sink, shutdown) = (views.sink.clone(), shutdown.clone());
-        std::thread::spawn(move || kafka::run(&config.kafka, &sink, &shutdown))
+        std::thread::spawn(move || kafka::run(&config.kafka, &sink, None, &shutdown))
     };
     Running {
         views,

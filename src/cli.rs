@@ -134,6 +134,16 @@ struct Settings {
     /// Memory for the rows of the steps that capped queries poll, MiB; 0 = none [default: 32].
     #[arg(long, env = "STEPVIEW_HOT_ROWS_MB")]
     hot_rows_mb: Option<usize>,
+    /// Shard set to join (instances of one set divide the partitions); empty = read every
+    /// partition [default: empty].
+    #[arg(long, env = "STEPVIEW_CLUSTER")]
+    cluster: Option<String>,
+    /// This instance's URL as the other shards reach it, e.g. http://10.0.0.5:8080.
+    #[arg(long, env = "STEPVIEW_ADVERTISE")]
+    advertise: Option<String>,
+    /// The producers' partitioner: murmur2 (Kafka's default) or consistent [default: murmur2].
+    #[arg(long, env = "STEPVIEW_PARTITIONER", value_parser = parse_partitioner)]
+    partitioner: Option<crate::cluster::owners::Partitioner>,
 }
 
 impl Settings {
@@ -193,9 +203,23 @@ impl Settings {
         if let Some(v) = self.hot_rows_mb {
             c.index.hot_rows_mb = v;
         }
+        if let Some(v) = self.cluster {
+            c.cluster.name = v;
+        }
+        if let Some(v) = self.advertise {
+            c.cluster.advertise = v;
+        }
+        if let Some(v) = self.partitioner {
+            c.cluster.partitioner = v;
+        }
         c.validate()?;
         Ok(c)
     }
+}
+
+fn parse_partitioner(s: &str) -> Result<crate::cluster::owners::Partitioner, String> {
+    crate::cluster::owners::Partitioner::parse(s)
+        .ok_or_else(|| format!("{s:?}: murmur2 or consistent"))
 }
 
 pub fn main() -> ExitCode {

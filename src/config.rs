@@ -17,6 +17,7 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub store: StoreConfig,
     pub index: IndexConfig,
+    pub cluster: ClusterConfig,
     /// Apps allowed to call the API (api.md, "Authentication").
     pub apps: Vec<AppConfig>,
 }
@@ -76,6 +77,18 @@ pub struct IndexConfig {
     pub hot_rows_mb: usize,
 }
 
+/// Shards (cluster.md): empty `name` = not a shard (a replica reads every partition).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The shard set this instance belongs to; instances of one set divide the partitions.
+    pub name: String,
+    /// This instance's URL as the others reach it, e.g. `http://10.0.0.5:8080`.
+    pub advertise: String,
+    /// The producers' partitioner: `murmur2` (Kafka's default) or `consistent` (CRC32).
+    pub partitioner: crate::cluster::owners::Partitioner,
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
@@ -94,6 +107,7 @@ impl Default for Config {
             kafka: KafkaConfig::default(),
             store: StoreConfig::default(),
             index: IndexConfig::default(),
+            cluster: ClusterConfig::default(),
             apps: Vec::new(),
         }
     }
@@ -199,6 +213,18 @@ impl Config {
             self.http.query_timeout_ms >= 1,
             "http.query_timeout_ms must be at least 1"
         );
+        if !self.cluster.name.is_empty() {
+            anyhow::ensure!(
+                self.cluster.advertise.starts_with("http://")
+                    || self.cluster.advertise.starts_with("https://"),
+                "cluster.advertise must be this instance's URL as the others reach it \
+                 (http://HOST:PORT) when cluster.name is set"
+            );
+            anyhow::ensure!(
+                !self.kafka.brokers.is_empty(),
+                "a shard (cluster.name) must read Kafka: set kafka.brokers"
+            );
+        }
         if let Some(token) = &self.http.metrics_token_sha256 {
             anyhow::ensure!(
                 token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()),

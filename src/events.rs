@@ -260,6 +260,8 @@ pub enum BadReason {
     OutOfRange,
     /// The message key is not the event's canonical decimal id.
     WrongKey,
+    /// The message sits in another partition than its key maps to (a shard could not find it).
+    Misrouted,
 }
 
 impl BadReason {
@@ -271,6 +273,7 @@ impl BadReason {
             BadReason::Schema => "schema",
             BadReason::OutOfRange => "out_of_range",
             BadReason::WrongKey => "wrong_key",
+            BadReason::Misrouted => "misrouted",
         }
     }
 }
@@ -345,6 +348,21 @@ pub fn check_key(event: &Event, key: Option<&[u8]>) -> Result<(), BadEvent> {
     Err(bad(
         BadReason::WrongKey,
         format!("message has {shown}, not the event's id \"{id}\""),
+    ))
+}
+
+/// Checks, for a shard, that a message sits in the partition its key maps to (events.md,
+/// "Partitioning"): elsewhere, queries routed by the key would never find it.
+pub fn check_partition(expected: i32, actual: i32) -> Result<(), BadEvent> {
+    if expected == actual {
+        return Ok(());
+    }
+    Err(bad(
+        BadReason::Misrouted,
+        format!(
+            "in partition {actual}, but its key maps to partition {expected} with the cluster's \
+             partitioner (produce with Kafka's default partitioner, murmur2)"
+        ),
     ))
 }
 

@@ -547,6 +547,30 @@ impl Index {
         }
     }
 
+    /// Drops from memory the steps `leaves` names (their partition moved to another shard);
+    /// they stay on disk.
+    pub fn evict_where(&self, leaves: impl Fn(i64) -> bool) {
+        let going: Vec<(i64, Arc<StepIndex>)> = self
+            .steps
+            .iter()
+            .filter(|e| leaves(*e.key()))
+            .filter_map(|e| match e.value() {
+                Slot::Resident(index) => Some((*e.key(), Arc::clone(index))),
+                Slot::Loading(_) => None,
+            })
+            .collect();
+        for (step, index) in going {
+            let _stripe = self.stripes[self.stripe(step)].lock();
+            let removed = self.steps.remove_if(
+                &step,
+                |_, slot| matches!(slot, Slot::Resident(i) if Arc::ptr_eq(i, &index)),
+            );
+            if removed.is_some() {
+                self.release(&index);
+            }
+        }
+    }
+
     /// Takes an evicted or forgotten step's figures out of the totals, and its hot rows.
     fn release(&self, index: &StepIndex) {
         self.bytes

@@ -17,6 +17,7 @@
 //!   rows of polled answers ("hot rows").
 //! - [`retention`]: when steps expire (apply deletes them).
 //! - [`watch`]: who waits for which step to change; apply wakes them.
+//! - [`cluster`]: shards: the members topic, who owns which partition, where a query goes.
 //! - [`query`]: the semantics of the API over index and store; `query::Reader` is the one door
 //!   to the views for `http`.
 //! - [`http`]: axum routes, authentication, language, the JSON envelope; every view read on the
@@ -29,6 +30,7 @@
 
 pub mod apply;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod events;
 pub mod health;

@@ -14,6 +14,8 @@ use prometheus::{
 /// Figures of the views, read at scrape time (see `query::Reader::figures`).
 pub struct ViewFigures {
     pub index: IndexFigures,
+    /// Live members of this shard set, when it is a shard.
+    pub members: Option<usize>,
     /// RocksDB figures by label.
     pub rocksdb: Vec<(&'static str, i64)>,
 }
@@ -36,6 +38,9 @@ pub struct Metrics {
     pub strings_cut: IntCounterVec,
     pub queries_abandoned: IntCounterVec,
     pub expired_steps: IntCounter,
+    pub forwarded: IntCounterVec,
+    pub forward_duration: Histogram,
+    members: IntGauge,
     pub forgotten_tombstones: IntCounter,
     index_budget: IntGauge,
     index_loads: IntCounter,
@@ -113,6 +118,33 @@ impl Metrics {
             "Queries not answered: busy (no turn for an expensive query in time), timeout, \
              client_gone.",
             &["reason"],
+        );
+        let forwarded = counter(
+            "stepview_http_forwarded_total",
+            "Requests about partitions other shards serve: ok (forwarded and answered), error \
+             (the owner did not answer), unavailable (no live member serves the partition).",
+            &["outcome"],
+        );
+        let forward_duration = register(
+            &r,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "stepview_http_forward_duration_seconds",
+                    "Time to the forwarded answer's headers.",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+                ]),
+            )
+            .expect("valid"),
+        );
+        let members = register(
+            &r,
+            IntGauge::new(
+                "stepview_cluster_members",
+                "Live members of this shard set heard from (this one excluded).",
+            )
+            .expect("valid"),
         );
         let plain_counter =
             |name: &str, help: &str| register(&r, IntCounter::new(name, help).expect("valid"));
@@ -274,6 +306,9 @@ impl Metrics {
             strings_cut,
             queries_abandoned,
             expired_steps,
+            forwarded,
+            forward_duration,
+            members,
             forgotten_tombstones,
             index_budget,
             index_loads,
@@ -313,6 +348,9 @@ impl Metrics {
     /// The text exposition, with the scrape-time gauges refreshed.
     pub fn render(&self, views: &ViewFigures, health: &Health) -> String {
         self.ready.set(i64::from(health.readiness().is_ok()));
+        if let Some(n) = views.members {
+            self.members.set(n as i64);
+        }
         let index = &views.index;
         self.index_steps.set(index.steps as i64);
         self.index_hosts.set(index.hosts);

@@ -3,8 +3,10 @@
 //! ingest stops for good, so does the service, with an error: a supervisor restarts it.
 
 use crate::apply::Applier;
+use crate::cluster::{members, Cluster};
 use crate::config::Config;
 use crate::health::Health;
+use crate::http::forward::Forwarder;
 use crate::http::{self, AppState, Auth, QueryLimits};
 use crate::index::Index;
 use crate::ingest::{kafka, Sink};
@@ -96,10 +98,21 @@ pub async fn run(
     tracing::info!(addr = %listener.local_addr()?, "serving");
 
     let shutdown = Shutdown::new();
+    let cluster = (!config.cluster.name.is_empty()).then(|| {
+        Arc::new(Cluster::new(
+            &config.cluster.name,
+            &config.cluster.advertise,
+            config.cluster.partitioner,
+            config.kafka.ready_max_lag,
+        ))
+    });
     tokio::spawn({
-        let shutdown = shutdown.clone();
+        let (shutdown, cluster) = (shutdown.clone(), cluster.clone());
         async move {
             stop.await;
+            if let Some(cluster) = cluster {
+                hand_off(&cluster).await;
+            }
             shutdown.trigger();
         }
     });
@@ -114,9 +127,9 @@ pub async fn run(
             // The source waits for the topic; the views are served meanwhile.
             tracing::warn!(error = format!("{e:#}"), "cannot create the topics now");
         }
-        let (sink, shutdown) = (views.sink.clone(), shutdown.clone());
+        let (sink, shutdown, cluster) = (views.sink.clone(), shutdown.clone(), cluster.clone());
         Some(std::thread::spawn(move || {
-            let result = kafka::run(&kcfg, &sink, &shutdown);
+            let result = kafka::run(&kcfg, &sink, cluster.as_deref(), &shutdown);
             if let Err(e) = &result {
                 tracing::error!(
                     error = format!("{e:#}"),
@@ -130,6 +143,34 @@ pub async fn run(
         }))
     };
 
+    let members = match &cluster {
+        None => None,
+        Some(cluster) => {
+            let (kcfg, cluster) = (config.kafka.clone(), Arc::clone(cluster));
+            let topic = members::topic(&kcfg);
+            if let Err(e) = kafka::admin::ensure_members_topic(&kcfg, &topic).await {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "cannot create the members topic now"
+                );
+            }
+            let (index, shutdown) = (Arc::clone(&views.index), shutdown.clone());
+            tracing::info!(cluster = %cluster.name, me = %cluster.me, "joining the shard set");
+            Some(std::thread::spawn(move || {
+                // A partition handed off leaves memory (its steps stay on disk).
+                let left = |partitions: &[i32]| {
+                    index.evict_where(|step| {
+                        cluster
+                            .partition_of(step)
+                            .is_some_and(|p| partitions.contains(&p))
+                    })
+                };
+                if let Err(e) = members::run(&kcfg, &cluster, left, &shutdown) {
+                    tracing::error!(error = format!("{e:#}"), "the members topic failed");
+                }
+            }))
+        }
+    };
     let sweeper = {
         let (sink, store, shutdown) = (views.sink.clone(), config.store.clone(), shutdown.clone());
         std::thread::spawn(move || retention::run(&sink, &store, &shutdown))
@@ -145,6 +186,8 @@ pub async fn run(
             Duration::from_millis(config.http.query_timeout_ms),
         ),
         metrics_token,
+        forwarder: cluster.as_ref().map(|_| Forwarder::default()),
+        cluster,
     });
     let stopping = shutdown.clone();
     axum::serve(listener, http::router(state))
@@ -163,12 +206,29 @@ pub async fn run(
             Err(_) => anyhow::bail!("the ingest thread panicked"),
         }
     }
+    if members.is_some_and(|m| m.join().is_err()) {
+        anyhow::bail!("the members thread panicked");
+    }
     if sweeper.join().is_err() {
         anyhow::bail!("the retention thread panicked");
     }
     views.store.flush()?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Longest a clean shutdown of a shard waits for its partitions' new owners to take over.
+const MAX_HANDOFF: Duration = Duration::from_secs(60);
+
+/// A shard leaving cleanly keeps serving until the members taking its partitions serve them:
+/// clients see no 503.
+async fn hand_off(cluster: &Cluster) {
+    tracing::info!("handing this instance's partitions to the other members before stopping");
+    cluster.leave();
+    let deadline = tokio::time::Instant::now() + MAX_HANDOFF;
+    while !cluster.handed_off() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Held long-polls and event streams keep a connection each (api.md expects 10 000 at once):

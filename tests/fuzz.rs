@@ -156,6 +156,8 @@ fn router() -> axum::Router {
                 health: Arc::clone(&views.sink.health),
                 limits: QueryLimits::new(2, std::time::Duration::from_secs(10)),
                 metrics_token: None,
+                cluster: None,
+                forwarder: None,
             }))
         })
         .clone()

@@ -39,6 +39,8 @@ pub enum ApiError {
     MethodNotAllowed(&'static str),
     /// The query did not finish within the timeout, its wait for a turn included (HTTP 503).
     Timeout(Duration),
+    /// On a shard: no live member serves the partition right now (HTTP 503).
+    PartitionMoving(Option<i32>),
     Internal,
 }
 
@@ -58,7 +60,7 @@ impl ApiError {
             ApiError::Unsupported => 1241003,
             ApiError::AuthFailed => 1240005,
             ApiError::PermissionDenied => 9900403,
-            ApiError::Timeout(_) | ApiError::Internal => 1240002,
+            ApiError::Timeout(_) | ApiError::PartitionMoving(_) | ApiError::Internal => 1240002,
         }
     }
 
@@ -68,7 +70,7 @@ impl ApiError {
             ApiError::PermissionDenied => StatusCode::FORBIDDEN,
             ApiError::NoSuchApi => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout(_) | ApiError::PartitionMoving(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::OK,
         }
@@ -165,6 +167,15 @@ impl ApiError {
                     ),
                     Lang::En => format!(
                         "Service busy: the query did not finish within {ms} ms; retry later, or narrow it with max_host_num_per_group or batch"
+                    ),
+                }
+            }
+            ApiError::PartitionMoving(partition) => {
+                let which = partition.map_or_else(String::new, |p| format!(" {p}"));
+                match lang {
+                    Lang::Zh => format!("服务暂不可用：分区{which}正在迁移到其他实例，请稍后重试"),
+                    Lang::En => format!(
+                        "Service unavailable: partition{which} is moving between instances; retry in a second"
                     ),
                 }
             }

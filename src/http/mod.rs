@@ -11,6 +11,7 @@
 
 pub mod auth;
 mod error;
+pub mod forward;
 pub mod i18n;
 mod limits;
 mod params;
@@ -23,6 +24,7 @@ pub use auth::Auth;
 use auth::Caller;
 pub use limits::QueryLimits;
 
+use crate::cluster::Cluster;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::query::{QueryError, Reader, StepQuery};
@@ -50,16 +52,27 @@ pub struct AppState {
     pub limits: QueryLimits,
     /// SHA-256 of the bearer token `/metrics` wants, if any.
     pub metrics_token: Option<[u8; 32]>,
+    /// On a shard: where queries go, and the client that forwards them.
+    pub cluster: Option<Arc<Cluster>>,
+    pub forwarder: Option<forward::Forwarder>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    // The API routes: on a shard, each request goes to the member serving its step first.
+    let api = Router::new()
         .route(ROUTE, get(status::get))
         .route(SYSTEM_ROUTE, get(status::get))
         .route(WATCH_ROUTE, get(stream::watch))
         .route(siblings::JOB_STATUS_ROUTE, get(siblings::job_status))
         .route(siblings::IP_LOG_ROUTE, get(siblings::ip_log))
         .route(siblings::BATCH_IP_LOG_ROUTE, post(siblings::batch_ip_log))
+        .route(siblings::JOB_STEPS_ROUTE, get(siblings::job_steps))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            forward::to_owner,
+        ));
+    Router::new()
+        .merge(api)
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .route("/", get(page))
@@ -184,7 +197,9 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         }
     }
     let rendered = tokio::task::spawn_blocking(move || {
-        state.metrics.render(&state.reader.figures(), &state.health)
+        let mut figures = state.reader.figures();
+        figures.members = state.cluster.as_ref().map(|c| c.live_members().len());
+        state.metrics.render(&figures, &state.health)
     })
     .await;
     match rendered {

@@ -3,11 +3,13 @@
 
 use super::error::ApiError;
 use super::i18n::{host_status_desc, Lang};
+use crate::events::JobEvent;
 use crate::events::ScopeType;
 use crate::query::{
-    job_total_time, step_total_time, BatchLogAnswer, HostAnswer, HostLog, JobAnswer, StepAnswer,
+    job_total_time, step_total_time, BatchLogAnswer, HostAnswer, HostLog, JobStep, StepAnswer,
 };
 use serde::Serialize;
+use serde_json::Value;
 
 #[derive(Serialize)]
 struct Envelope<'a, T> {
@@ -110,7 +112,7 @@ pub fn success(answer: &StepAnswer, lang: Lang, request_id: &str, now_ms: i64) -
 struct JobStatusOut<'a> {
     finished: bool,
     job_instance: JobOut<'a>,
-    step_instance_list: Vec<JobStepOut<'a>>,
+    step_instance_list: Vec<Value>,
 }
 
 #[derive(Serialize)]
@@ -161,25 +163,13 @@ fn job_finished(status: i32) -> bool {
     matches!(status, 3 | 4 | 5 | 6 | 8 | 9 | 11 | 12 | 13 | 14)
 }
 
-pub fn job_status(answer: &JobAnswer, request_id: &str, now_ms: i64) -> Vec<u8> {
-    let job = &answer.job;
-    let data = JobStatusOut {
-        finished: job_finished(job.status),
-        job_instance: JobOut {
-            job_instance_id: job.job_instance_id,
-            bk_scope_type: job.bk_scope_type,
-            bk_scope_id: &job.bk_scope_id,
-            name: &job.name,
-            status: job.status,
-            create_time: job.create_time,
-            start_time: job.start_time,
-            end_time: job.end_time,
-            total_time: job_total_time(job, now_ms),
-        },
-        step_instance_list: answer
-            .steps
-            .iter()
-            .map(|s| JobStepOut {
+/// A job's steps as `step_instance_list` entries, each with its `step_order` (for merging the
+/// parts of a job that several shards hold; `job_status` takes it out).
+pub fn job_steps(steps: &[JobStep], now_ms: i64) -> Vec<Value> {
+    steps
+        .iter()
+        .map(|s| {
+            let out = JobStepOut {
                 step_instance_id: s.step.step_instance_id,
                 step_type: s.step.step_type,
                 name: &s.step.name,
@@ -209,10 +199,49 @@ pub fn job_status(answer: &JobAnswer, request_id: &str, now_ms: i64) -> Vec<u8> 
                         })
                         .collect()
                 }),
-            })
-            .collect(),
+            };
+            let mut value = serde_json::to_value(out).expect("steps serialize");
+            value["step_order"] = serde_json::json!(s.step.step_order);
+            value
+        })
+        .collect()
+}
+
+/// `get_job_instance_status`: the job and its steps (from `job_steps`, of one instance or
+/// several), ordered by `step_order`, then id, each step once.
+pub fn job_status(job: &JobEvent, mut steps: Vec<Value>, request_id: &str, now_ms: i64) -> Vec<u8> {
+    let order = |v: &Value| {
+        let o = v["step_order"].as_i64();
+        (o.is_none(), o, v["step_instance_id"].as_i64())
+    };
+    steps.sort_by_key(order);
+    steps.dedup_by_key(|v| v["step_instance_id"].as_i64());
+    for step in &mut steps {
+        if let Some(fields) = step.as_object_mut() {
+            fields.remove("step_order");
+        }
+    }
+    let data = JobStatusOut {
+        finished: job_finished(job.status),
+        job_instance: JobOut {
+            job_instance_id: job.job_instance_id,
+            bk_scope_type: job.bk_scope_type,
+            bk_scope_id: &job.bk_scope_id,
+            name: &job.name,
+            status: job.status,
+            create_time: job.create_time,
+            start_time: job.start_time,
+            end_time: job.end_time,
+            total_time: job_total_time(job, now_ms),
+        },
+        step_instance_list: steps,
     };
     succeeded(data, request_id)
+}
+
+/// The internal answer of one shard's part of a job: its steps, as `job_steps` renders them.
+pub fn job_part(steps: Vec<Value>, request_id: &str) -> Vec<u8> {
+    succeeded(steps, request_id)
 }
 
 #[derive(Serialize)]

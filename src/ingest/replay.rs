@@ -120,7 +120,7 @@ pub fn replay(cfg: &KafkaConfig, sink: &Sink, show_progress: bool) -> Result<Rep
             continue;
         }
         idle_since = Instant::now();
-        let (decoded, bad) = decode_batch(&msgs);
+        let (decoded, bad) = decode_batch(&msgs, None);
         for (_, reason) in &bad {
             sink.record_bad(reason);
         }

@@ -22,12 +22,6 @@ pub struct JobQuery {
     pub return_ip_result: bool,
 }
 
-pub struct JobAnswer {
-    pub job: JobEvent,
-    /// Ordered by `step_order`, then id (steps without an order last).
-    pub steps: Vec<JobStep>,
-}
-
 pub struct JobStep {
     pub step: StepEvent,
     /// With `return_ip_result`: every host row of the latest retry, by host then batch.
@@ -112,13 +106,17 @@ impl HostRef {
 }
 
 impl Reader {
-    /// `get_job_instance_status`: the job's record, its steps, and with `return_ip_result` the
-    /// hosts of each step's latest retry.
-    pub fn job_status(&self, q: &JobQuery, cancel: &Cancel) -> Result<JobAnswer, QueryError> {
+    /// The job's record (1244006 when it has none, or is in another scope).
+    pub fn job(&self, q: &JobQuery) -> Result<JobEvent, QueryError> {
         let job = self.store.get_jobs(&[q.job_instance_id])?.remove(0);
-        let job = job
-            .filter(|j| j.bk_scope_type == q.scope_type && j.bk_scope_id == q.scope_id)
-            .ok_or(QueryError::JobNotFound)?;
+        job.filter(|j| j.bk_scope_type == q.scope_type && j.bk_scope_id == q.scope_id)
+            .ok_or(QueryError::JobNotFound)
+    }
+
+    /// The job's steps this instance holds (all of them, but on a shard), ordered by
+    /// `step_order`, then id (steps without an order last); with `return_ip_result` the hosts of
+    /// each step's latest retry.
+    pub fn job_steps(&self, q: &JobQuery, cancel: &Cancel) -> Result<Vec<JobStep>, QueryError> {
         let ids = self.store.job_steps(q.job_instance_id)?;
         let mut steps: Vec<StepEvent> = self
             .store
@@ -129,7 +127,7 @@ impl Reader {
             .collect();
         steps.sort_by_key(|s| (s.step_order.is_none(), s.step_order, s.step_instance_id));
         let snapshot = q.return_ip_result.then(|| self.store.snapshot());
-        let steps = steps
+        steps
             .into_iter()
             .map(|step| {
                 cancel.check()?;
@@ -143,8 +141,7 @@ impl Reader {
                 };
                 Ok(JobStep { step, hosts })
             })
-            .collect::<Result<_, QueryError>>()?;
-        Ok(JobAnswer { job, steps })
+            .collect()
     }
 
     /// `get_job_instance_ip_log`: one host's output for one retry and batch (by default the

@@ -35,8 +35,7 @@ mod scan;
 use scan::by_scan;
 
 pub use jobs::{
-    job_total_time, BatchLogAnswer, BatchLogQuery, HostLog, HostRef, JobAnswer, JobQuery, JobStep,
-    LogQuery,
+    job_total_time, BatchLogAnswer, BatchLogQuery, HostLog, HostRef, JobQuery, JobStep, LogQuery,
 };
 
 /// Step types (api.md, "Step types").
@@ -253,6 +252,7 @@ impl Reader {
         .collect();
         ViewFigures {
             index: self.index.figures(),
+            members: None,
             rocksdb,
         }
     }

@@ -43,6 +43,24 @@ pub async fn ensure_topics(cfg: &KafkaConfig, topics: &[&str], partitions: i32) 
     Ok(())
 }
 
+/// Creates the members topic (cluster.md) when missing: compacted, one partition.
+pub async fn ensure_members_topic(cfg: &KafkaConfig, topic: &str) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = client_config(cfg, &[])
+        .create()
+        .context("cannot create Kafka admin client")?;
+    let new = NewTopic::new(topic, 1, TopicReplication::Fixed(1))
+        .set("cleanup.policy", "compact")
+        .set("segment.ms", "60000");
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics([&new], &opts).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => anyhow::bail!("cannot create topic {topic}: {code}"),
+        }
+    }
+    Ok(())
+}
+
 /// The partition ids of `topic`, from the brokers' metadata, ascending.
 pub fn partitions<C: ClientContext>(
     client: &Client<C>,

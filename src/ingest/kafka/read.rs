@@ -7,6 +7,7 @@
 //! broker a partition is fetched from last answered, which is how readiness notices an outage.
 
 use crate::apply::{Batch, SourceOffset};
+use crate::cluster::Cluster;
 use crate::config::KafkaConfig;
 use crate::events::{self, BadEvent, BadReason, Cuts, Event};
 use crate::store::clock::Position;
@@ -204,8 +205,12 @@ impl DecodedBatch {
 
 pub type BadMessages<'m> = Vec<(&'m BorrowedMessage<'m>, BadEvent)>;
 
-/// Decodes `msgs`, each checked against its message key (events.md, "Topic and keys").
-pub fn decode_batch<'m>(msgs: &'m [BorrowedMessage<'m>]) -> (DecodedBatch, BadMessages<'m>) {
+/// Decodes `msgs`, each checked against its message key (events.md, "Topic and keys") and, for
+/// a shard, against the partition its key maps to ("Partitioning").
+pub fn decode_batch<'m>(
+    msgs: &'m [BorrowedMessage<'m>],
+    cluster: Option<&Cluster>,
+) -> (DecodedBatch, BadMessages<'m>) {
     let mut batch = DecodedBatch {
         events: Vec::with_capacity(msgs.len()),
         positions: Vec::with_capacity(msgs.len()),
@@ -232,6 +237,9 @@ pub fn decode_batch<'m>(msgs: &'m [BorrowedMessage<'m>]) -> (DecodedBatch, BadMe
         }
         .and_then(|(event, cuts)| {
             events::check_key(&event, m.key())?;
+            if let Some(expected) = cluster.and_then(|c| c.partition_of(event.key_id())) {
+                events::check_partition(expected, m.partition())?;
+            }
             Ok((event, cuts))
         });
         match decoded {

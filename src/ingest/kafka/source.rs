@@ -18,6 +18,7 @@ use super::read::{
     Watermarks,
 };
 use crate::apply::SourceOffset;
+use crate::cluster::{Cluster, Progress};
 use crate::config::KafkaConfig;
 use crate::ingest::Sink;
 use crate::shutdown::Shutdown;
@@ -34,9 +35,16 @@ const PARTITIONS_EVERY: Duration = Duration::from_secs(10);
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 
 /// Consumes the events topic until `shutdown`; then finishes the batch in hand. Runs on a thread
-/// of its own (librdkafka and RocksDB calls block). An error (the applier thread panicked, a
-/// client could not be made) means ingest has stopped for good.
-pub fn run(cfg: &KafkaConfig, sink: &Sink, shutdown: &Shutdown) -> Result<()> {
+/// of its own (librdkafka and RocksDB calls block). A shard (`cluster`) reads the partitions the
+/// cluster gives it, and dead-letters events that sit in another partition than their key's. An
+/// error (the applier thread panicked, a client could not be made) means ingest has stopped for
+/// good.
+pub fn run(
+    cfg: &KafkaConfig,
+    sink: &Sink,
+    cluster: Option<&Cluster>,
+    shutdown: &Shutdown,
+) -> Result<()> {
     let consumer: BaseConsumer<WatermarkContext> = consumer_config(cfg, &cfg.group_id, 1000)
         .create_with_context(WatermarkContext(Watermarks::new(&cfg.topic)))
         .context("cannot create the Kafka consumer")?;
@@ -48,6 +56,7 @@ pub fn run(cfg: &KafkaConfig, sink: &Sink, shutdown: &Shutdown) -> Result<()> {
         let mut fetcher = Fetcher {
             cfg,
             sink,
+            cluster,
             consumer: &consumer,
             positions: BTreeMap::new(),
             in_flight: 0,
@@ -78,6 +87,7 @@ fn applier_panicked(panic: Box<dyn std::any::Any + Send>) -> anyhow::Error {
 struct Fetcher<'a> {
     cfg: &'a KafkaConfig,
     sink: &'a Sink,
+    cluster: Option<&'a Cluster>,
     consumer: &'a BaseConsumer<WatermarkContext>,
     /// Per read partition, the next offset to apply (`None`: nothing stored, the log start).
     positions: BTreeMap<i32, Option<i64>>,
@@ -96,17 +106,18 @@ impl Fetcher<'_> {
             if Instant::now() >= read_partitions_at {
                 // Until the list could be read (at start, the topic may not be there yet):
                 // again in a second.
-                let wait = if self.follow_partitions(stop) {
+                // A shard follows the cluster's decisions, which change by the second.
+                let wait = if self.follow_partitions(stop) && self.cluster.is_none() {
                     PARTITIONS_EVERY
                 } else {
-                    REPORT_EVERY
+                    REPORT_EVERY / 4
                 };
                 read_partitions_at = Instant::now() + wait;
             }
             let mut msgs = poll_batch(self.consumer, limit);
             msgs.retain(|m| self.positions.contains_key(&m.partition()));
             if !msgs.is_empty() {
-                let (batch, bad) = decode_batch(&msgs);
+                let (batch, bad) = decode_batch(&msgs, self.cluster);
                 if !bad.is_empty() && !dlq.send(&bad, stop) {
                     return; // stopping: the batch is read again after restart
                 }
@@ -165,7 +176,7 @@ impl Fetcher<'_> {
     /// Reads the topic's partitions and assigns the ones not read yet, each from its stored
     /// offset; true once the list was read.
     fn follow_partitions(&mut self, stop: &Shutdown) -> bool {
-        let wanted: BTreeSet<i32> =
+        let mut wanted: BTreeSet<i32> =
             match admin::partitions(self.consumer.client(), &self.cfg.topic, REPORT_EVERY * 5) {
                 Ok(ids) => ids.into_iter().collect(),
                 Err(e) => {
@@ -176,6 +187,10 @@ impl Fetcher<'_> {
                     return false;
                 }
             };
+        if let Some(cluster) = self.cluster {
+            cluster.set_partitions(wanted.len() as i32);
+            wanted = wanted.intersection(&cluster.reading()).copied().collect();
+        }
         let read: BTreeSet<i32> = self.positions.keys().copied().collect();
         let added: Vec<i32> = wanted.difference(&read).copied().collect();
         let removed: Vec<i32> = read.difference(&wanted).copied().collect();
@@ -243,6 +258,13 @@ impl Fetcher<'_> {
             }
             let next = next.unwrap_or(ends.low).max(ends.low);
             let lag = (ends.high - next).max(0);
+            if let Some(cluster) = self.cluster {
+                let progress = Progress {
+                    next,
+                    end: ends.high,
+                };
+                cluster.report_progress(*p, progress);
+            }
             self.sink
                 .metrics
                 .consumer_lag
@@ -252,6 +274,11 @@ impl Fetcher<'_> {
             ends_seen = Some(ends_seen.map_or(ends.seen, |s| s.min(ends.seen)));
         }
         let ends_seen = ends_seen.filter(|_| all_seen);
+        // A shard reading no partition right now has nothing to catch up with.
+        let ends_seen = match (self.positions.is_empty(), self.cluster) {
+            (true, Some(_)) => Some(Instant::now()),
+            _ => ends_seen,
+        };
         self.sink
             .health
             .report_source(ends_seen, max_lag <= self.cfg.ready_max_lag);
