@@ -28,6 +28,10 @@ pub const MEMBER_TTL: Duration = Duration::from_secs(3);
 /// owner meanwhile).
 const HANDOFF_GRACE: Duration = Duration::from_millis(1500);
 
+/// How long a starting member listens before it claims partitions: long enough to hear every
+/// live member (each writes every second), so that it takes its share, not everything.
+const LISTEN_FIRST: Duration = Duration::from_millis(1200);
+
 /// What a member publishes about itself (the value of its entry in the members topic).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -64,6 +68,7 @@ pub struct Cluster {
     pub me: String,
     pub partitioner: Partitioner,
     ready_max_lag: i64,
+    started: Instant,
     state: Mutex<State>,
 }
 
@@ -89,6 +94,7 @@ impl Cluster {
             me: me.to_owned(),
             partitioner,
             ready_max_lag,
+            started: Instant::now(),
             state: Mutex::new(State::default()),
         }
     }
@@ -191,7 +197,7 @@ impl Cluster {
             .members
             .retain(|_, (_, heard)| heard.elapsed() <= MEMBER_TTL * 10);
         let mut left = Vec::new();
-        if state.partitions > 0 {
+        if state.partitions > 0 && self.started.elapsed() >= LISTEN_FIRST {
             let owners: Vec<(i32, String)> = {
                 let live = state.live();
                 let me = (!state.leaving).then_some(self.me.as_str());
@@ -280,6 +286,14 @@ mod tests {
         }
     }
 
+    /// A member that has listened long enough to claim partitions.
+    fn settled(url: &str, partitions: i32) -> Cluster {
+        let mut c = Cluster::new("set", url, Partitioner::Murmur2, 0);
+        c.started = Instant::now() - LISTEN_FIRST;
+        c.set_partitions(partitions);
+        c
+    }
+
     fn caught_up(c: &Cluster, partitions: impl IntoIterator<Item = i32>) {
         for p in partitions {
             c.report_progress(p, Progress { next: 10, end: 10 });
@@ -288,8 +302,7 @@ mod tests {
 
     #[test]
     fn a_new_owner_serves_once_caught_up_and_the_old_one_until_then() {
-        let a = Cluster::new("set", "http://a", Partitioner::Murmur2, 0);
-        a.set_partitions(8);
+        let a = settled("http://a", 8);
         a.tick(0);
         assert_eq!(a.reading().len(), 8, "alone, it reads every partition");
         assert_eq!(
@@ -338,8 +351,7 @@ mod tests {
 
     #[test]
     fn a_leaving_member_serves_until_the_others_have_taken_over() {
-        let a = Cluster::new("set", "http://a", Partitioner::Murmur2, 0);
-        a.set_partitions(4);
+        let a = settled("http://a", 4);
         a.heard("http://b", Some(member("http://b", &[])));
         a.tick(0);
         caught_up(&a, 0..4);
@@ -359,9 +371,16 @@ mod tests {
     }
 
     #[test]
-    fn members_of_another_set_are_ignored() {
+    fn a_starting_member_listens_before_claiming_partitions() {
         let a = Cluster::new("set", "http://a", Partitioner::Murmur2, 0);
         a.set_partitions(4);
+        a.tick(0);
+        assert!(a.reading().is_empty());
+    }
+
+    #[test]
+    fn members_of_another_set_are_ignored() {
+        let a = settled("http://a", 4);
         let mut other = member("http://x", &[0, 1, 2, 3]);
         other.cluster = "other".into();
         a.heard("http://x", Some(other));
