@@ -171,8 +171,7 @@ impl Applier {
         let kept_events: Vec<&Event> = kept.iter().map(|(e, _)| *e).collect();
         let mut slots = self.read_rows(&kept_events)?;
         let mut unseen_logs = self.unseen_logs(&kept_events)?;
-        let mut records = self.read_records(&kept_events)?;
-        let mut jobs = self.read_jobs(&kept_events)?;
+        let (mut jobs, mut records) = self.read_versions(&kept_events)?;
         // Per step, the position of the last event that changed it.
         let mut changed_at: FxHashMap<i64, Position> = FxHashMap::default();
         let mut new_records: FxHashMap<i64, &StepEvent> = FxHashMap::default();
@@ -413,40 +412,30 @@ impl Applier {
             .collect())
     }
 
-    /// The stored versions of the records of the jobs the batch has `job` events for.
-    fn read_jobs(&self, events: &[&Event]) -> Result<FxHashMap<i64, i64>> {
-        let ids: Vec<i64> = events
-            .iter()
-            .filter_map(|e| match e {
+    /// The stored versions of the jobs and steps the batch has `job` and `step` events for.
+    fn read_versions(
+        &self,
+        events: &[&Event],
+    ) -> Result<(FxHashMap<i64, i64>, FxHashMap<i64, i64>)> {
+        let jobs = stored_versions(
+            events,
+            |e| match e {
                 Event::Job(j) => Some(j.job_instance_id),
                 _ => None,
-            })
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        Ok(ids
-            .iter()
-            .zip(self.store.get_jobs(&ids)?)
-            .filter_map(|(id, record)| Some((*id, record?.version)))
-            .collect())
-    }
-
-    /// The stored versions of the records of the steps the batch has `step` events for.
-    fn read_records(&self, events: &[&Event]) -> Result<FxHashMap<i64, i64>> {
-        let ids: Vec<i64> = events
-            .iter()
-            .filter_map(|e| match e {
+            },
+            |ids| self.store.get_jobs(ids),
+            |j| j.version,
+        )?;
+        let steps = stored_versions(
+            events,
+            |e| match e {
                 Event::Step(s) => Some(s.step_instance_id),
                 _ => None,
-            })
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        Ok(ids
-            .iter()
-            .zip(self.store.get_steps(&ids)?)
-            .filter_map(|(id, record)| Some((*id, record?.version)))
-            .collect())
+            },
+            |ids| self.store.get_steps(ids),
+            |s| s.version,
+        )?;
+        Ok((jobs, steps))
     }
 
     /// Reads, in one multi-get, every host row the batch touches.
@@ -506,4 +495,24 @@ impl Applier {
             .filter_map(|(c, e)| (!e).then_some(c))
             .collect())
     }
+}
+
+/// The stored versions of the records `id_of` picks events for, read in one multi-get.
+fn stored_versions<T>(
+    events: &[&Event],
+    id_of: impl Fn(&Event) -> Option<i64>,
+    read: impl Fn(&[i64]) -> Result<Vec<Option<T>>>,
+    version: impl Fn(&T) -> i64,
+) -> Result<FxHashMap<i64, i64>> {
+    let ids: Vec<i64> = events
+        .iter()
+        .filter_map(|e| id_of(e))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    Ok(ids
+        .iter()
+        .zip(read(&ids)?)
+        .filter_map(|(id, record)| Some((*id, version(&record?))))
+        .collect())
 }

@@ -47,12 +47,8 @@ impl Forwarder {
         url: &str,
         headers: &HeaderMap,
     ) -> Result<serde_json::Value, String> {
-        let mut req = self.client.get(url).timeout(Duration::from_secs(10));
-        for (name, value) in headers.iter().filter(|(n, _)| !hop_by_hop(n)) {
-            req = req.header(name, value);
-        }
-        let resp = req
-            .header(FORWARDED, "1")
+        let req = self.client.get(url).timeout(Duration::from_secs(10));
+        let resp = as_forwarded(req, headers)
             .send()
             .await
             .map_err(|e| e.to_string())?;
@@ -129,6 +125,15 @@ fn moving(
     )
 }
 
+/// A request to another member with the caller's headers (those of the request, not of its
+/// connection), marked forwarded.
+fn as_forwarded(mut req: reqwest::RequestBuilder, headers: &HeaderMap) -> reqwest::RequestBuilder {
+    for (name, value) in headers.iter().filter(|(n, _)| !hop_by_hop(n)) {
+        req = req.header(name, value);
+    }
+    req.header(FORWARDED, "1")
+}
+
 /// Headers that belong to one connection, not to the request (RFC 9110, 7.6.1).
 fn hop_by_hop(name: &HeaderName) -> bool {
     matches!(
@@ -158,12 +163,8 @@ async fn forward(
         url.trim_end_matches('/'),
         parts.uri.path_and_query().map_or("/", |p| p.as_str())
     );
-    let mut req = forwarder.client.request(parts.method, target).body(body);
-    for (name, value) in parts.headers.iter().filter(|(n, _)| !hop_by_hop(n)) {
-        req = req.header(name, value);
-    }
-    let resp = req
-        .header(FORWARDED, "1")
+    let req = forwarder.client.request(parts.method, target).body(body);
+    let resp = as_forwarded(req, &parts.headers)
         .send()
         .await
         .map_err(|e| e.to_string())?;
