@@ -4,6 +4,10 @@
 //! baseline measured in the same run: bare RocksDB WriteBatches of the same number of host-row
 //! sized puts (the write cost every design pays), so the ratio shows what our logic adds.
 
+/// The service binary's allocator (src/main.rs), so that figures are the service's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::Instant;
 use stepview::config::Config;
 use stepview::events::decode;

@@ -10,6 +10,10 @@
 //! `cargo bench --bench history` (BENCH_ROWS=1000000,10000000 for a quicker run; the directories
 //! go under BENCH_DIR, default the system's temporary directory, and are removed afterwards).
 
+/// The service binary's allocator (src/main.rs), so that figures are the service's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use stepview::config::Config;

@@ -9,6 +9,10 @@
 //! Needs a broker: `ops/broker.sh start`, then
 //! `cargo bench --bench ingest` (or STEPVIEW_BENCH_BROKERS=host:port).
 
+/// The service binary's allocator (src/main.rs), so that figures are the service's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
@@ -240,7 +244,7 @@ fn main() {
     s.stop();
     latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
-    println!("freshness at 10000 events/s: produce → visible p50 {:.1} ms, p99 {:.1} ms over {} probes (target p99 ≤ 50 ms)", pct(0.5), pct(0.99), latencies.len());
+    println!("freshness at 10000 events/s: produce → visible p50 {:.1} ms, p99 {:.1} ms over {} probes (target p99 ≤ 10 ms)", pct(0.5), pct(0.99), latencies.len());
 }
 
 fn probe_producer(brokers: &str) -> rdkafka::producer::BaseProducer {

@@ -6,6 +6,10 @@
 //! (STEPVIEW_BENCH_BROKERS=host:port, BENCH_SECONDS=60, BENCH_CLIENTS=200). Clients, broker and
 //! service share the machine's cores: the figures are for all of them together.
 
+/// The service binary's allocator (src/main.rs), so that figures are the service's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

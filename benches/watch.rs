@@ -11,6 +11,10 @@
 //!
 //! `cargo bench --bench watch` (BENCH_WAITERS=10000, BENCH_ROUNDS=2).
 
+/// The service binary's allocator (src/main.rs), so that figures are the service's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use stepview::apply::Batch;
