@@ -55,6 +55,9 @@ pub fn consumer_config(cfg: &KafkaConfig, group_id: &str, stats_ms: u32) -> Clie
             // What librdkafka prefetches, over all partitions: with batches bounded by bytes
             // too, this bounds what ingest holds in memory (events are at most 1 MiB).
             ("queued.max.messages.kbytes", "32768"),
+            // Once that much waits, librdkafka pauses fetching for this long (1 s by default):
+            // a consumer that drains the queue in 100 ms would then sit idle for 900.
+            ("fetch.queue.backoff.ms", "5"),
         ],
     )
 }
