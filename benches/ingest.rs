@@ -4,7 +4,8 @@
 //!    WriteBatch) reading a topic, against a bare librdkafka consumer reading the same topic in the
 //!    same run. Medians of 3 runs each, and the ratio.
 //! 2. Freshness: with events streaming at a steady rate, the time from producing a probe event to
-//!    seeing it in a query answer. p50 / p99.
+//!    seeing it in a query answer, against the time a bare consumer with the same fetch settings
+//!    receives it in the same run. p50 / p99.
 //!
 //! Needs a broker: `ops/broker.sh start`, then
 //! `cargo bench --bench ingest` (or STEPVIEW_BENCH_BROKERS=host:port).
@@ -14,10 +15,13 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use stepview::config::{Config, KafkaConfig};
-use stepview::events::ScopeType;
+use stepview::events::{decode, Event, ScopeType};
 use stepview::ingest::kafka::{self, consumer_config, DEFAULT_PARTITIONS};
 use stepview::query::{Cancel, StepQuery};
 use stepview::service::Views;
@@ -53,7 +57,7 @@ fn bare_consume(brokers: &str, topic: &str, n: usize) -> f64 {
     while seen < n {
         if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
             first.get_or_insert_with(Instant::now);
-            std::hint::black_box(rdkafka::Message::payload(&m));
+            std::hint::black_box(m.payload());
             seen += 1;
         }
     }
@@ -190,9 +194,11 @@ fn main() {
             simulate::produce(&brokers, &live_topic, &stream, 10_000, false).unwrap()
         })
     };
-    std::thread::sleep(Duration::from_secs(3)); // let the consumer connect
     let probe_step = 999_999;
-    let (producer, mut latencies) = (probe_producer(&brokers), Vec::new());
+    let bare_seen = BareWatcher::start(&brokers, &live_topic, probe_step);
+    std::thread::sleep(Duration::from_secs(3)); // let the consumers connect
+    let (producer, mut latencies, mut bare_latencies) =
+        (probe_producer(&brokers), Vec::new(), Vec::new());
     let send = |event: &stepview::events::Event| {
         producer
             .send(
@@ -238,13 +244,115 @@ fn main() {
             std::thread::sleep(Duration::from_micros(200));
         }
         latencies.push(t.elapsed().as_secs_f64() * 1e3);
+        bare_latencies.push(bare_seen.wait_for(version).duration_since(t).as_secs_f64() * 1e3);
         std::thread::sleep(Duration::from_millis(80));
     }
     background.join().unwrap();
     s.stop();
-    latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
-    println!("freshness at 10000 events/s: produce → visible p50 {:.1} ms, p99 {:.1} ms over {} probes (target p99 ≤ 10 ms)", pct(0.5), pct(0.99), latencies.len());
+    bare_seen.stop();
+    let fetch_wait = consumer_config(&settings, "-", 1000)
+        .get("fetch.wait.max.ms")
+        .unwrap_or("librdkafka's default")
+        .to_owned();
+    let added = percentiles(
+        latencies
+            .iter()
+            .zip(&bare_latencies)
+            .map(|(o, b)| o - b)
+            .collect(),
+    );
+    let (ours, bare) = (percentiles(latencies), percentiles(bare_latencies));
+    println!(
+        "freshness at 10000 events/s, fetch.wait.max.ms = {fetch_wait} for both, {} probes:",
+        ours.len()
+    );
+    println!(
+        "bare consumer: produce → consumed p50 {:>5.1} ms, p99 {:>5.1} ms",
+        pct(&bare, 0.5),
+        pct(&bare, 0.99)
+    );
+    println!(
+        "stepview     : produce → visible  p50 {:>5.1} ms, p99 {:>5.1} ms (target p99 ≤ 10 ms)",
+        pct(&ours, 0.5),
+        pct(&ours, 0.99)
+    );
+    println!(
+        "stepview's own part (visible − consumed, per probe): p50 {:>5.1} ms, p99 {:>5.1} ms",
+        pct(&added, 0.5),
+        pct(&added, 0.99)
+    );
+}
+
+fn percentiles(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p) as usize]
+}
+
+/// The baseline for freshness: a bare librdkafka consumer (stepview's consumer settings) that
+/// notes when each probe version reaches it.
+struct BareWatcher {
+    seen: Arc<(Mutex<HashMap<i64, Instant>>, Condvar)>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl BareWatcher {
+    fn start(brokers: &str, topic: &str, probe_step: i64) -> BareWatcher {
+        let settings = KafkaConfig {
+            brokers: brokers.to_owned(),
+            ..KafkaConfig::default()
+        };
+        let c: BaseConsumer = consumer_config(&settings, &topic_name("bare-fresh"), 1000)
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..DEFAULT_PARTITIONS {
+            tpl.add_partition_offset(topic, p, Offset::End).unwrap();
+        }
+        c.assign(&tpl).unwrap();
+        let seen = Arc::new((Mutex::new(HashMap::new()), Condvar::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let key = probe_step.to_string();
+        let thread = {
+            let (seen, stop) = (Arc::clone(&seen), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Some(Ok(m)) = c.poll(Duration::from_millis(100)) else {
+                        continue;
+                    };
+                    let at = Instant::now();
+                    if m.key() != Some(key.as_bytes()) {
+                        continue;
+                    }
+                    if let Some(Ok((Event::HostResult(h), _))) = m.payload().map(decode) {
+                        seen.0.lock().unwrap().insert(h.version, at);
+                        seen.1.notify_all();
+                    }
+                }
+            })
+        };
+        BareWatcher { seen, stop, thread }
+    }
+
+    fn wait_for(&self, version: i64) -> Instant {
+        let (seen, arrived) = &*self.seen;
+        let mut seen = seen.lock().unwrap();
+        loop {
+            if let Some(at) = seen.get(&version) {
+                return *at;
+            }
+            seen = arrived.wait(seen).unwrap();
+        }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap();
+    }
 }
 
 fn probe_producer(brokers: &str) -> rdkafka::producer::BaseProducer {
