@@ -13,8 +13,8 @@
 //! - [`apply`]: the only writer; folds events idempotently into store and index.
 //! - [`store`]: RocksDB column families for steps, host rows, logs and offsets.
 //! - [`index`]: the steps being read, in memory within a byte budget (loaded on first query,
-//!   least recently used evicted): per retry / batch the (status, tag) groups of hosts, and the
-//!   rows of polled answers ("hot rows").
+//!   least recently used evicted): per retry / batch the (status, tag) groups of hosts (in
+//!   compact sorted chunks, `index::host_set`), and the rows of polled answers ("hot rows").
 //! - [`retention`]: when steps expire (apply deletes them).
 //! - [`watch`]: who waits for which step to change; apply wakes them.
 //! - [`cluster`]: shards: the members topic, who owns which partition, where a query goes.

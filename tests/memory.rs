@@ -70,10 +70,10 @@ async fn check_all(svc: &TestService, events: &[Event], steps: &[(i64, i64)], bu
 async fn every_step_answers_as_the_model_says_loaded_evicted_reloaded_and_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
-    // All ~200 steps take about 7 MiB of index (~16 bytes per host): a 4 MiB budget holds about
-    // half of them, so steps keep leaving and coming back.
-    config.index.memory_mb = 4;
-    let budget = (4 << 20) as f64;
+    // All ~200 steps take well over the 2 MiB budget (8 to 13 bytes per host row), so steps
+    // keep leaving and coming back.
+    config.index.memory_mb = 2;
+    let budget = (2 << 20) as f64;
     let svc = TestService::start(config).await;
     let mut events = workload();
     for batch in events.chunks(5000) {
@@ -121,12 +121,12 @@ async fn every_step_answers_as_the_model_says_loaded_evicted_reloaded_and_after_
 fn many_first_queries_of_one_cold_step_load_it_once_and_loads_racing_apply_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
-    config.index.memory_mb = 1; // about 8 of the 12 steps
+    config.index.memory_mb = 1; // about 8 of the 12 steps (~10 bytes per host)
     let views = stepview::service::Views::open(&config).unwrap();
     let mut events = simulate::generate(&Workload {
         jobs: 4,
         steps_per_job: 3,
-        hosts: 6000,
+        hosts: 12_000,
         first_job_id: 1,
         ..Workload::default()
     });

@@ -14,14 +14,14 @@
 //! async task.
 
 use crate::events::{ScopeType, StepEvent};
-use crate::index::{GroupKey, Index, RetryGroups};
+use crate::index::{GroupKey, HostSet, Index, RetryGroups};
 use crate::metrics::ViewFigures;
 use crate::store::keys::RowKey;
 use crate::store::row::StoredRow;
 use crate::store::Store;
 use crate::watch::Watches;
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -272,7 +272,7 @@ impl Reader {
             .collect();
         let mut plan: Vec<(GroupKey, usize, Vec<RowKey>)> = Vec::new();
         for group in retry.group_keys(q.batch) {
-            let sets: Vec<(i32, &BTreeSet<i64>)> = batches
+            let sets: Vec<(i32, &HostSet)> = batches
                 .iter()
                 .filter_map(|(b, g)| g.groups.get(&group).map(|set| (**b, set)))
                 .collect();
@@ -358,12 +358,12 @@ const SCAN_WHEN_ONE_IN: usize = 4;
 
 /// The first `n` (host, batch) pairs of the union of per-batch sorted sets, ordered by host, then
 /// batch: a k-way merge, O(n log batches), whatever the step's host count.
-fn first_hosts(sets: &[(i32, &BTreeSet<i64>)], n: usize) -> Vec<(i64, i32)> {
+fn first_hosts(sets: &[(i32, &HostSet)], n: usize) -> Vec<(i64, i32)> {
     let mut iters: Vec<_> = sets.iter().map(|(b, s)| (*b, s.iter())).collect();
     let mut heads: BinaryHeap<Reverse<(i64, i32, usize)>> = iters
         .iter_mut()
         .enumerate()
-        .filter_map(|(i, (b, it))| it.next().map(|h| Reverse((*h, *b, i))))
+        .filter_map(|(i, (b, it))| it.next().map(|h| Reverse((h, *b, i))))
         .collect();
     let total: usize = sets.iter().map(|(_, s)| s.len()).sum();
     let mut out = Vec::with_capacity(n.min(total));
@@ -373,7 +373,7 @@ fn first_hosts(sets: &[(i32, &BTreeSet<i64>)], n: usize) -> Vec<(i64, i32)> {
         };
         out.push((host, batch));
         if let Some(next) = iters[i].1.next() {
-            heads.push(Reverse((*next, batch, i)));
+            heads.push(Reverse((next, batch, i)));
         }
     }
     out

@@ -19,6 +19,10 @@
 //! under the write lock after the store has the new row; a query reads the store and adds hot rows
 //! under the read lock, so it either finishes before the refresh or reads the new row.
 
+mod host_set;
+
+pub use host_set::HostSet;
+
 use crate::events::StepEvent;
 use crate::store::clock::{Clock, Position};
 use crate::store::keys::RowKey;
@@ -42,7 +46,7 @@ pub struct GroupKey {
 /// The groups of one batch of one retry: hosts per group, ascending.
 #[derive(Debug, Default)]
 pub struct BatchGroups {
-    pub groups: BTreeMap<GroupKey, BTreeSet<i64>>,
+    pub groups: BTreeMap<GroupKey, HostSet>,
 }
 
 /// The groups of one step's retry, per batch, and its hot rows.
@@ -83,13 +87,12 @@ impl RetryGroups {
             tag: tag.into(),
         };
         let groups = &mut self.batches.entry(batch).or_default().groups;
-        let mut added = HOST_BYTES;
+        let mut added = 0;
         let set = groups.entry(group).or_insert_with(|| {
             added += GROUP_BYTES + tag.len() as i64;
-            BTreeSet::new()
+            HostSet::default()
         });
-        set.insert(host);
-        added
+        added + set.insert(host).1
     }
 
     /// Takes `host` out of a group; the estimated bytes this freed.
@@ -104,7 +107,7 @@ impl RetryGroups {
         let Some(set) = batch.groups.get_mut(&group) else {
             return 0;
         };
-        let mut freed = if set.remove(&host) { HOST_BYTES } else { 0 };
+        let mut freed = set.remove(host).1;
         if set.is_empty() {
             batch.groups.remove(&group);
             freed += GROUP_BYTES + tag.len() as i64;
@@ -736,10 +739,8 @@ fn step_bytes(step: &StepEvent) -> i64 {
     STEP_BYTES + (step.name.len() + step.bk_scope_id.len()) as i64
 }
 
-/// A host id in a group's B-tree set: 8 bytes of key in nodes that are about 60% full after
-/// the mostly ascending inserts that targets produce.
-const HOST_BYTES: i64 = 20;
-/// A group entry: its key and set header in the batch's map, the tag's shared allocation.
+/// A group entry: its key and set header in the batch's map, the tag's shared allocation (the
+/// set's ids count as `HostSet` reports them).
 const GROUP_BYTES: i64 = 112;
 /// A retry's map entry, lock and batch map.
 const RETRY_BYTES: i64 = 160;
