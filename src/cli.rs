@@ -98,6 +98,9 @@ struct Settings {
     /// [default: 10000].
     #[arg(long, env = "STEPVIEW_QUERY_TIMEOUT_MS")]
     query_timeout_ms: Option<u64>,
+    /// Memory for rendered answers kept until their step changes, MiB; 0 = none [default: 32].
+    #[arg(long, env = "STEPVIEW_ANSWER_CACHE_MB")]
+    answer_cache_mb: Option<usize>,
     /// Kafka bootstrap servers; empty = do not consume [default: empty].
     #[arg(long, env = "STEPVIEW_KAFKA_BROKERS")]
     brokers: Option<String>,
@@ -166,6 +169,9 @@ impl Settings {
         }
         if let Some(v) = self.query_timeout_ms {
             c.http.query_timeout_ms = v;
+        }
+        if let Some(v) = self.answer_cache_mb {
+            c.http.answer_cache_mb = v;
         }
         if let Some(v) = self.brokers {
             c.kafka.brokers = v;

@@ -35,6 +35,8 @@ pub struct HttpConfig {
     pub query_timeout_ms: u64,
     /// Hex SHA-256 of the bearer token `/metrics` requires; unset: `/metrics` is open.
     pub metrics_token_sha256: Option<String>,
+    /// Memory for rendered answers kept until their step changes, MiB (0: none).
+    pub answer_cache_mb: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -121,6 +123,7 @@ impl Default for HttpConfig {
             max_expensive_queries: 0,
             query_timeout_ms: 10_000,
             metrics_token_sha256: None,
+            answer_cache_mb: 32,
         }
     }
 }
@@ -273,6 +276,7 @@ mod tests {
             example.http.query_timeout_ms,
             defaults.http.query_timeout_ms
         );
+        assert_eq!(example.http.answer_cache_mb, defaults.http.answer_cache_mb);
         assert!(!example.apps.is_empty());
         let typo = toml::from_str::<Config>("[kafka]\nbroker = \"x\"\n").unwrap_err();
         assert!(typo.to_string().contains("broker"), "{typo}");

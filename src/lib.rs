@@ -21,7 +21,7 @@
 //! - [`query`]: the semantics of the API over index and store; `query::Reader` is the one door
 //!   to the views for `http`.
 //! - [`http`]: axum routes, authentication, language, the JSON envelope; every view read on the
-//!   blocking pool, expensive queries bounded.
+//!   blocking pool, expensive queries bounded; rendered answers kept until their step changes.
 //! - [`metrics`], [`health`]: Prometheus exposition, readiness.
 //! - [`simulate`]: realistic event streams for demos, tests and benchmarks.
 //! - [`service`]: wires the parts into the running service; [`shutdown`]: the stop signal they

@@ -37,6 +37,7 @@ pub struct Metrics {
     pub dead_letters_unwritable: IntCounter,
     pub strings_cut: IntCounterVec,
     pub queries_abandoned: IntCounterVec,
+    pub answer_cache: IntCounterVec,
     pub expired_steps: IntCounter,
     pub forwarded: IntCounterVec,
     pub forward_duration: Histogram,
@@ -118,6 +119,12 @@ impl Metrics {
             "Queries not answered: busy (no turn for an expensive query in time), timeout, \
              client_gone.",
             &["reason"],
+        );
+        let answer_cache = counter(
+            "stepview_http_answer_cache_total",
+            "Status answers by where they came from: hit (rendered before, the step unchanged \
+             since) or miss (queried and rendered).",
+            &["outcome"],
         );
         let forwarded = counter(
             "stepview_http_forwarded_total",
@@ -305,6 +312,7 @@ impl Metrics {
             dead_letters_unwritable,
             strings_cut,
             queries_abandoned,
+            answer_cache,
             expired_steps,
             forwarded,
             forward_duration,

@@ -7,7 +7,7 @@ use crate::cluster::{members, Cluster};
 use crate::config::Config;
 use crate::health::Health;
 use crate::http::forward::Forwarder;
-use crate::http::{self, AppState, Auth, QueryLimits};
+use crate::http::{self, AnswerCache, AppState, Auth, QueryLimits};
 use crate::index::Index;
 use crate::ingest::{kafka, Sink};
 use crate::metrics::Metrics;
@@ -185,6 +185,11 @@ pub async fn run(
             config.http.expensive_query_slots(),
             Duration::from_millis(config.http.query_timeout_ms),
         ),
+        answers: Arc::new(AnswerCache::new(
+            config.http.answer_cache_mb << 20,
+            views.sink.metrics.answer_cache.with_label_values(&["hit"]),
+            views.sink.metrics.answer_cache.with_label_values(&["miss"]),
+        )),
         metrics_token,
         forwarder: cluster.as_ref().map(|_| Forwarder::default()),
         cluster,

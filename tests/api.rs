@@ -375,6 +375,53 @@ async fn step_total_time_runs_while_running_and_is_null_before_start() {
 }
 
 #[tokio::test]
+async fn a_repeated_poll_comes_from_the_answer_cache_until_the_step_changes() {
+    let (_dir, svc) = service().await;
+    let mut running = step(900, 1, 2, 0, 1);
+    if let Event::Step(s) = &mut running {
+        s.start_time = Some(stepview::now_ms() - 5_000);
+    }
+    svc.apply(&[
+        running,
+        targets(900, 0, &[(1, 0, "10.0.0.1"), (2, 0, "10.0.0.2")]),
+    ]);
+    let query = q(900, "max_host_num_per_group=10");
+    let hit = r#"stepview_http_answer_cache_total{outcome="hit"}"#;
+    let hits = || async { svc.metric(hit).await.unwrap_or(0.0) };
+    let (_, first) = svc.get(&query).await;
+    let before = hits().await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let (_, second) = svc.get(&query).await;
+    assert_eq!(hits().await, before + 1.0);
+    // The same answer but for what is per request: its id, and the running step's total_time.
+    assert_ne!(first["job_request_id"], second["job_request_id"]);
+    let total = |b: &Value| b["data"]["total_time"].as_i64().unwrap();
+    assert!(total(&second) > total(&first));
+    assert_eq!(
+        without_total_time(first["data"].clone()),
+        without_total_time(second["data"].clone())
+    );
+
+    // A change is seen by the next poll (not a hit), and that answer is kept in turn.
+    svc.apply(&[hr(result(900, 0, 0, 1, 9, "", 2))]);
+    let (_, changed) = svc.get(&query).await;
+    assert_eq!(hits().await, before + 1.0);
+    let statuses: Vec<i64> = changed["data"]["step_result_group_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["result_type"].as_i64().unwrap())
+        .collect();
+    assert_eq!(statuses, vec![5, 9]);
+    let (_, again) = svc.get(&query).await;
+    assert_eq!(hits().await, before + 2.0);
+    assert_eq!(
+        without_total_time(changed["data"].clone()),
+        without_total_time(again["data"].clone())
+    );
+}
+
+#[tokio::test]
 async fn another_scope_or_job_answers_like_a_missing_step() {
     let (_dir, svc) = service().await;
     svc.apply(&[step(900, 1, 2, 0, 1)]);

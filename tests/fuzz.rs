@@ -13,7 +13,7 @@ use common::*;
 use proptest::prelude::*;
 use std::sync::{Arc, OnceLock};
 use stepview::events::{check_key, decode, Event};
-use stepview::http::{self, AppState, Auth, QueryLimits};
+use stepview::http::{self, AnswerCache, AppState, Auth, QueryLimits};
 use stepview::service::Views;
 use stepview::simulate::{self, Workload};
 use tower::ServiceExt;
@@ -155,6 +155,11 @@ fn router() -> axum::Router {
                 metrics: Arc::clone(&views.sink.metrics),
                 health: Arc::clone(&views.sink.health),
                 limits: QueryLimits::new(2, std::time::Duration::from_secs(10)),
+                answers: Arc::new(AnswerCache::new(
+                    1 << 20,
+                    views.sink.metrics.answer_cache.with_label_values(&["hit"]),
+                    views.sink.metrics.answer_cache.with_label_values(&["miss"]),
+                )),
                 metrics_token: None,
                 cluster: None,
                 forwarder: None,

@@ -92,13 +92,16 @@ impl AppState {
     }
 }
 
-/// The step status answer to `q`, within the limits.
-pub async fn run_query(
+/// The step status answer to `q` in `lang`, rendered, within the limits: from the answer cache
+/// while the step has not changed.
+pub async fn run_answer(
     state: &Arc<AppState>,
     q: crate::query::StepQuery,
-) -> Result<crate::query::StepAnswer, QueryError> {
+    lang: super::i18n::Lang,
+) -> Result<Arc<super::render::RenderedStep>, QueryError> {
+    let answers = Arc::clone(&state.answers);
     run(state, q.is_expensive(), move |reader, cancel| {
-        reader.answer(&q, cancel)
+        answers.answer(reader, &q, lang, cancel)
     })
     .await
 }

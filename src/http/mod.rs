@@ -2,13 +2,15 @@
 //! long-polls), the server-sent events route, the sibling APIs, the live step page (`/`),
 //! `/openapi.json`, `/metrics`, `/healthz`, `/readyz`.
 //!
-//! Owns: routing, authentication, parameters, language, request ids, the JSON envelope, mapping
-//! every failure to api.md's codes (a panic too: never a bare 500), and how requests run: every
-//! read of the views on the blocking pool (the event loop only parses and writes), expensive
-//! queries a few at a time, each with a deadline, abandoned when the client goes away (`limits`).
+//! Owns: routing, authentication, parameters, language, request ids, the JSON envelope, rendered
+//! answers kept until their step changes (`answer_cache`), mapping every failure to api.md's
+//! codes (a panic too: never a bare 500), and how requests run: every read of the views on the
+//! blocking pool (the event loop only parses and writes), expensive queries a few at a time, each
+//! with a deadline, abandoned when the client goes away (`limits`).
 //! Must not: know how answers are computed or touch the views except through `query::Reader`,
 //! or change state.
 
+mod answer_cache;
 pub mod auth;
 mod error;
 pub mod forward;
@@ -20,6 +22,7 @@ mod siblings;
 mod status;
 mod stream;
 
+pub use answer_cache::AnswerCache;
 pub use auth::Auth;
 use auth::Caller;
 pub use limits::QueryLimits;
@@ -50,6 +53,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
     pub limits: QueryLimits,
+    /// Rendered status answers, kept until their step changes.
+    pub answers: Arc<AnswerCache>,
     /// SHA-256 of the bearer token `/metrics` wants, if any.
     pub metrics_token: Option<[u8; 32]>,
     /// On a shard: where queries go, and the client that forwards them.

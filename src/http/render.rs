@@ -4,12 +4,15 @@
 use super::error::ApiError;
 use super::i18n::{host_status_desc, Lang};
 use crate::events::JobEvent;
-use crate::events::ScopeType;
+use crate::events::{ScopeType, StepEvent};
 use crate::query::{
-    job_total_time, step_total_time, BatchLogAnswer, HostAnswer, HostLog, JobStep, StepAnswer,
+    job_total_time, step_total_time, BatchLogAnswer, HostAnswer, HostLog, JobStep, Position,
+    StepAnswer,
 };
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
+use std::sync::Arc;
 
 #[derive(Serialize)]
 struct Envelope<'a, T> {
@@ -32,7 +35,7 @@ struct StepOut<'a> {
     start_time: Option<i64>,
     end_time: Option<i64>,
     total_time: Option<i64>,
-    step_result_group_list: Vec<GroupOut<'a>>,
+    step_result_group_list: &'a RawValue,
 }
 
 #[derive(Serialize)]
@@ -81,19 +84,21 @@ fn host(host: &HostAnswer, lang: Lang) -> HostOut<'_> {
     }
 }
 
-pub fn success(answer: &StepAnswer, lang: Lang, request_id: &str, now_ms: i64) -> Vec<u8> {
-    let step = &answer.step;
-    let data = StepOut {
-        step_instance_id: step.step_instance_id,
-        execute_count: answer.execute_count,
-        name: &step.name,
-        step_type: step.step_type,
-        status: step.status,
-        create_time: step.create_time,
-        start_time: step.start_time,
-        end_time: step.end_time,
-        total_time: step_total_time(step, now_ms),
-        step_result_group_list: answer
+/// A `get_step_instance_status` answer rendered once: its groups as JSON (nearly all of the
+/// bytes), and the step that the rest of the body comes from. What differs per request (the
+/// request id, a running step's `total_time`) is written per request, so that one rendering can
+/// answer many polls (`answer_cache`).
+pub struct RenderedStep {
+    /// Where the step stood when the answer was read (its ETag).
+    pub position: Position,
+    pub step: Arc<StepEvent>,
+    execute_count: i32,
+    groups: Box<RawValue>,
+}
+
+impl RenderedStep {
+    pub fn of(answer: &StepAnswer, lang: Lang) -> RenderedStep {
+        let groups: Vec<GroupOut> = answer
             .groups
             .iter()
             .map(|g| GroupOut {
@@ -103,9 +108,38 @@ pub fn success(answer: &StepAnswer, lang: Lang, request_id: &str, now_ms: i64) -
                 host_size: g.host_size,
                 host_result_list: g.hosts.iter().map(|h| host(h, lang)).collect(),
             })
-            .collect(),
-    };
-    succeeded(data, request_id)
+            .collect();
+        let groups = serde_json::to_string(&groups).expect("groups always serialize");
+        RenderedStep {
+            position: answer.position,
+            step: Arc::clone(&answer.step),
+            execute_count: answer.execute_count,
+            groups: RawValue::from_string(groups).expect("serde_json wrote valid JSON"),
+        }
+    }
+
+    /// The response body, as api.md's "Response" gives it, at `now_ms`.
+    pub fn body(&self, request_id: &str, now_ms: i64) -> Vec<u8> {
+        let step = &self.step;
+        let data = StepOut {
+            step_instance_id: step.step_instance_id,
+            execute_count: self.execute_count,
+            name: &step.name,
+            step_type: step.step_type,
+            status: step.status,
+            create_time: step.create_time,
+            start_time: step.start_time,
+            end_time: step.end_time,
+            total_time: step_total_time(step, now_ms),
+            step_result_group_list: &self.groups,
+        };
+        succeeded(data, request_id)
+    }
+
+    /// Bytes held (the groups' JSON; the step is shared with the index).
+    pub fn weight(&self) -> usize {
+        self.groups.get().len() + std::mem::size_of::<RenderedStep>()
+    }
 }
 
 #[derive(Serialize)]

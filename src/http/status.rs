@@ -4,9 +4,10 @@
 
 use super::error::ApiError;
 use super::i18n::Lang;
-use super::limits::run_query;
+use super::limits::run_answer;
+use super::render::RenderedStep;
 use super::{count, json, query_of, render, request_id, to_api_error, AppState};
-use crate::query::{Position, QueryError, StepAnswer};
+use crate::query::{Position, QueryError};
 use axum::extract::{MatchedPath, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -41,7 +42,7 @@ impl Conditions {
 }
 
 enum Outcome {
-    Fresh(StepAnswer),
+    Fresh(Arc<RenderedStep>),
     /// The client has the answer: its ETag (never one older than it sent).
     NotModified(Position),
 }
@@ -56,10 +57,10 @@ pub async fn get(
     let lang = Lang::of(&headers);
     let request_id = request_id(&headers);
     let conditions = Conditions::of(&headers);
-    let outcome = respond(&state, &headers, raw, &conditions, &request_id).await;
+    let outcome = respond(&state, &headers, raw, lang, &conditions, &request_id).await;
     let mut resp = match &outcome {
         Ok(Outcome::Fresh(answer)) => {
-            let body = render::success(answer, lang, &request_id, crate::now_ms());
+            let body = answer.body(&request_id, crate::now_ms());
             let mut resp = json(StatusCode::OK, body, &request_id);
             validators(&mut resp, answer.position);
             resp
@@ -113,6 +114,7 @@ async fn respond(
     state: &Arc<AppState>,
     headers: &HeaderMap,
     raw: Option<String>,
+    lang: Lang,
     conditions: &Conditions,
     request_id: &str,
 ) -> Result<Outcome, ApiError> {
@@ -123,7 +125,7 @@ async fn respond(
     let mut waiter = deadline.map(|_| state.reader.waiter(q.step_instance_id));
     let _held = waiter.as_ref().map(|_| state.metrics.watching());
     loop {
-        let answer = run_query(state, q.clone()).await;
+        let answer = run_answer(state, q.clone(), lang).await;
         let stale = match &answer {
             Ok(a) => conditions
                 .seen

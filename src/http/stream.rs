@@ -4,7 +4,8 @@
 
 use super::error::ApiError;
 use super::i18n::Lang;
-use super::limits::run_query;
+use super::limits::run_answer;
+use super::render::RenderedStep;
 use super::{count, json, query_of, render, request_id, to_api_error, AppState, WATCH_ROUTE};
 use crate::metrics::Watching;
 use crate::query::{is_finished, Position, StepQuery, Waiter};
@@ -53,7 +54,7 @@ pub async fn watch(
         Err(e) => return failed(e),
     };
     let waiter = state.reader.waiter(q.step_instance_id);
-    let first = match run_query(&state, q.clone()).await {
+    let first = match run_answer(&state, q.clone(), lang).await {
         Ok(a) => a,
         Err(e) => return failed(to_api_error(&state, e, &request_id)),
     };
@@ -99,7 +100,7 @@ struct Events {
     sent: Option<Position>,
     sent_at: Option<tokio::time::Instant>,
     /// The answer read before the stream started.
-    first: Option<crate::query::StepAnswer>,
+    first: Option<Arc<RenderedStep>>,
     /// The last status sent showed the step finished: `end` comes next.
     end_next: bool,
     /// `end` (or an error) was sent: the stream closes.
@@ -128,7 +129,7 @@ impl Events {
                     if let Some(at) = self.sent_at {
                         tokio::time::sleep_until(at + COALESCE).await;
                     }
-                    match run_query(&self.state, self.q.clone()).await {
+                    match run_answer(&self.state, self.q.clone(), self.lang).await {
                         Ok(a) => a,
                         Err(e) => {
                             let e = to_api_error(&self.state, e, &self.request_id);
@@ -152,7 +153,7 @@ impl Events {
             self.sent = Some(answer.position);
             self.sent_at = Some(tokio::time::Instant::now());
             self.end_next = finished;
-            let body = render::success(&answer, self.lang, &self.request_id, crate::now_ms());
+            let body = answer.body(&self.request_id, crate::now_ms());
             let data = String::from_utf8(body).expect("JSON is UTF-8");
             return Some(
                 Event::default()

@@ -362,6 +362,17 @@ impl Index {
         self.steps.get(&step).map(|s| s.clone())
     }
 
+    /// The step's index if it is in memory (counted as a use); nothing is loaded.
+    pub fn resident(&self, step: i64) -> Option<Arc<StepIndex>> {
+        match self.slot(step)? {
+            Slot::Resident(index) => {
+                index.used.store(self.tick(), Ordering::Relaxed);
+                Some(index)
+            }
+            Slot::Loading(_) => None,
+        }
+    }
+
     /// The step's index, loaded from the store if it is not in memory; `None` when the store
     /// has no record of it (nothing is loaded for a step that does not exist).
     pub fn step(&self, step: i64, store: &Store) -> Result<Option<Arc<StepIndex>>> {

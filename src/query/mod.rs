@@ -54,7 +54,7 @@ pub fn is_finished(status: i32) -> bool {
 const CHEAP_CAP: i32 = 1000;
 
 /// A validated request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StepQuery {
     pub scope_type: ScopeType,
     pub scope_id: String,
@@ -183,6 +183,12 @@ impl Reader {
     /// with.
     pub fn waiter(&self, step: i64) -> Waiter {
         self.watches.waiter(step)
+    }
+
+    /// Where a step that is in memory stands now (its ETag); `None` when it is not in memory.
+    /// Loads nothing and reads no store: what a cache of answers checks its entries against.
+    pub fn position_of(&self, step: i64) -> Option<Position> {
+        self.index.resident(step).map(|index| index.changed_at())
     }
 
     /// The answer to `q` (blocking: see the module comment). A step that is not in memory is

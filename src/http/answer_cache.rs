@@ -1,0 +1,80 @@
+//! Rendered `get_step_instance_status` answers, kept while their step stays where it was: a
+//! repeated poll between two changes of a step costs a lookup and a copy of bytes instead of a
+//! query and a rendering. An entry serves while its step is in memory at the position it was
+//! read at; every change of a step moves its position, and a step that leaves memory (evicted,
+//! expired, handed to another shard) serves nothing from here until it is read again.
+//!
+//! Owns: the entries, within `http.answer_cache_mb`, and their hit and miss counts. Must not:
+//! decide answers (`query` does), keep a failed one, or change what a client receives: a hit is
+//! the same body the query would give (`RenderedStep` writes the per-request parts).
+
+use super::i18n::Lang;
+use super::render::RenderedStep;
+use crate::query::{Cancel, QueryError, Reader, StepQuery};
+use prometheus::IntCounter;
+use quick_cache::sync::Cache;
+use quick_cache::Weighter;
+use std::sync::Arc;
+
+type Key = (StepQuery, Lang);
+
+pub struct AnswerCache {
+    /// `None`: the cache is off (`http.answer_cache_mb = 0`).
+    entries: Option<Cache<Key, Arc<RenderedStep>, ByBytes>>,
+    /// Larger answers are not kept (uncapped answers of big steps would push out many polls).
+    most_bytes_per_entry: usize,
+    hits: IntCounter,
+    misses: IntCounter,
+}
+
+#[derive(Clone)]
+struct ByBytes;
+
+impl Weighter<Key, Arc<RenderedStep>> for ByBytes {
+    fn weight(&self, _: &Key, answer: &Arc<RenderedStep>) -> u64 {
+        answer.weight() as u64
+    }
+}
+
+/// A guess of a typical entry's size, for the cache's initial table.
+const TYPICAL_ENTRY_BYTES: usize = 16 << 10;
+
+impl AnswerCache {
+    /// A cache of at most `bytes` of answers (0: off), counting into `hits` and `misses`.
+    pub fn new(bytes: usize, hits: IntCounter, misses: IntCounter) -> AnswerCache {
+        let entries = (bytes > 0)
+            .then(|| Cache::with_weighter(bytes / TYPICAL_ENTRY_BYTES + 16, bytes as u64, ByBytes));
+        AnswerCache {
+            entries,
+            most_bytes_per_entry: bytes / 16,
+            hits,
+            misses,
+        }
+    }
+
+    /// The answer to `q` in `lang`, rendered (blocking: it may run the query).
+    pub fn answer(
+        &self,
+        reader: &Reader,
+        q: &StepQuery,
+        lang: Lang,
+        cancel: &Cancel,
+    ) -> Result<Arc<RenderedStep>, QueryError> {
+        let Some(entries) = &self.entries else {
+            return Ok(Arc::new(RenderedStep::of(&reader.answer(q, cancel)?, lang)));
+        };
+        let key = (q.clone(), lang);
+        if let Some(kept) = entries.get(&key) {
+            if reader.position_of(q.step_instance_id) == Some(kept.position) {
+                self.hits.inc();
+                return Ok(kept);
+            }
+        }
+        self.misses.inc();
+        let rendered = Arc::new(RenderedStep::of(&reader.answer(q, cancel)?, lang));
+        if rendered.weight() <= self.most_bytes_per_entry {
+            entries.insert(key, Arc::clone(&rendered));
+        }
+        Ok(rendered)
+    }
+}
