@@ -10,7 +10,7 @@
 
 use super::i18n::Lang;
 use super::render::RenderedStep;
-use crate::query::{Cancel, QueryError, Reader, StepQuery};
+use crate::query::{Reader, StepAnswer, StepQuery};
 use prometheus::IntCounter;
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
@@ -52,29 +52,26 @@ impl AnswerCache {
         }
     }
 
-    /// The answer to `q` in `lang`, rendered (blocking: it may run the query).
-    pub fn answer(
-        &self,
-        reader: &Reader,
-        q: &StepQuery,
-        lang: Lang,
-        cancel: &Cancel,
-    ) -> Result<Arc<RenderedStep>, QueryError> {
-        let Some(entries) = &self.entries else {
-            return Ok(Arc::new(RenderedStep::of(&reader.answer(q, cancel)?, lang)));
-        };
-        let key = (q.clone(), lang);
-        if let Some(kept) = entries.get(&key) {
-            if reader.position_of(q.step_instance_id) == Some(kept.position) {
-                self.hits.inc();
-                return Ok(kept);
+    /// The kept answer to `q` in `lang` if its step has not changed since (a view read: on the
+    /// blocking pool).
+    pub fn get(&self, reader: &Reader, q: &StepQuery, lang: Lang) -> Option<Arc<RenderedStep>> {
+        let kept = self.entries.as_ref()?.get(&(q.clone(), lang))?;
+        let unchanged = reader.position_of(q.step_instance_id) == Some(kept.position);
+        unchanged.then(|| {
+            self.hits.inc();
+            kept
+        })
+    }
+
+    /// Renders a fresh answer to `q` in `lang`, and keeps it.
+    pub fn render(&self, q: StepQuery, lang: Lang, answer: &StepAnswer) -> Arc<RenderedStep> {
+        let rendered = Arc::new(RenderedStep::of(answer, lang));
+        if let Some(entries) = &self.entries {
+            self.misses.inc();
+            if rendered.weight() <= self.most_bytes_per_entry {
+                entries.insert((q, lang), Arc::clone(&rendered));
             }
         }
-        self.misses.inc();
-        let rendered = Arc::new(RenderedStep::of(&reader.answer(q, cancel)?, lang));
-        if rendered.weight() <= self.most_bytes_per_entry {
-            entries.insert(key, Arc::clone(&rendered));
-        }
-        Ok(rendered)
+        rendered
     }
 }
