@@ -93,6 +93,27 @@ fn bare_consume(brokers: &str, topic: &str, n: usize, persist: bool) -> f64 {
     (n - 1) as f64 / first.unwrap().elapsed().as_secs_f64()
 }
 
+/// CPU seconds used so far by the whole machine (busy time over all cores: the broker's too)
+/// and by this process (stepview's threads, when it is the one running).
+fn cpu_seconds() -> (f64, f64) {
+    const TICKS: f64 = 100.0; // USER_HZ
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let all: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let busy = all.iter().sum::<f64>() - all[3] - all[4]; // but idle and iowait
+    let own = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = own.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let (utime, stime): (f64, f64) = (fields[11].parse().unwrap(), fields[12].parse().unwrap());
+    (busy / TICKS, (utime + stime) / TICKS)
+}
+
 struct Running {
     views: Views,
     shutdown: Shutdown,
@@ -172,6 +193,7 @@ fn main() {
     simulate::produce(&brokers, &topic, &simulate::to_messages(&events), 0, true).unwrap();
 
     let (mut bare, mut persisting, mut ours) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut machine_cores, mut stepview_cores) = (Vec::new(), Vec::new());
     for run in 1..=3 {
         bare.push(bare_consume(&brokers, &topic, n, false));
         persisting.push(bare_consume(&brokers, &topic, n, true));
@@ -184,10 +206,14 @@ fn main() {
             }
             std::thread::sleep(Duration::from_micros(500));
         };
+        let cpu_t0 = cpu_seconds();
         while s.stored(&topic) < n as i64 {
             std::thread::sleep(Duration::from_millis(1));
         }
-        ours.push((n as i64 - at_t0) as f64 / t0.elapsed().as_secs_f64());
+        let (cpu, wall) = (cpu_seconds(), t0.elapsed().as_secs_f64());
+        ours.push((n as i64 - at_t0) as f64 / wall);
+        machine_cores.push((cpu.0 - cpu_t0.0) / wall);
+        stepview_cores.push((cpu.1 - cpu_t0.1) / wall);
         s.stop();
         eprintln!(
             "  run {run}/3: bare {:.0}/s, bare + RocksDB {:.0}/s, stepview {:.0}/s",
@@ -212,6 +238,13 @@ fn main() {
         p / b
     );
     println!("ratio stepview / bare + RocksDB : {:>10.2}", o / p);
+    println!(
+        "CPU while stepview ingests       : {:.2} cores busy of {} (broker included), stepview's \
+         threads {:.2} (medians)",
+        median(machine_cores),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        median(stepview_cores)
+    );
 
     // Freshness under a steady 10 000 events/s.
     let live_topic = topic_name("fresh");
