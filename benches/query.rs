@@ -243,8 +243,10 @@ fn main() {
         let a = warm.answer(&full, &never).unwrap();
         let hosts: usize = a.groups.iter().map(|g| g.hosts.len()).sum();
         assert_eq!(hosts as i64, HOSTS);
-        let body = stepview::http::render::RenderedStep::of(&a, stepview::http::i18n::Lang::Zh)
-            .body("bench", 0);
+        // Rendered once, as an answer too large for the answer cache is.
+        let body =
+            stepview::http::render::RenderedStep::of(a, stepview::http::i18n::Lang::Zh, false)
+                .body("bench", 0);
         std::hint::black_box(body);
         full_ms.push(t.elapsed().as_secs_f64() * 1e3);
         let t = Instant::now();

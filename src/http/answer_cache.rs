@@ -38,6 +38,9 @@ impl Weighter<Key, Arc<RenderedStep>> for ByBytes {
 
 /// A guess of a typical entry's size, for the cache's initial table.
 const TYPICAL_ENTRY_BYTES: usize = 16 << 10;
+/// About what one host of an answer renders to (benches/http: 169 KB for 600 hosts): answers
+/// estimated larger than an entry may be are not rendered for keeping.
+const HOST_JSON_BYTES: usize = 300;
 
 impl AnswerCache {
     /// A cache of at most `bytes` of answers (0: off), counting into `hits` and `misses`.
@@ -63,14 +66,17 @@ impl AnswerCache {
         })
     }
 
-    /// Renders a fresh answer to `q` in `lang`, and keeps it.
-    pub fn render(&self, q: StepQuery, lang: Lang, answer: &StepAnswer) -> Arc<RenderedStep> {
-        let rendered = Arc::new(RenderedStep::of(answer, lang));
-        if let Some(entries) = &self.entries {
-            self.misses.inc();
-            if rendered.weight() <= self.most_bytes_per_entry {
-                entries.insert((q, lang), Arc::clone(&rendered));
-            }
+    /// A fresh answer to `q` in `lang`, rendered and kept unless it is too large to keep.
+    pub fn render(&self, q: StepQuery, lang: Lang, answer: StepAnswer) -> Arc<RenderedStep> {
+        let Some(entries) = &self.entries else {
+            return Arc::new(RenderedStep::of(answer, lang, false));
+        };
+        self.misses.inc();
+        let hosts: usize = answer.groups.iter().map(|g| g.hosts.len()).sum();
+        let keep = hosts * HOST_JSON_BYTES <= self.most_bytes_per_entry;
+        let rendered = Arc::new(RenderedStep::of(answer, lang, keep));
+        if keep && rendered.weight() <= self.most_bytes_per_entry {
+            entries.insert((q, lang), Arc::clone(&rendered));
         }
         rendered
     }

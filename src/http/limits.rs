@@ -116,6 +116,6 @@ pub async fn run_answer(
     .await?;
     Ok(match found {
         Found::Kept(kept) => kept,
-        Found::Fresh(answer) => state.answers.render(q, lang, &answer),
+        Found::Fresh(answer) => state.answers.render(q, lang, answer),
     })
 }

@@ -6,8 +6,8 @@ use super::i18n::{host_status_desc, Lang};
 use crate::events::JobEvent;
 use crate::events::{ScopeType, StepEvent};
 use crate::query::{
-    job_total_time, step_total_time, BatchLogAnswer, HostAnswer, HostLog, JobStep, Position,
-    StepAnswer,
+    job_total_time, step_total_time, BatchLogAnswer, GroupAnswer, HostAnswer, HostLog, JobStep,
+    Position, StepAnswer,
 };
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -24,7 +24,7 @@ struct Envelope<'a, T> {
 }
 
 #[derive(Serialize)]
-struct StepOut<'a> {
+struct StepOut<'a, G> {
     step_instance_id: i64,
     execute_count: i32,
     name: &'a str,
@@ -35,7 +35,7 @@ struct StepOut<'a> {
     start_time: Option<i64>,
     end_time: Option<i64>,
     total_time: Option<i64>,
-    step_result_group_list: &'a RawValue,
+    step_result_group_list: G,
 }
 
 #[derive(Serialize)]
@@ -84,42 +84,67 @@ fn host(host: &HostAnswer, lang: Lang) -> HostOut<'_> {
     }
 }
 
-/// A `get_step_instance_status` answer rendered once: its groups as JSON (nearly all of the
-/// bytes), and the step that the rest of the body comes from. What differs per request (the
-/// request id, a running step's `total_time`) is written per request, so that one rendering can
+/// A `get_step_instance_status` answer ready to be written: the step that the body's head comes
+/// from, and its groups (nearly all of the bytes). What differs per request (the request id, a
+/// running step's `total_time`) is written per request, so that one rendering of the groups can
 /// answer many polls (`answer_cache`).
 pub struct RenderedStep {
     /// Where the step stood when the answer was read (its ETag).
     pub position: Position,
     pub step: Arc<StepEvent>,
     execute_count: i32,
-    groups: Box<RawValue>,
+    groups: Groups,
+}
+
+/// The groups as JSON, rendered once for an answer that is kept; or as read, for an answer sent
+/// once (rendering a 24-MB answer to JSON and then into its body took a tenth of its time).
+enum Groups {
+    Json(Box<RawValue>),
+    Read(Vec<GroupAnswer>, Lang),
+}
+
+fn group_outs(groups: &[GroupAnswer], lang: Lang) -> Vec<GroupOut<'_>> {
+    groups
+        .iter()
+        .map(|g| GroupOut {
+            result_type: g.status,
+            result_type_desc: host_status_desc(g.status, lang),
+            tag: &g.tag,
+            host_size: g.host_size,
+            host_result_list: g.hosts.iter().map(|h| host(h, lang)).collect(),
+        })
+        .collect()
 }
 
 impl RenderedStep {
-    pub fn of(answer: &StepAnswer, lang: Lang) -> RenderedStep {
-        let groups: Vec<GroupOut> = answer
-            .groups
-            .iter()
-            .map(|g| GroupOut {
-                result_type: g.status,
-                result_type_desc: host_status_desc(g.status, lang),
-                tag: &g.tag,
-                host_size: g.host_size,
-                host_result_list: g.hosts.iter().map(|h| host(h, lang)).collect(),
-            })
-            .collect();
+    /// `keep`: the groups are rendered to JSON now, for many bodies; else at `body`, once.
+    pub fn of(answer: StepAnswer, lang: Lang, keep: bool) -> RenderedStep {
+        let groups = if keep {
+            let json = group_outs(&answer.groups, lang);
+            // Not `RawValue::from_string`: it parses what it is given again.
+            Groups::Json(serde_json::value::to_raw_value(&json).expect("groups always serialize"))
+        } else {
+            Groups::Read(answer.groups, lang)
+        };
         RenderedStep {
             position: answer.position,
-            step: Arc::clone(&answer.step),
+            step: answer.step,
             execute_count: answer.execute_count,
-            // Not `RawValue::from_string`: it parses what it is given again.
-            groups: serde_json::value::to_raw_value(&groups).expect("groups always serialize"),
+            groups,
         }
     }
 
     /// The response body, as api.md's "Response" gives it, at `now_ms`.
     pub fn body(&self, request_id: &str, now_ms: i64) -> Vec<u8> {
+        match &self.groups {
+            Groups::Json(json) => self.body_with(&**json, request_id, now_ms),
+            Groups::Read(groups, lang) => {
+                self.body_with(group_outs(groups, *lang), request_id, now_ms)
+            }
+        }
+    }
+
+    fn body_with<G: Serialize>(&self, groups: G, request_id: &str, now_ms: i64) -> Vec<u8> {
         let step = &self.step;
         let data = StepOut {
             step_instance_id: step.step_instance_id,
@@ -131,14 +156,18 @@ impl RenderedStep {
             start_time: step.start_time,
             end_time: step.end_time,
             total_time: step_total_time(step, now_ms),
-            step_result_group_list: &self.groups,
+            step_result_group_list: groups,
         };
         succeeded(data, request_id)
     }
 
-    /// Bytes held (the groups' JSON; the step is shared with the index).
+    /// Bytes held by rendered groups (the step is shared with the index); 0 for groups as read,
+    /// which are never kept.
     pub fn weight(&self) -> usize {
-        self.groups.get().len() + std::mem::size_of::<RenderedStep>()
+        match &self.groups {
+            Groups::Json(json) => json.get().len() + std::mem::size_of::<RenderedStep>(),
+            Groups::Read(..) => 0,
+        }
     }
 }
 
