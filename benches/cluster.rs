@@ -10,6 +10,9 @@
 //! Needs a broker: `ops/broker.sh start`, then `cargo bench --bench cluster`
 //! (STEPVIEW_BENCH_BROKERS=host:port).
 
+mod common;
+
+use common::free_port;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use stepview::config::KafkaConfig;
@@ -32,11 +35,7 @@ impl Drop for Shard {
 
 fn start(brokers: &str, topic: &str, set: &str) -> Shard {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let child = Command::new(env!("CARGO_BIN_EXE_stepview"))
         .args(["serve", "--auth", "false", "--ready-max-lag", "0"])

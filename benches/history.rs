@@ -14,6 +14,9 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod common;
+
+use common::free_port;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use stepview::config::Config;
@@ -113,14 +116,6 @@ fn fill(dir: &std::path::Path, rows: i64) -> usize {
     eprintln!();
     views.store.flush().unwrap();
     steps
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The service binary under test, copied at start: a build during the run (the target

@@ -8,6 +8,9 @@
 //! Driven by wrk (one thread, 32 connections; BENCH_SECONDS=10 each). `benches/http.sh`
 //! installs wrk when it is missing and runs this; or `cargo bench --bench http`.
 
+mod common;
+
+use common::free_port;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -49,14 +52,6 @@ fn stepview(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_stepview"));
     c.args(args).env("STEPVIEW_LOG", "warn");
     c
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Service(Child);

@@ -85,11 +85,7 @@ fn json_logs_carry_the_request_id_and_never_a_secret() {
         digest.trim()
     );
     std::fs::write(&config, app).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let data = dir.path().join("data");
     let listen = format!("127.0.0.1:{port}");
     let child = Command::new(env!("CARGO_BIN_EXE_stepview"))

@@ -25,11 +25,7 @@ struct Shard {
 impl Shard {
     fn start(topic: &str, set: &str) -> Shard {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let base = format!("http://127.0.0.1:{port}");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_stepview"))
             .args(["serve", "--auth", "false", "--ready-max-lag", "0"])

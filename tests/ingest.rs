@@ -483,14 +483,6 @@ fn spawn_serve_with(
         .unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Per-partition consumer lag as `/metrics` reports it, once every partition has a figure.
 async fn reported_lag(port: u16) -> Option<HashMap<String, i64>> {
     let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))

@@ -223,11 +223,7 @@ impl Broker {
     /// Starts a broker on a free port and waits until it accepts connections. Call it from a
     /// thread that outlives the broker (not from `spawn_blocking`).
     pub fn start() -> Broker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let mut cmd = std::process::Command::new("tansu");
         cmd.args([
@@ -308,6 +304,15 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
 pub fn without_total_time(mut data: Value) -> Value {
     data["total_time"] = Value::Null;
     data
+}
+
+/// A TCP port that is free on this machine now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A topic name no other test uses.
