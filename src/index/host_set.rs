@@ -61,27 +61,22 @@ impl HostSet {
         let chunk_before = self.chunks[i].capacity() * 8;
         let mut after = 0;
         if self.chunks[i].len() < CHUNK {
-            let chunk = &mut self.chunks[i];
-            if chunk.len() == chunk.capacity() {
-                // Grow by an eighth of a chunk at most (Vec would double): chunks that fill in
-                // random order stay about nine tenths full.
-                chunk.reserve_exact(chunk.len().clamp(1, CHUNK / 8));
-            }
-            chunk.insert(pos, host);
+            insert_at(&mut self.chunks[i], pos, host);
             after += self.chunks[i].capacity() * 8;
-        } else if pos == CHUNK && i == self.chunks.len() - 1 {
-            // Ids mostly arrive ascending (targets, loads): start a new chunk and leave this
-            // one full.
+        } else if pos == CHUNK {
+            // Past the end of a full chunk, so of the last one: ids mostly arrive ascending
+            // (targets, loads): start a new chunk and leave this one full.
             self.chunks.push(vec![host]);
             after += chunk_before + self.chunks[i + 1].capacity() * 8;
         } else {
+            // Split a full chunk in two halves that hold what they need (split_off gives the
+            // right one its exact size) and take the new id in one of them.
             let mut right = self.chunks[i].split_off(CHUNK / 2);
-            // Both halves at half capacity: they grow back only as ids arrive.
             self.chunks[i].shrink_to_fit();
             if pos <= CHUNK / 2 {
-                self.chunks[i].insert(pos, host);
+                insert_at(&mut self.chunks[i], pos, host);
             } else {
-                right.insert(pos - CHUNK / 2, host);
+                insert_at(&mut right, pos - CHUNK / 2, host);
             }
             after += self.chunks[i].capacity() * 8 + right.capacity() * 8;
             self.chunks.insert(i + 1, right);
@@ -100,39 +95,58 @@ impl HostSet {
             return (false, 0);
         };
         self.len -= 1;
-        let before = self.heap_bytes() as i64;
+        // Only the chunk and its neighbours change: their bytes, and the outer vector's.
+        let (lo, hi) = (i.saturating_sub(1), (i + 1).min(self.chunks.len() - 1));
+        let bytes = |chunks: &[Vec<i64>], outer: usize| {
+            (outer * CHUNK_HEADER + chunks.iter().map(|c| c.capacity() * 8).sum::<usize>()) as i64
+        };
+        let before = bytes(&self.chunks[lo..=hi], self.chunks.capacity());
         self.chunks[i].remove(pos);
-        let chunk = &mut self.chunks[i];
-        if chunk.is_empty() {
+        let mut gone = 0;
+        if self.chunks[i].is_empty() {
             self.chunks.remove(i);
-            if self.chunks.is_empty() {
-                self.chunks = Vec::new();
+            gone = 1;
+        } else {
+            // A draining chunk gives back what it no longer uses (at least half of its
+            // capacity stays in use).
+            let chunk = &mut self.chunks[i];
+            if chunk.capacity() >= 2 * chunk.len() + CHUNK / 8 {
+                chunk.shrink_to(chunk.len() + CHUNK / 16);
             }
-            return (true, before - self.heap_bytes() as i64);
-        }
-        // A draining chunk gives back what it no longer uses (at least half of its capacity
-        // stays in use).
-        if chunk.capacity() >= 2 * chunk.len() + CHUNK / 8 {
-            chunk.shrink_to(chunk.len() + CHUNK / 16);
-        }
-        if self.chunks[i].len() < CHUNK / 4 {
-            // Merge a thin chunk into a neighbour that has room, so that removals in any order
-            // keep chunks at least a quarter full on average.
-            let fits = |j: usize| self.chunks[i].len() + self.chunks[j].len() <= CHUNK;
-            let pair = if i + 1 < self.chunks.len() && fits(i + 1) {
-                Some(i)
-            } else if i > 0 && fits(i - 1) {
-                Some(i - 1)
-            } else {
-                None
-            };
-            if let Some(left) = pair {
-                let right = self.chunks.remove(left + 1);
-                self.chunks[left].extend(right);
+            if chunk.len() < CHUNK / 4 {
+                // Merge a thin chunk into a neighbour that has room, so that removals in any
+                // order keep chunks at least a quarter full on average.
+                let fits = |j: usize| self.chunks[i].len() + self.chunks[j].len() <= CHUNK;
+                let pair = if i + 1 < self.chunks.len() && fits(i + 1) {
+                    Some(i)
+                } else if i > 0 && fits(i - 1) {
+                    Some(i - 1)
+                } else {
+                    None
+                };
+                if let Some(left) = pair {
+                    let right = self.chunks.remove(left + 1);
+                    self.chunks[left].extend(right);
+                    gone = 1;
+                }
             }
         }
-        (true, before - self.heap_bytes() as i64)
+        if self.chunks.is_empty() {
+            self.chunks = Vec::new();
+        }
+        let after = bytes(&self.chunks[lo..hi + 1 - gone], self.chunks.capacity());
+        (true, before - after)
     }
+}
+
+/// Inserts into a chunk that has room, growing it by an eighth of a chunk at most (Vec would
+/// double it): chunks that fill in random order stay about nine tenths full, and none holds
+/// more than [`CHUNK`] ids' room.
+fn insert_at(chunk: &mut Vec<i64>, pos: usize, host: i64) {
+    if chunk.len() == chunk.capacity() {
+        chunk.reserve_exact(chunk.len().clamp(1, CHUNK / 8).min(CHUNK - chunk.len()));
+    }
+    chunk.insert(pos, host);
 }
 
 #[cfg(test)]
@@ -173,7 +187,10 @@ mod tests {
             assert_eq!(set.len(), model.len());
         }
         assert!(set.iter().eq(model.iter().copied()));
-        assert!(set.chunks.iter().all(|c| !c.is_empty() && c.len() <= CHUNK));
+        assert!(set
+            .chunks
+            .iter()
+            .all(|c| !c.is_empty() && c.len() <= CHUNK && c.capacity() <= CHUNK));
     }
 
     #[test]
