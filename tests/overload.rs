@@ -202,6 +202,52 @@ async fn a_client_that_goes_away_stops_its_scan_and_frees_its_turn() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_answer_to_an_expensive_query_waits_for_no_turn() {
+    // One turn for expensive queries, and four keyword scans queued for it.
+    let (_dir, svc) = service_with(|c| c.http.max_expensive_queries = 1).await;
+    for batch in big_step(BIG, 30_000, 8_000).chunks(2000) {
+        svc.apply(batch);
+    }
+    let kept = q(BIG, "search_ip=10.0.0.1&max_host_num_per_group=1");
+    let (_, first) = svc.get(&kept).await; // computed in a turn, then kept
+    assert_eq!(first["code"], 0);
+    let scans: Vec<_> = (0..4)
+        .map(|i| {
+            let (client, base) = (svc.client.clone(), svc.base.clone());
+            let url = format!(
+                "{base}/api/v3/get_step_instance_status?{}",
+                q(BIG, &format!("keyword=never-there-{i}"))
+            );
+            tokio::spawn(async move {
+                let resp = client
+                    .get(url)
+                    .header("X-Bkapi-Authorization", auth_header(APP, SECRET))
+                    .send()
+                    .await
+                    .unwrap();
+                resp.status().as_u16()
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let hits = r#"stepview_http_answer_cache_total{outcome="hit"}"#;
+    let before = svc.metric(hits).await.unwrap_or(0.0);
+    let (_, again) = svc.get(&kept).await;
+    assert!(
+        scans.iter().any(|s| !s.is_finished()),
+        "the kept answer came only after every queued scan"
+    );
+    assert_eq!(
+        without_total_time(again["data"].clone()),
+        without_total_time(first["data"].clone())
+    );
+    assert_eq!(svc.metric(hits).await, Some(before + 1.0));
+    for scan in scans {
+        assert_eq!(scan.await.unwrap(), 200);
+    }
+}
+
 #[tokio::test]
 async fn metrics_can_require_a_bearer_token() {
     use sha2::Digest;

@@ -75,8 +75,15 @@ impl AnswerCache {
         let hosts: usize = answer.groups.iter().map(|g| g.hosts.len()).sum();
         let keep = hosts * HOST_JSON_BYTES <= self.most_bytes_per_entry;
         let rendered = Arc::new(RenderedStep::of(answer, lang, keep));
-        if keep && rendered.weight() <= self.most_bytes_per_entry {
-            entries.insert((q, lang), Arc::clone(&rendered));
+        let key = (q, lang);
+        // The first answer kept at a position stays: while apply places a batch, before it
+        // moves the step's position, answers read at the same position may differ, and one
+        // computed earlier but finished later must not replace a newer one.
+        let first = entries
+            .get(&key)
+            .is_none_or(|kept| kept.position != rendered.position);
+        if keep && first && rendered.weight() <= self.most_bytes_per_entry {
+            entries.insert(key, Arc::clone(&rendered));
         }
         rendered
     }

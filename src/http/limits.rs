@@ -104,18 +104,30 @@ pub async fn run_answer(
     enum Found {
         Kept(Arc<super::render::RenderedStep>),
         Fresh(crate::query::StepAnswer),
+        /// Not kept, and expensive: computed in a turn of its own.
+        Expensive,
     }
     let answers = Arc::clone(&state.answers);
-    let asked = q.clone();
-    let found = run(state, q.is_expensive(), move |reader, cancel| match answers
-        .get(reader, &asked, lang)
-    {
-        Some(kept) => Ok(Found::Kept(kept)),
-        None => reader.answer(&asked, cancel).map(Found::Fresh),
+    let (asked, expensive) = (q.clone(), q.is_expensive());
+    // A kept answer costs no turn, however expensive its query was.
+    let found = run(state, false, move |reader, cancel| {
+        match answers.get(reader, &asked, lang) {
+            Some(kept) => Ok(Found::Kept(kept)),
+            None if expensive => Ok(Found::Expensive),
+            None => reader.answer(&asked, cancel).map(Found::Fresh),
+        }
     })
     .await?;
-    Ok(match found {
-        Found::Kept(kept) => kept,
-        Found::Fresh(answer) => state.answers.render(q, lang, answer),
-    })
+    let answer = match found {
+        Found::Kept(kept) => return Ok(kept),
+        Found::Fresh(answer) => answer,
+        Found::Expensive => {
+            let asked = q.clone();
+            run(state, true, move |reader, cancel| {
+                reader.answer(&asked, cancel)
+            })
+            .await?
+        }
+    };
+    Ok(state.answers.render(q, lang, answer))
 }
