@@ -70,7 +70,7 @@ async fn check_all(svc: &TestService, events: &[Event], steps: &[(i64, i64)], bu
 async fn every_step_answers_as_the_model_says_loaded_evicted_reloaded_and_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
-    // All ~200 steps take well over the 2 MiB budget (8 to 13 bytes per host row), so steps
+    // All ~200 steps take well over the 2 MiB budget (8 to 12.5 bytes per host row), so steps
     // keep leaving and coming back.
     config.index.memory_mb = 2;
     let budget = (2 << 20) as f64;
