@@ -70,6 +70,16 @@ announce_first_build() {
   fi
 }
 
+# Test and benchmark binaries pile up in the shared build directory, about 400 MB each: every
+# clone at another path (CI's) links a new set, and an old set is never read again. Those not
+# rebuilt for a day go (proc-macro libraries stay: everything depends on them); cargo links again
+# any it still needs. (The directory once filled a disk.)
+prune_build_dir() {
+  local deps="$CARGO_TARGET_DIR/release/deps"
+  [ -d "$deps" ] || return 0
+  find "$deps" -maxdepth 1 -type f -executable ! -name '*.so' -mmin +1440 -delete 2>/dev/null || true
+}
+
 # The local Kafka-protocol broker (Tansu, from crates.io), decided by what cargo installed.
 tansu_installed() {
   cargo install --list 2>/dev/null | grep -q "^tansu v$TANSU_VERSION:" && command -v tansu >/dev/null

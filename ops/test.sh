@@ -9,6 +9,7 @@ ensure_packages prometheus chromium
 ensure_python_packages
 announce_first_build
 ensure_tansu
+prune_build_dir
 
 export STEPVIEW_BROKER_PORT="${STEPVIEW_TEST_BROKER_PORT:-19092}"
 "$STEPVIEW_ROOT/ops/broker.sh" start
