@@ -28,9 +28,10 @@ use auth::Caller;
 pub use limits::QueryLimits;
 
 use crate::cluster::Cluster;
+use crate::events::ScopeType;
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::query::{QueryError, Reader, StepQuery};
+use crate::query::{BatchLogQuery, JobQuery, LogQuery, QueryError, Reader, StepQuery};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -127,16 +128,43 @@ fn authenticated<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<Caller<
     state.auth.authenticate(headers).ok_or(ApiError::AuthFailed)
 }
 
-/// Authentication, parameters and scope: the request's query, or the error to answer at once.
+/// Parameters that name the scope they read, which the caller must be allowed.
+trait Scoped {
+    fn scope(&self) -> (ScopeType, &str);
+}
+
+macro_rules! scoped {
+    ($($query:ty),*) => {$(
+        impl Scoped for $query {
+            fn scope(&self) -> (ScopeType, &str) {
+                (self.scope_type, &self.scope_id)
+            }
+        }
+    )*};
+}
+scoped!(StepQuery, JobQuery, LogQuery, BatchLogQuery);
+
+/// Authentication, parameters and scope, in that order (api.md's order of errors): the
+/// request's parameters, or the error to answer at once.
+fn authorized<Q: Scoped>(
+    state: &AppState,
+    headers: &HeaderMap,
+    parse: impl FnOnce() -> Result<Q, ApiError>,
+) -> Result<Q, ApiError> {
+    let caller = authenticated(state, headers)?;
+    let q = parse()?;
+    let (scope_type, scope_id) = q.scope();
+    caller.check_scope(scope_type, scope_id)?;
+    Ok(q)
+}
+
+/// The step status query of a request, authorized.
 fn query_of(
     state: &AppState,
     headers: &HeaderMap,
     raw: Option<String>,
 ) -> Result<StepQuery, ApiError> {
-    let caller = authenticated(state, headers)?;
-    let q = params::step_query(raw.as_deref())?;
-    caller.check_scope(q.scope_type, &q.scope_id)?;
-    Ok(q)
+    authorized(state, headers, || params::step_query(raw.as_deref()))
 }
 
 fn to_api_error(state: &AppState, e: QueryError, request_id: &str) -> ApiError {

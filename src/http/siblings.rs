@@ -5,7 +5,7 @@
 use super::error::ApiError;
 use super::i18n::Lang;
 use super::limits::run;
-use super::{authenticated, count, json, params, render, request_id, to_api_error, AppState};
+use super::{authorized, count, json, params, render, request_id, to_api_error, AppState};
 use axum::body::Bytes;
 use axum::extract::{MatchedPath, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -52,9 +52,7 @@ pub async fn job_status(
 ) -> Response {
     let request_id = request_id(&headers);
     respond(&state, route.as_str(), &headers, async {
-        let caller = authenticated(&state, &headers)?;
-        let q = params::job_query(raw.as_deref())?;
-        caller.check_scope(q.scope_type, &q.scope_id)?;
+        let q = authorized(&state, &headers, || params::job_query(raw.as_deref()))?;
         let lookup = q.clone();
         let job = run(&state, false, move |r, _| r.job(&lookup))
             .await
@@ -120,9 +118,7 @@ pub async fn job_steps(
 ) -> Response {
     let request_id = request_id(&headers);
     respond(&state, route.as_str(), &headers, async {
-        let caller = authenticated(&state, &headers)?;
-        let q = params::job_query(raw.as_deref())?;
-        caller.check_scope(q.scope_type, &q.scope_id)?;
+        let q = authorized(&state, &headers, || params::job_query(raw.as_deref()))?;
         let steps = local_steps(&state, q, &request_id).await?;
         Ok(render::job_part(steps, &request_id))
     })
@@ -137,9 +133,7 @@ pub async fn ip_log(
 ) -> Response {
     let request_id = request_id(&headers);
     respond(&state, route.as_str(), &headers, async {
-        let caller = authenticated(&state, &headers)?;
-        let q = params::log_query(raw.as_deref())?;
-        caller.check_scope(q.scope_type, &q.scope_id)?;
+        let q = authorized(&state, &headers, || params::log_query(raw.as_deref()))?;
         let (script, log) = run(&state, true, move |r, c| r.ip_log(&q, c))
             .await
             .map_err(|e| to_api_error(&state, e, &request_id))?;
@@ -156,9 +150,7 @@ pub async fn batch_ip_log(
 ) -> Response {
     let request_id = request_id(&headers);
     respond(&state, route.as_str(), &headers, async {
-        let caller = authenticated(&state, &headers)?;
-        let q = params::batch_log_query(&body)?;
-        caller.check_scope(q.scope_type, &q.scope_id)?;
+        let q = authorized(&state, &headers, || params::batch_log_query(&body))?;
         let (job, step) = (q.job_instance_id, q.step_instance_id);
         let answer = run(&state, true, move |r, c| r.batch_ip_logs(&q, c))
             .await
