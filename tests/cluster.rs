@@ -8,7 +8,6 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use stepview::config::KafkaConfig;
 use stepview::events::Event;
@@ -57,13 +56,7 @@ impl Drop for Shard {
 
 /// Every step of the workload with the query asked of it.
 fn queries(events: &[Event]) -> Vec<(i64, String)> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Step(s) => Some((s.job_instance_id, s.step_instance_id)),
-            _ => None,
-        })
-        .collect::<BTreeSet<_>>()
+    steps_of(events)
         .into_iter()
         .map(|(job, step)| {
             let q = format!(

@@ -62,14 +62,7 @@ async fn readyz_follows_catching_up_and_failing_applies() {
         .sum::<usize>();
     // Steps are in memory once queried (nothing is loaded before).
     assert_eq!(svc.metric("stepview_index_steps").await, Some(0.0));
-    let steps: std::collections::BTreeSet<(i64, i64)> = events
-        .iter()
-        .filter_map(|e| match e {
-            stepview::events::Event::Step(s) => Some((s.job_instance_id, s.step_instance_id)),
-            _ => None,
-        })
-        .collect();
-    for (job, step) in &steps {
+    for (job, step) in steps_of(&events) {
         let q = format!(
             "bk_scope_type=biz&bk_scope_id=2&job_instance_id={job}&step_instance_id={step}&max_host_num_per_group=0"
         );

@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use stepview::events::{Event, ScopeType};
 use stepview::query::{Cancel, StepQuery};
@@ -21,18 +20,6 @@ fn workload() -> Vec<Event> {
         first_job_id: 1,
         ..Workload::default()
     })
-}
-
-fn steps_of(events: &[Event]) -> Vec<(i64, i64)> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Step(s) => Some((s.job_instance_id, s.step_instance_id)),
-            _ => None,
-        })
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect()
 }
 
 /// A shape of query: its parameters, and the model's (batch, cap, status).

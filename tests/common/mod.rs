@@ -306,6 +306,19 @@ pub fn without_total_time(mut data: Value) -> Value {
     data
 }
 
+/// Every (job, step) that has a `step` event in `events`, in order, once each.
+pub fn steps_of(events: &[Event]) -> Vec<(i64, i64)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Step(s) => Some((s.job_instance_id, s.step_instance_id)),
+            _ => None,
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
 /// A TCP port that is free on this machine now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
