@@ -44,7 +44,9 @@ ensure_packages() {
 # instance), decided by pip's own record of the package and version.
 SCHEMATHESIS_VERSION=4.32.5
 ensure_python_packages() {
-  if ! python3 -m pip show schemathesis 2>/dev/null | grep -qx "Version: $SCHEMATHESIS_VERSION"; then
+  # grep reads all of pip's output (no -q): with pipefail, pip writing into a closed pipe failed
+  # the check, and schemathesis was installed again on every run.
+  if ! python3 -m pip show schemathesis 2>/dev/null | grep -x "Version: $SCHEMATHESIS_VERSION" >/dev/null; then
     say "installing schemathesis $SCHEMATHESIS_VERSION (PyPI)"
     local flags=()
     # Debian's own python3 refuses installs outside a virtualenv unless told (PEP 668).
@@ -82,7 +84,7 @@ prune_build_dir() {
 
 # The local Kafka-protocol broker (Tansu, from crates.io), decided by what cargo installed.
 tansu_installed() {
-  cargo install --list 2>/dev/null | grep -q "^tansu v$TANSU_VERSION:" && command -v tansu >/dev/null
+  cargo install --list 2>/dev/null | grep "^tansu v$TANSU_VERSION:" >/dev/null && command -v tansu >/dev/null
 }
 
 ensure_tansu() {
