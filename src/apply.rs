@@ -25,6 +25,9 @@ use std::sync::Arc;
 
 use crate::watch::Watches;
 
+/// A log chunk: its host row and its offset in the host's log.
+type LogChunk = (RowKey, i64);
+
 /// Where the next message of a partition starts, stored with the state it follows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceOffset {
@@ -169,8 +172,11 @@ impl Applier {
             })
             .collect();
         let kept_events: Vec<&Event> = kept.iter().map(|(e, _)| *e).collect();
-        let mut slots = self.read_rows(&kept_events)?;
-        let mut unseen_logs = self.unseen_logs(&kept_events)?;
+        // A step the store has no clock for has never had an event: none of its rows or log
+        // chunks exist, so there is nothing to read.
+        let stored = |step: i64| clocks.contains_key(&Subject::Step(step));
+        let mut slots = self.read_rows(&kept_events, stored)?;
+        let mut unseen_logs = self.unseen_logs(&kept_events, stored)?;
         let (mut jobs, mut records) = self.read_versions(&kept_events)?;
         // Per step, the position of the last event that changed it.
         let mut changed_at: FxHashMap<i64, Position> = FxHashMap::default();
@@ -438,8 +444,13 @@ impl Applier {
         Ok((jobs, steps))
     }
 
-    /// Reads, in one multi-get, every host row the batch touches.
-    fn read_rows(&self, events: &[&Event]) -> Result<FxHashMap<RowKey, Slot>> {
+    /// Reads, in one multi-get, every host row the batch touches of the steps that `stored`
+    /// says the store may hold rows of; the others' rows are new.
+    fn read_rows(
+        &self,
+        events: &[&Event],
+        stored: impl Fn(i64) -> bool,
+    ) -> Result<FxHashMap<RowKey, Slot>> {
         let mut keys: Vec<RowKey> = Vec::new();
         let mut seen: FxHashSet<RowKey> = FxHashSet::default();
         for event in events {
@@ -461,10 +472,13 @@ impl Applier {
                 Event::Job(_) | Event::Step(_) | Event::HostLog(_) => {}
             }
         }
-        let rows = self.store.get_rows(&keys)?;
-        Ok(keys
+        let (read, new): (Vec<RowKey>, Vec<RowKey>) =
+            keys.into_iter().partition(|key| stored(key.step));
+        let rows = self.store.get_rows(&read)?;
+        Ok(read
             .into_iter()
             .zip(rows)
+            .chain(new.into_iter().map(|key| (key, None)))
             .map(|(key, row)| {
                 let before = row.as_ref().map(|r| (r.status, r.tag.clone()));
                 (
@@ -480,19 +494,25 @@ impl Applier {
     }
 
     /// The log chunks of the batch that the store does not hold yet.
-    fn unseen_logs(&self, events: &[&Event]) -> Result<FxHashSet<(RowKey, i64)>> {
-        let chunks: Vec<(RowKey, i64)> = events
+    /// (Only the chunks of steps that `stored` says the store may hold are looked up.)
+    fn unseen_logs(
+        &self,
+        events: &[&Event],
+        stored: impl Fn(i64) -> bool,
+    ) -> Result<FxHashSet<LogChunk>> {
+        let (read, new): (Vec<LogChunk>, Vec<LogChunk>) = events
             .iter()
             .filter_map(|event| match event {
                 Event::HostLog(e) => Some((RowKey::of_log(e), e.offset)),
                 _ => None,
             })
-            .collect();
-        let exists = self.store.logs_exist(&chunks)?;
-        Ok(chunks
+            .partition(|(key, _)| stored(key.step));
+        let exists = self.store.logs_exist(&read)?;
+        Ok(read
             .into_iter()
             .zip(exists)
             .filter_map(|(c, e)| (!e).then_some(c))
+            .chain(new)
             .collect())
     }
 }
