@@ -2,6 +2,9 @@
 //! (what a step's answers' ETag says), when its last event was applied (what retention counts
 //! from), or, once it has expired, when that happened (a tombstone, so that late events for it
 //! are dropped).
+//!
+//! A step has a clock from its first event until its tombstone is forgotten, which is after its
+//! rows are deleted: apply relies on this to skip reading rows of steps without one.
 
 /// Where an event sits in its source: a Kafka partition and offset, the same on every instance
 /// that reads the same topic, and ordered (all of a step's events share a partition). Events from
