@@ -17,13 +17,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use stepview::config::{Config, KafkaConfig};
 use stepview::events::{decode, Event, ScopeType};
-use stepview::ingest::kafka::{self, consumer_config, DEFAULT_PARTITIONS};
+use stepview::ingest::kafka::{self, consumer_config, source, DEFAULT_PARTITIONS};
 use stepview::query::{Cancel, StepQuery};
 use stepview::service::Views;
 use stepview::shutdown::Shutdown;
@@ -114,6 +114,37 @@ fn cpu_seconds() -> (f64, f64) {
     (busy / TICKS, (utime + stime) / TICKS)
 }
 
+/// CPU seconds used so far by this process's threads, by part: stepview's fetcher and applier,
+/// librdkafka's threads, RocksDB's background threads, and the rest (this benchmark's own).
+fn thread_cpu_seconds() -> BTreeMap<&'static str, f64> {
+    const TICKS: f64 = 100.0; // USER_HZ
+    let mut parts = BTreeMap::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(task.path().join("comm")),
+            std::fs::read_to_string(task.path().join("stat")),
+        ) else {
+            continue; // the thread ended meanwhile
+        };
+        let part = match comm.trim() {
+            source::FETCHER_THREAD => "fetch + decode",
+            source::APPLIER_THREAD => "apply",
+            c if c.starts_with("rdk:") => "librdkafka",
+            c if c.starts_with("rocksdb:") => "rocksdb background",
+            _ => "other",
+        };
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        let (utime, stime): (f64, f64) = (fields[11].parse().unwrap(), fields[12].parse().unwrap());
+        *parts.entry(part).or_default() += (utime + stime) / TICKS;
+    }
+    parts
+}
+
 struct Running {
     views: Views,
     shutdown: Shutdown,
@@ -134,7 +165,10 @@ fn start_stepview(brokers: &str, topic: &str) -> Running {
     let shutdown = Shutdown::new();
     let thread = {
         let (sink, shutdown) = (views.sink.clone(), shutdown.clone());
-        std::thread::spawn(move || kafka::run(&config.kafka, &sink, None, &shutdown))
+        std::thread::Builder::new()
+            .name(source::FETCHER_THREAD.into())
+            .spawn(move || kafka::run(&config.kafka, &sink, None, &shutdown))
+            .unwrap()
     };
     Running {
         views,
@@ -194,6 +228,7 @@ fn main() {
 
     let (mut bare, mut persisting, mut ours) = (Vec::new(), Vec::new(), Vec::new());
     let (mut machine_cores, mut stepview_cores) = (Vec::new(), Vec::new());
+    let mut part_cores: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for run in 1..=3 {
         bare.push(bare_consume(&brokers, &topic, n, false));
         persisting.push(bare_consume(&brokers, &topic, n, true));
@@ -206,14 +241,25 @@ fn main() {
             }
             std::thread::sleep(Duration::from_micros(500));
         };
-        let cpu_t0 = cpu_seconds();
+        let (cpu_t0, threads_t0) = (cpu_seconds(), thread_cpu_seconds());
         while s.stored(&topic) < n as i64 {
             std::thread::sleep(Duration::from_millis(1));
         }
-        let (cpu, wall) = (cpu_seconds(), t0.elapsed().as_secs_f64());
+        let (cpu, threads, wall) = (
+            cpu_seconds(),
+            thread_cpu_seconds(),
+            t0.elapsed().as_secs_f64(),
+        );
         ours.push((n as i64 - at_t0) as f64 / wall);
         machine_cores.push((cpu.0 - cpu_t0.0) / wall);
         stepview_cores.push((cpu.1 - cpu_t0.1) / wall);
+        for (part, seconds) in threads {
+            let before = threads_t0.get(part).copied().unwrap_or(0.0);
+            part_cores
+                .entry(part)
+                .or_default()
+                .push((seconds - before) / wall);
+        }
         s.stop();
         eprintln!(
             "  run {run}/3: bare {:.0}/s, bare + RocksDB {:.0}/s, stepview {:.0}/s",
@@ -245,6 +291,11 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         median(stepview_cores)
     );
+    let parts: Vec<String> = part_cores
+        .into_iter()
+        .map(|(part, cores)| format!("{part} {:.2}", median(cores)))
+        .collect();
+    println!("  by thread (cores, medians)    : {}", parts.join(", "));
 
     // Freshness under a steady 10 000 events/s.
     let live_topic = topic_name("fresh");

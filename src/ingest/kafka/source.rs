@@ -34,6 +34,10 @@ const PARTITIONS_EVERY: Duration = Duration::from_secs(10);
 /// How often lag and readiness are reported (librdkafka's statistics come as often).
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 
+/// Thread names, as `top -H` and profilers show them: the caller of [`run`] is the fetcher.
+pub const FETCHER_THREAD: &str = "ingest-fetch";
+pub const APPLIER_THREAD: &str = "ingest-apply";
+
 /// Consumes the events topic until `shutdown`; then finishes the batch in hand. Runs on a thread
 /// of its own (librdkafka and RocksDB calls block). A shard (`cluster`) reads the partitions the
 /// cluster gives it, and dead-letters events that sit in another partition than their key's. An
@@ -52,7 +56,12 @@ pub fn run(
     let (to_apply, applying) = std::sync::mpsc::sync_channel::<DecodedBatch>(1);
     let (to_fetcher, applied) = std::sync::mpsc::channel::<Vec<SourceOffset>>();
     std::thread::scope(|scope| {
-        let applier = scope.spawn(|| apply_batches(applying, to_fetcher, sink, shutdown));
+        let applier = std::thread::Builder::new()
+            .name(APPLIER_THREAD.into())
+            .spawn_scoped(scope, || {
+                apply_batches(applying, to_fetcher, sink, shutdown)
+            })
+            .context("cannot start the applier thread")?;
         let mut fetcher = Fetcher {
             cfg,
             sink,
