@@ -192,8 +192,7 @@ pub async fn run(
         ),
         answers: Arc::new(AnswerCache::new(
             config.http.answer_cache_mb << 20,
-            views.sink.metrics.answer_cache.with_label_values(&["hit"]),
-            views.sink.metrics.answer_cache.with_label_values(&["miss"]),
+            &views.sink.metrics.answer_cache,
         )),
         metrics_token,
         forwarder: cluster.as_ref().map(|_| Forwarder::default()),

@@ -155,11 +155,7 @@ fn router() -> axum::Router {
                 metrics: Arc::clone(&views.sink.metrics),
                 health: Arc::clone(&views.sink.health),
                 limits: QueryLimits::new(2, std::time::Duration::from_secs(10)),
-                answers: Arc::new(AnswerCache::new(
-                    1 << 20,
-                    views.sink.metrics.answer_cache.with_label_values(&["hit"]),
-                    views.sink.metrics.answer_cache.with_label_values(&["miss"]),
-                )),
+                answers: Arc::new(AnswerCache::new(1 << 20, &views.sink.metrics.answer_cache)),
                 metrics_token: None,
                 cluster: None,
                 forwarder: None,

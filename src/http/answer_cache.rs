@@ -11,7 +11,7 @@
 use super::i18n::Lang;
 use super::render::RenderedStep;
 use crate::query::{Reader, StepAnswer, StepQuery};
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntCounterVec};
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 use std::sync::Arc;
@@ -43,15 +43,16 @@ const TYPICAL_ENTRY_BYTES: usize = 16 << 10;
 const HOST_JSON_BYTES: usize = 300;
 
 impl AnswerCache {
-    /// A cache of at most `bytes` of answers (0: off), counting into `hits` and `misses`.
-    pub fn new(bytes: usize, hits: IntCounter, misses: IntCounter) -> AnswerCache {
+    /// A cache of at most `bytes` of answers (0: off), counting its outcomes into `outcomes`
+    /// (`stepview_http_answer_cache_total`).
+    pub fn new(bytes: usize, outcomes: &IntCounterVec) -> AnswerCache {
         let entries = (bytes > 0)
             .then(|| Cache::with_weighter(bytes / TYPICAL_ENTRY_BYTES + 16, bytes as u64, ByBytes));
         AnswerCache {
             entries,
             most_bytes_per_entry: bytes / 16,
-            hits,
-            misses,
+            hits: outcomes.with_label_values(&["hit"]),
+            misses: outcomes.with_label_values(&["miss"]),
         }
     }
 
