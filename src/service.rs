@@ -128,22 +128,23 @@ pub async fn run(
             tracing::warn!(error = format!("{e:#}"), "cannot create the topics now");
         }
         let (sink, shutdown, cluster) = (views.sink.clone(), shutdown.clone(), cluster.clone());
-        let fetcher = std::thread::Builder::new().name(kafka::source::FETCHER_THREAD.into());
-        Some(
-            fetcher
-                .spawn(move || {
-                    let result = kafka::run(&kcfg, &sink, cluster.as_deref(), &shutdown);
-                    if let Err(e) = &result {
-                        tracing::error!(
+        let ingest = move || {
+            let result = kafka::run(&kcfg, &sink, cluster.as_deref(), &shutdown);
+            if let Err(e) = &result {
+                tracing::error!(
                     error = format!("{e:#}"),
                     "ingest stopped for good; stopping the service (exit status 1) so that a \
                      supervisor restarts it"
                 );
-                        sink.health.set_ingest_stopped();
-                        shutdown.trigger();
-                    }
-                    result
-                })
+                sink.health.set_ingest_stopped();
+                shutdown.trigger();
+            }
+            result
+        };
+        let fetcher = std::thread::Builder::new().name(kafka::source::FETCHER_THREAD.into());
+        Some(
+            fetcher
+                .spawn(ingest)
                 .context("cannot start the ingest thread")?,
         )
     };
