@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::free_port;
+use common::{free_port, unique_name};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use stepview::config::KafkaConfig;
@@ -74,7 +74,7 @@ fn per_partition(text: &[String], name: &str) -> (f64, usize) {
 }
 
 fn topic_with(rt: &tokio::runtime::Runtime, brokers: &str, events: usize) -> (String, usize) {
-    let topic = format!("bench-shards-{}", hex::encode(rand::random::<[u8; 4]>()));
+    let topic = unique_name("bench-shards");
     let settings = KafkaConfig {
         brokers: brokers.to_owned(),
         ..KafkaConfig::default()
@@ -112,7 +112,7 @@ fn main() {
     let mut rates = Vec::new();
     for n in 1..=3 {
         let (topic, events) = topic_with(&rt, &brokers, 120_000);
-        let set = format!("bench-{}", hex::encode(rand::random::<[u8; 4]>()));
+        let set = unique_name("bench");
         let launched = Instant::now();
         let shards: Vec<Shard> = (0..n).map(|_| start(&brokers, &topic, &set)).collect();
         // Timed from the first applied event: starting and settling are not throughput.
@@ -158,7 +158,7 @@ fn main() {
 
     // Forwarding: two shards; each step asked of its own shard and of the other.
     let (topic, _) = topic_with(&rt, &brokers, 60_000);
-    let set = format!("bench-{}", hex::encode(rand::random::<[u8; 4]>()));
+    let set = unique_name("bench");
     let shards = [start(&brokers, &topic, &set), start(&brokers, &topic, &set)];
     std::thread::sleep(Duration::from_secs(8)); // settled: each reads its share
     let steps: Vec<(i64, i64)> = (1..=4)

@@ -15,6 +15,9 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod common;
+
+use common::unique_name;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
@@ -34,10 +37,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn topic_name(prefix: &str) -> String {
-    format!("bench-{prefix}-{}", hex::encode(rand::random::<[u8; 4]>()))
-}
-
 /// Events/s of a bare consumer reading `n` events of `topic`; with `persist`, it also writes each
 /// payload to RocksDB (WAL on, one WriteBatch per 5 000 messages or whenever nothing is waiting).
 fn bare_consume(brokers: &str, topic: &str, n: usize, persist: bool) -> f64 {
@@ -45,7 +44,7 @@ fn bare_consume(brokers: &str, topic: &str, n: usize, persist: bool) -> f64 {
         brokers: brokers.to_owned(),
         ..KafkaConfig::default()
     };
-    let c: BaseConsumer = consumer_config(&settings, &topic_name("bare"), 1000)
+    let c: BaseConsumer = consumer_config(&settings, &unique_name("bench-bare"), 1000)
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
@@ -160,7 +159,7 @@ fn start_stepview(brokers: &str, topic: &str) -> Running {
     };
     config.kafka.brokers = brokers.to_owned();
     config.kafka.topic = topic.to_owned();
-    config.kafka.group_id = topic_name("group");
+    config.kafka.group_id = unique_name("bench-group");
     let views = Views::open(&config).unwrap();
     let shutdown = Shutdown::new();
     let thread = {
@@ -200,7 +199,7 @@ fn main() {
     let brokers =
         std::env::var("STEPVIEW_BENCH_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let topic = topic_name("ingest");
+    let topic = unique_name("bench-ingest");
     let settings = KafkaConfig {
         brokers: brokers.clone(),
         ..KafkaConfig::default()
@@ -298,7 +297,7 @@ fn main() {
     println!("  by thread (cores, medians)    : {}", parts.join(", "));
 
     // Freshness under a steady 10 000 events/s.
-    let live_topic = topic_name("fresh");
+    let live_topic = unique_name("bench-fresh");
     rt.block_on(kafka::ensure_topics(
         &settings,
         &[&live_topic],
@@ -432,7 +431,7 @@ impl BareWatcher {
             brokers: brokers.to_owned(),
             ..KafkaConfig::default()
         };
-        let c: BaseConsumer = consumer_config(&settings, &topic_name("bare-fresh"), 1000)
+        let c: BaseConsumer = consumer_config(&settings, &unique_name("bench-bare-fresh"), 1000)
             .create()
             .unwrap();
         let mut tpl = TopicPartitionList::new();

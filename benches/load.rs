@@ -10,6 +10,9 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod common;
+
+use common::unique_name;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,7 +57,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let topic = format!("bench-load-{}", hex::encode(rand::random::<[u8; 4]>()));
+    let topic = unique_name("bench-load");
     let settings = KafkaConfig {
         brokers: brokers.clone(),
         topic: topic.clone(),

@@ -148,7 +148,7 @@ async fn metric_of(client: &reqwest::Client, base: &str, series: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_divide_the_partitions_and_answer_every_step_through_joins_leaves_and_kills() {
-    let topic = unique_topic("shards");
+    let topic = unique_name("shards");
     let settings = KafkaConfig {
         brokers: brokers().to_owned(),
         ..KafkaConfig::default()
@@ -172,7 +172,7 @@ async fn shards_divide_the_partitions_and_answer_every_step_through_joins_leaves
         .unwrap();
     let qs = queries(&events);
     let want = expected(&events, &qs).await;
-    let set = unique_topic("set");
+    let set = unique_name("set");
     let client = reqwest::Client::new();
 
     // Three shards: each, once settled, answers every step as a single instance does.

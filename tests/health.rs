@@ -10,8 +10,8 @@ use stepview::store::keys::RowKey;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_follows_catching_up_and_failing_applies() {
-    let topic = unique_topic("ready");
-    let group = unique_topic("g");
+    let topic = unique_name("ready");
+    let group = unique_name("g");
     let events = simulate::generate(&Workload {
         jobs: 2,
         steps_per_job: 3,

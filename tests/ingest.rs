@@ -41,7 +41,7 @@ async fn produce(topic: &str, messages: Vec<(String, Vec<u8>)>) {
 /// High watermark per partition of `topic`, as fetch responses report it (what stepview uses).
 fn high_watermarks(topic: &str) -> HashMap<i32, i64> {
     let c: BaseConsumer<WatermarkContext> =
-        consumer_config(&kafka_settings(topic), &unique_topic("wm"), 100)
+        consumer_config(&kafka_settings(topic), &unique_name("wm"), 100)
             .create_with_context(WatermarkContext(Watermarks::new(topic)))
             .unwrap();
     let mut tpl = TopicPartitionList::new();
@@ -164,7 +164,7 @@ fn reader_of(topic: &str, group: &str) -> BaseConsumer {
 }
 
 fn dlq_reader(dlq: &str) -> BaseConsumer {
-    reader_of(dlq, &unique_topic("dlq-reader"))
+    reader_of(dlq, &unique_name("dlq-reader"))
 }
 
 /// A dead letter: its headers, key and payload.
@@ -201,12 +201,12 @@ fn read_dead_letters(dlq: &str, n: usize) -> Vec<DeadLetter> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumed_views_equal_directly_applied_ones_and_replay() {
-    let topic = unique_topic("e2e");
+    let topic = unique_name("e2e");
     let events = workload(10, 300);
     produce(&topic, simulate::to_messages(&events)).await;
 
     let live_dir = tempfile::tempdir().unwrap();
-    let group = unique_topic("g");
+    let group = unique_name("g");
     let live = TestService::start(kafka_config(live_dir.path(), &topic, &group)).await;
     let direct_dir = tempfile::tempdir().unwrap();
     let direct = TestService::start(test_config(direct_dir.path())).await;
@@ -295,7 +295,7 @@ async fn consumed_views_equal_directly_applied_ones_and_replay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_events_go_to_the_dead_letter_topic_and_the_rest_is_applied() {
-    let topic = unique_topic("dlq");
+    let topic = unique_name("dlq");
     let good = workload(20, 20);
     let valid_log = br#"{"kind":"host_log","step_instance_id":2001,"execute_count":0,"bk_host_id":1,"offset":0,"content":"x"}"#;
     let bad: Vec<(&str, &str, Vec<u8>)> = vec![
@@ -328,7 +328,7 @@ async fn bad_events_go_to_the_dead_letter_topic_and_the_rest_is_applied() {
     produce(&topic, messages).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let svc = TestService::start(kafka_config(dir.path(), &topic, &unique_topic("g"))).await;
+    let svc = TestService::start(kafka_config(dir.path(), &topic, &unique_name("g"))).await;
     wait_consumed(&[&svc], &topic).await;
     let direct_dir = tempfile::tempdir().unwrap();
     let direct = TestService::start(test_config(direct_dir.path())).await;
@@ -371,7 +371,7 @@ async fn bad_events_go_to_the_dead_letter_topic_and_the_rest_is_applied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_the_topic_refuses_are_cut_until_they_fit_and_nothing_stalls() {
-    let topic = unique_topic("dlq-cut");
+    let topic = unique_name("dlq-cut");
     let good = workload(25, 20);
     let padded = |bytes: usize| {
         let mut v = b"not json ".to_vec();
@@ -390,7 +390,7 @@ async fn dead_letters_the_topic_refuses_are_cut_until_they_fit_and_nothing_stall
     produce(&topic, messages).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let mut config = kafka_config(dir.path(), &topic, &unique_topic("g"));
+    let mut config = kafka_config(dir.path(), &topic, &unique_name("g"));
     config
         .kafka
         .dlq_producer
@@ -432,12 +432,12 @@ async fn dead_letters_the_topic_refuses_are_cut_until_they_fit_and_nothing_stall
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_read_every_partition_and_agree() {
-    let topic = unique_topic("replicas");
+    let topic = unique_name("replicas");
     let events = workload(30, 100);
     create_topic(&topic).await;
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     // Same group id or not, each replica reads every partition: no group protocol.
-    let group = unique_topic("g");
+    let group = unique_name("g");
     let a = TestService::start(kafka_config(dir_a.path(), &topic, &group)).await;
     let b = TestService::start(kafka_config(dir_b.path(), &topic, &group)).await;
     produce(&topic, simulate::to_messages(&events)).await;
@@ -524,7 +524,7 @@ async fn wait_lag_zero(port: u16) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_and_sigterm_at_random_moments_lose_nothing_and_apply_nothing_twice() {
     use rand::Rng;
-    let topic = unique_topic("crash");
+    let topic = unique_name("crash");
     // Several steps of 1 500 hosts.
     let events = workload(40, 1500);
     create_topic(&topic).await;
@@ -605,7 +605,7 @@ async fn group_sizes(base: &str, step: i64) -> Result<Vec<(i64, i64)>, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_broker_makes_the_service_unready_and_nothing_is_lost() {
     let broker = Broker::start();
-    let topic = unique_topic("freeze");
+    let topic = unique_name("freeze");
     let settings = KafkaConfig {
         brokers: broker.addr.clone(),
         ..kafka_settings(&topic)
@@ -705,7 +705,7 @@ fn peak_rss_mib(pid: u32) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_are_bounded_by_bytes_so_large_events_keep_memory_low() {
-    let topic = unique_topic("big-logs");
+    let topic = unique_name("big-logs");
     let chunk = "x".repeat(900_000);
     let events: Vec<Event> = std::iter::once(step(950, 1, 2, 0, 1))
         .chain((0..400).map(|i| log(950, 0, 0, 1 + i % 40, (i / 40) * 900_000, &chunk)))

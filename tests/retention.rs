@@ -102,7 +102,7 @@ async fn steps_past_retention_are_gone_and_their_late_events_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_applies_the_same_rule_as_the_live_service() {
-    let topic = unique_topic("retention");
+    let topic = unique_name("retention");
     create_topic(&topic).await;
     let now = stepview::now_ms();
     // Old events carry their old broker timestamps.

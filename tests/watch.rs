@@ -340,7 +340,7 @@ async fn the_event_stream_runs_from_the_first_answer_to_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_fed_the_same_topic_give_the_same_etag_and_a_lagging_one_never_goes_back() {
-    let topic = unique_topic("etag");
+    let topic = unique_name("etag");
     create_topic(&topic).await;
     let events = vec![
         step(107, 1, 2, 0, 1),

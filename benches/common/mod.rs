@@ -1,10 +1,8 @@
 //! What several benchmarks share.
 
-/// A TCP port that is free on this machine now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#![allow(dead_code, unused_imports)] // each benchmark uses its own part of this module
+
+#[path = "../../tests/common/unique.rs"]
+mod unique;
+
+pub use unique::{free_port, unique_name};

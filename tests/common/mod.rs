@@ -1,7 +1,11 @@
 //! Shared test setup: a real stepview (RocksDB in a temp dir, axum on 127.0.0.1:0) driven over
 //! HTTP, and a real Kafka-protocol broker process for the tests that need one.
 
-#![allow(dead_code)] // each test file uses its own part of this module
+#![allow(dead_code, unused_imports)] // each test file uses its own part of this module
+
+mod unique;
+
+pub use unique::{free_port, unique_name};
 
 use serde_json::Value;
 use std::sync::OnceLock;
@@ -317,20 +321,6 @@ pub fn steps_of(events: &[Event]) -> Vec<(i64, i64)> {
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect()
-}
-
-/// A TCP port that is free on this machine now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A topic name no other test uses.
-pub fn unique_topic(prefix: &str) -> String {
-    format!("{prefix}-{}", hex::encode(rand::random::<[u8; 4]>()))
 }
 
 // Event builders: the fields a test cares about, sensible values for the rest.
