@@ -1,9 +1,10 @@
 //! HTTP throughput with keep-alive: `get_step_instance_status` of a 100 000-host step at
 //! `max_host_num_per_group` 1 and 100, served by the `stepview serve` binary (from its answer
 //! cache, as repeated polls of an unchanged step are, and with the cache off, as polls that each
-//! follow a change are), each against a baseline measured in the same run: the same bytes as a static body, served by the same HTTP
-//! stack (axum on a multi-threaded tokio runtime) with no work behind it. The ratio is how much
-//! of the machine's HTTP capacity for that many bytes an answer leaves.
+//! follow a change are), each against a baseline measured in the same run: the same bytes as a
+//! static body, served by the same HTTP stack (axum on a multi-threaded tokio runtime) with no
+//! work behind it. The ratio is how much of the machine's HTTP capacity for that many bytes an
+//! answer leaves.
 //!
 //! Driven by wrk (one thread, 32 connections; BENCH_SECONDS=10 each). `benches/http.sh`
 //! installs wrk when it is missing and runs this; or `cargo bench --bench http`.

@@ -92,10 +92,25 @@ fn bare_consume(brokers: &str, topic: &str, n: usize, persist: bool) -> f64 {
     (n - 1) as f64 / first.unwrap().elapsed().as_secs_f64()
 }
 
+/// Clock ticks per second in /proc (USER_HZ).
+const TICKS: f64 = 100.0;
+
+/// The CPU seconds (user + system) a /proc `stat` line of a process or thread reports.
+fn cpu_seconds_in(stat: &str) -> f64 {
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let (utime, stime): (f64, f64) = (fields[11].parse().unwrap(), fields[12].parse().unwrap());
+    (utime + stime) / TICKS
+}
+
 /// CPU seconds used so far by the whole machine (busy time over all cores: the broker's too)
 /// and by this process (stepview's threads, when it is the one running).
 fn cpu_seconds() -> (f64, f64) {
-    const TICKS: f64 = 100.0; // USER_HZ
     let stat = std::fs::read_to_string("/proc/stat").unwrap();
     let all: Vec<f64> = stat
         .lines()
@@ -108,15 +123,12 @@ fn cpu_seconds() -> (f64, f64) {
         .collect();
     let busy = all.iter().sum::<f64>() - all[3] - all[4]; // but idle and iowait
     let own = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let fields: Vec<&str> = own.rsplit_once(')').unwrap().1.split_whitespace().collect();
-    let (utime, stime): (f64, f64) = (fields[11].parse().unwrap(), fields[12].parse().unwrap());
-    (busy / TICKS, (utime + stime) / TICKS)
+    (busy / TICKS, cpu_seconds_in(&own))
 }
 
 /// CPU seconds used so far by this process's threads, by part: stepview's fetcher and applier,
 /// librdkafka's threads, RocksDB's background threads, and the rest (this benchmark's own).
 fn thread_cpu_seconds() -> BTreeMap<&'static str, f64> {
-    const TICKS: f64 = 100.0; // USER_HZ
     let mut parts = BTreeMap::new();
     for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
         let (Ok(comm), Ok(stat)) = (
@@ -132,14 +144,7 @@ fn thread_cpu_seconds() -> BTreeMap<&'static str, f64> {
             c if c.starts_with("rocksdb:") => "rocksdb background",
             _ => "other",
         };
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .unwrap()
-            .1
-            .split_whitespace()
-            .collect();
-        let (utime, stime): (f64, f64) = (fields[11].parse().unwrap(), fields[12].parse().unwrap());
-        *parts.entry(part).or_default() += (utime + stime) / TICKS;
+        *parts.entry(part).or_default() += cpu_seconds_in(&stat);
     }
     parts
 }
