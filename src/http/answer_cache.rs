@@ -13,10 +13,21 @@ use super::render::RenderedStep;
 use crate::query::{Reader, StepAnswer, StepQuery};
 use prometheus::{IntCounter, IntCounterVec};
 use quick_cache::sync::Cache;
-use quick_cache::Weighter;
+use quick_cache::{Equivalent, Weighter};
 use std::sync::Arc;
 
 type Key = (StepQuery, Lang);
+
+/// A key to look up without copying the query: hashes as [`Key`] does (a tuple's fields in
+/// order), so that a poll that hits allocates nothing.
+#[derive(Hash)]
+struct KeyRef<'a>(&'a StepQuery, Lang);
+
+impl Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        *self.0 == key.0 && self.1 == key.1
+    }
+}
 
 pub struct AnswerCache {
     /// `None`: the cache is off (`http.answer_cache_mb = 0`).
@@ -59,7 +70,7 @@ impl AnswerCache {
     /// The kept answer to `q` in `lang` if its step has not changed since (a view read: on the
     /// blocking pool).
     pub fn get(&self, reader: &Reader, q: &StepQuery, lang: Lang) -> Option<Arc<RenderedStep>> {
-        let kept = self.entries.as_ref()?.get(&(q.clone(), lang))?;
+        let kept = self.entries.as_ref()?.get(&KeyRef(q, lang))?;
         let unchanged = reader.position_of(q.step_instance_id) == Some(kept.position);
         unchanged.then(|| {
             self.hits.inc();
