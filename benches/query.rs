@@ -9,6 +9,9 @@
 //!
 //! `cargo bench --bench query`
 
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Instant;
@@ -118,16 +121,8 @@ fn index_built_by_apply() -> (f64, f64) {
     };
     let views = Views::open(&config).unwrap();
     let mut events = workload();
-    let results = events.split_off(1 + (HOSTS as usize).div_ceil(10_000));
-    let mut shuffled: Vec<(u64, Event)> = Vec::with_capacity(results.len());
-    let mut x = 0x2545_F491_4F6C_DD1Du64;
-    for event in results {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        shuffled.push((x, event));
-    }
-    shuffled.sort_unstable_by_key(|(k, _)| *k);
+    let mut results = events.split_off(1 + (HOSTS as usize).div_ceil(10_000));
+    results.shuffle(&mut StdRng::seed_from_u64(7));
     let apply = |events: &[Event]| {
         views
             .sink
@@ -138,7 +133,6 @@ fn index_built_by_apply() -> (f64, f64) {
     apply(&events[..1]);
     views.index.step(STEP, &views.store).unwrap().unwrap();
     apply(&events[1..]);
-    let results: Vec<Event> = shuffled.into_iter().map(|(_, e)| e).collect();
     let mut peak = 0;
     for batch in results.chunks(5000) {
         apply(batch);
