@@ -364,13 +364,16 @@ impl Index {
         self.steps.get(&step).map(|s| s.clone())
     }
 
+    /// Counts a use of a resident step, for eviction (least recently used leave first).
+    fn used(&self, index: Arc<StepIndex>) -> Arc<StepIndex> {
+        index.used.store(self.tick(), Ordering::Relaxed);
+        index
+    }
+
     /// The step's index if it is in memory (counted as a use); nothing is loaded.
     pub fn resident(&self, step: i64) -> Option<Arc<StepIndex>> {
         match self.slot(step)? {
-            Slot::Resident(index) => {
-                index.used.store(self.tick(), Ordering::Relaxed);
-                Some(index)
-            }
+            Slot::Resident(index) => Some(self.used(index)),
             Slot::Loading(_) => None,
         }
     }
@@ -380,10 +383,7 @@ impl Index {
     pub fn step(&self, step: i64, store: &Store) -> Result<Option<Arc<StepIndex>>> {
         loop {
             match self.slot(step) {
-                Some(Slot::Resident(index)) => {
-                    index.used.store(self.tick(), Ordering::Relaxed);
-                    return Ok(Some(index));
-                }
+                Some(Slot::Resident(index)) => return Ok(Some(self.used(index))),
                 Some(Slot::Loading(load)) => {
                     load.wait();
                     continue;
@@ -417,8 +417,7 @@ impl Index {
                         for change in std::mem::take(&mut *load.pending.lock()) {
                             index.replay(change);
                         }
-                        index.used.store(self.tick(), Ordering::Relaxed);
-                        let index = Arc::new(index);
+                        let index = self.used(Arc::new(index));
                         self.bytes
                             .fetch_add(index.bytes.load(Ordering::Relaxed), Ordering::Relaxed);
                         self.hosts
