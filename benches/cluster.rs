@@ -12,46 +12,12 @@
 
 mod common;
 
-use common::{free_port, unique_name};
-use std::process::{Child, Command};
+use common::{unique_name, Shard};
 use std::time::{Duration, Instant};
 use stepview::config::KafkaConfig;
 use stepview::simulate::{self, Workload};
 
 const PARTITIONS: i32 = 8;
-
-struct Shard {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Shard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(brokers: &str, topic: &str, set: &str) -> Shard {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_stepview"))
-        .args(["serve", "--auth", "false", "--ready-max-lag", "0"])
-        .args(["--data-dir", dir.path().to_str().unwrap()])
-        .args(["--brokers", brokers, "--topic", topic])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--cluster", set, "--advertise", &base])
-        .env("STEPVIEW_LOG", "error")
-        .spawn()
-        .unwrap();
-    Shard {
-        child,
-        base,
-        _dir: dir,
-    }
-}
 
 fn metrics(client: &reqwest::Client, rt: &tokio::runtime::Runtime, base: &str) -> String {
     rt.block_on(async {
@@ -114,7 +80,9 @@ fn main() {
         let (topic, events) = topic_with(&rt, &brokers, 120_000);
         let set = unique_name("bench");
         let launched = Instant::now();
-        let shards: Vec<Shard> = (0..n).map(|_| start(&brokers, &topic, &set)).collect();
+        let shards: Vec<Shard> = (0..n)
+            .map(|_| Shard::start(&brokers, &topic, &set, &[]))
+            .collect();
         // Timed from the first applied event: starting and settling are not throughput.
         let mut started: Option<Instant> = None;
         let took = loop {
@@ -159,7 +127,10 @@ fn main() {
     // Forwarding: two shards; each step asked of its own shard and of the other.
     let (topic, _) = topic_with(&rt, &brokers, 60_000);
     let set = unique_name("bench");
-    let shards = [start(&brokers, &topic, &set), start(&brokers, &topic, &set)];
+    let shards = [
+        Shard::start(&brokers, &topic, &set, &[]),
+        Shard::start(&brokers, &topic, &set, &[]),
+    ];
     std::thread::sleep(Duration::from_secs(8)); // settled: each reads its share
     let steps: Vec<(i64, i64)> = (1..=4)
         .flat_map(|job| (1..=3).map(move |s| (job, job * 100 + s)))

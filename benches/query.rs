@@ -131,7 +131,11 @@ fn index_built_by_apply() -> (f64, f64) {
             .unwrap();
     };
     apply(&events[..1]);
-    views.index.step(STEP, &views.store).unwrap().unwrap();
+    views
+        .index
+        .step(STEP, &views.store, |_| true)
+        .unwrap()
+        .unwrap();
     apply(&events[1..]);
     let mut peak = 0;
     for batch in results.chunks(5000) {
@@ -180,7 +184,7 @@ fn main() {
     let index = fresh();
     let before = LIVE.load(Ordering::Relaxed);
     let started = Instant::now();
-    index.step(STEP, &views.store).unwrap().unwrap();
+    index.step(STEP, &views.store, |_| true).unwrap().unwrap();
     let load_s = started.elapsed().as_secs_f64();
     let index_bytes = LIVE.load(Ordering::Relaxed) - before;
     let estimated_bytes = index.estimated_bytes();

@@ -5,7 +5,8 @@
 #   ops/shards.sh status
 # Each has its own data directory under ~/.cache/stepview/shards/; any of them answers any query.
 # Settings: STEPVIEW_BROKER_PORT (default 9092), SHARDS_TOPIC (default bkjob.gse.events),
-# SHARDS_FIRST_PORT (default 8081); authentication is off (a local trial).
+# SHARDS_FIRST_PORT (default 8081); authentication is off (a local trial). The members' secret is
+# made once, in ~/.cache/stepview/shards/members.secret (0600), and read by every shard.
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 
@@ -25,6 +26,10 @@ case "${1:-start}" in
     build_stepview
     STEPVIEW_BROKER_PORT="$broker_port" "$STEPVIEW_ROOT/ops/broker.sh" start
     mkdir -p "$dir"
+    secret="$dir/members.secret"
+    if [ ! -s "$secret" ]; then
+      (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret")
+    fi
     for ((i = 0; i < n; i++)); do
       port=$((first_port + i))
       if [ -f "$dir/$port.pid" ] && kill -0 "$(cat "$dir/$port.pid")" 2>/dev/null; then
@@ -34,7 +39,8 @@ case "${1:-start}" in
       STEPVIEW_LOG="${STEPVIEW_LOG:-info}" nohup "$STEPVIEW_BIN" serve --auth false \
         --data-dir "$dir/data-$port" --listen "127.0.0.1:$port" \
         --brokers "127.0.0.1:$broker_port" --topic "$topic" \
-        --cluster local --advertise "http://127.0.0.1:$port" >"$dir/$port.log" 2>&1 &
+        --cluster local --advertise "http://127.0.0.1:$port" \
+        --cluster-secret-file "$secret" >"$dir/$port.log" 2>&1 &
       echo $! >"$dir/$port.pid"
       say "shard $((i + 1))/$n on http://127.0.0.1:$port (log $dir/$port.log)"
     done

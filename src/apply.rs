@@ -43,7 +43,7 @@ pub struct Batch<'a> {
     /// which the store numbers in the order they are applied.
     pub positions: Option<&'a [Position]>,
     /// When the events were produced (their broker time): their steps' retention clock.
-    pub at_ms: i64,
+    pub times: Times<'a>,
     /// The offsets the batch advances its partitions to, stored with it.
     pub offsets: &'a [SourceOffset],
 }
@@ -54,8 +54,26 @@ impl<'a> Batch<'a> {
         Batch {
             events,
             positions: None,
-            at_ms: crate::now_ms(),
+            times: Times::All(crate::now_ms()),
             offsets: &[],
+        }
+    }
+}
+
+/// When a batch's events were produced (Unix ms): a step's retention counts from its newest.
+#[derive(Debug, Clone, Copy)]
+pub enum Times<'a> {
+    /// Each event's own (its message's broker time).
+    Each(&'a [i64]),
+    /// One for all of them.
+    All(i64),
+}
+
+impl Times<'_> {
+    fn of(&self, i: usize) -> i64 {
+        match self {
+            Times::Each(times) => times[i],
+            Times::All(at) => *at,
         }
     }
 }
@@ -133,10 +151,13 @@ impl Applier {
         let _writing = self.writing.lock();
         let Batch {
             events,
-            at_ms,
+            times,
             offsets,
             ..
         } = *batch;
+        if let Times::Each(each) = times {
+            anyhow::ensure!(each.len() == events.len(), "a time per event");
+        }
         let mut store_batch = StoreBatch::default();
         let positions = self.positions(batch, &mut store_batch)?;
         let mut stats = ApplyStats::default();
@@ -153,6 +174,12 @@ impl Applier {
                 Subject::Job(_) => None,
             })
             .collect();
+        // Per subject, when its newest event of the batch was produced.
+        let mut produced: FxHashMap<Subject, i64> = FxHashMap::default();
+        for (i, e) in events.iter().enumerate() {
+            let at = produced.entry(e.subject()).or_insert(i64::MIN);
+            *at = (*at).max(times.of(i));
+        }
         let clocks: FxHashMap<Subject, Clock> = subjects
             .iter()
             .zip(self.store.get_clocks(&subjects)?)
@@ -264,16 +291,20 @@ impl Applier {
                 .put_job_step(&mut batch, step.job_instance_id, step.step_instance_id);
         }
         for subject in subjects.iter().filter(|s| !expired(**s)) {
-            let before = match clocks.get(subject) {
-                Some(Clock::Live { changed_at, .. }) => *changed_at,
-                _ => Position::default(),
+            let (before, last_before) = match clocks.get(subject) {
+                Some(Clock::Live {
+                    changed_at,
+                    last_event_ms,
+                }) => (*changed_at, *last_event_ms),
+                _ => (Position::default(), i64::MIN),
             };
             let changed = match subject {
                 Subject::Step(step) => changed_at.get(step).copied(),
                 Subject::Job(_) => None,
             };
+            // The newest event's time, in whatever order and batches the events came.
             let clock = Clock::Live {
-                last_event_ms: at_ms,
+                last_event_ms: last_before.max(produced[subject]),
                 changed_at: changed.unwrap_or(before),
             };
             self.store.put_clock(&mut batch, *subject, clock);
@@ -343,16 +374,23 @@ impl Applier {
         Ok(stats)
     }
 
-    /// Deletes the views of every step whose last event is older than `keep_ms` at `now_ms`,
-    /// leaving a tombstone that drops its late events, and forgets tombstones older than
-    /// `keep_ms` too. RocksDB drops the data in compaction (range deletes): a pass costs one
-    /// small write per step, whatever its size.
-    pub fn expire(&self, now_ms: i64, keep_ms: i64) -> Result<Expired> {
+    /// Deletes the views of every step (and job) that `judged` says this instance may judge and
+    /// whose last event is older than `keep_ms` at `now_ms`, leaving a tombstone that drops its
+    /// late events, and forgets tombstones older than `keep_ms` too. RocksDB drops the data in
+    /// compaction (range deletes): a pass costs one small write per step, whatever its size.
+    pub fn expire(
+        &self,
+        now_ms: i64,
+        keep_ms: i64,
+        judged: impl Fn(Subject) -> bool,
+    ) -> Result<Expired> {
         let _writing = self.writing.lock();
         let older = |ms: i64| ms.checked_add(keep_ms).is_some_and(|until| until < now_ms);
         let (mut expiring, mut forgotten) = (Vec::new(), Vec::new());
         self.store.for_each_clock(|subject, clock| match clock {
-            Clock::Live { last_event_ms, .. } if older(last_event_ms) => expiring.push(subject),
+            Clock::Live { last_event_ms, .. } if older(last_event_ms) && judged(subject) => {
+                expiring.push(subject)
+            }
             Clock::Expired { at_ms } if older(at_ms) => forgotten.push(subject),
             _ => {}
         })?;

@@ -144,6 +144,14 @@ struct Settings {
     /// This instance's URL as the other shards reach it, e.g. http://10.0.0.5:8080.
     #[arg(long, env = "STEPVIEW_ADVERTISE")]
     advertise: Option<String>,
+    /// A file holding the members' secret (at least 32 bytes, the same on every shard); unset:
+    /// the STEPVIEW_CLUSTER_SECRET environment variable. The secret itself is never a flag.
+    #[arg(long, env = "STEPVIEW_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<PathBuf>,
+    /// Longest any step of a partition's handoff waits before it is given up, ms
+    /// [default: 10000].
+    #[arg(long, env = "STEPVIEW_HANDOFF_TIMEOUT_MS")]
+    handoff_timeout_ms: Option<u64>,
     /// The producers' partitioner: murmur2 (Kafka's default) or consistent [default: murmur2].
     #[arg(long, env = "STEPVIEW_PARTITIONER", value_parser = parse_partitioner)]
     partitioner: Option<crate::cluster::owners::Partitioner>,
@@ -218,6 +226,12 @@ impl Settings {
         if let Some(v) = self.partitioner {
             c.cluster.partitioner = v;
         }
+        if self.cluster_secret_file.is_some() {
+            c.cluster.secret_file = self.cluster_secret_file;
+        }
+        if let Some(v) = self.handoff_timeout_ms {
+            c.cluster.handoff_timeout_ms = v;
+        }
         c.validate()?;
         Ok(c)
     }
@@ -287,7 +301,7 @@ fn run(command: Command) -> Result<()> {
             let views = Views::open(&config)?;
             let s = replay::replay(&config.kafka, &views.sink, true)?;
             // The retention rule, as the live service applies it.
-            let expired = retention::sweep(&views.sink, &config.store)?;
+            let expired = retention::sweep(&views.sink, &config.store, |_| true)?;
             views.store.flush()?;
             println!(
                 "replayed {} events ({} bad) from {} in {:.1} s: {:.0} events/s; {} steps past \

@@ -80,7 +80,7 @@ pub struct IndexConfig {
 }
 
 /// Shards (cluster.md): empty `name` = not a shard (a replica reads every partition).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// The shard set this instance belongs to; instances of one set divide the partitions.
@@ -89,6 +89,27 @@ pub struct ClusterConfig {
     pub advertise: String,
     /// The producers' partitioner: `murmur2` (Kafka's default) or `consistent` (CRC32).
     pub partitioner: crate::cluster::owners::Partitioner,
+    /// A file holding the members' secret (at least 32 bytes, the same on every member);
+    /// unset: the `STEPVIEW_CLUSTER_SECRET` environment variable. Required with `name`.
+    pub secret_file: Option<PathBuf>,
+    /// Longest any step of a partition's handoff waits before it is given up, ms.
+    pub handoff_timeout_ms: u64,
+    /// Members-topic entries written longer ago than this (by this instance's clock) are
+    /// ignored, ms: old entries cannot be replayed to keep a dead member alive.
+    pub max_skew_ms: i64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            name: String::new(),
+            advertise: String::new(),
+            partitioner: Default::default(),
+            secret_file: None,
+            handoff_timeout_ms: 10_000,
+            max_skew_ms: 30_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -226,6 +247,14 @@ impl Config {
             anyhow::ensure!(
                 !self.kafka.brokers.is_empty(),
                 "a shard (cluster.name) must read Kafka: set kafka.brokers"
+            );
+            anyhow::ensure!(
+                self.cluster.handoff_timeout_ms >= 1000,
+                "cluster.handoff_timeout_ms must be at least 1000"
+            );
+            anyhow::ensure!(
+                self.cluster.max_skew_ms >= 1000,
+                "cluster.max_skew_ms must be at least 1000"
             );
         }
         if let Some(token) = &self.http.metrics_token_sha256 {

@@ -33,6 +33,15 @@ pub enum Subject {
     Step(i64),
 }
 
+impl Subject {
+    /// The job's or step's id: what its events are keyed (and partitioned) by.
+    pub fn id(self) -> i64 {
+        match self {
+            Subject::Job(id) | Subject::Step(id) => id,
+        }
+    }
+}
+
 impl Event {
     /// The job or step this event belongs to; its id, in decimal, is the Kafka message key.
     pub fn subject(&self) -> Subject {
@@ -47,9 +56,7 @@ impl Event {
 
     /// The id the message key must be.
     pub fn key_id(&self) -> i64 {
-        match self.subject() {
-            Subject::Job(id) | Subject::Step(id) => id,
-        }
+        self.subject().id()
     }
 
     /// The `kind` string, as on the wire (used as a metrics label).

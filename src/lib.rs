@@ -17,11 +17,14 @@
 //!   compact sorted chunks, `index::host_set`), and the rows of polled answers ("hot rows").
 //! - [`retention`]: when steps expire (apply deletes them).
 //! - [`watch`]: who waits for which step to change; apply wakes them.
-//! - [`cluster`]: shards: the members topic, who owns which partition, where a query goes.
+//! - [`cluster`]: shards: the signed members topic, who owns which partition, the handoff that
+//!   moves one without ever going back, fencing, and where a query goes.
 //! - [`query`]: the semantics of the API over index and store; `query::Reader` is the one door
 //!   to the views for `http`.
-//! - [`http`]: axum routes, authentication, language, the JSON envelope; every view read on the
-//!   blocking pool, expensive queries bounded; rendered answers kept until their step changes.
+//! - [`http`]: axum routes; every API request admitted first (authentication, parameters, scope)
+//!   and then answered here or forwarded; language, the JSON envelope; every view read on the
+//!   blocking pool, expensive queries bounded while rendered and written; rendered answers kept
+//!   until their step changes; signed routes between shards.
 //! - [`metrics`], [`health`]: Prometheus exposition, readiness.
 //! - [`simulate`]: realistic event streams for demos, tests and benchmarks.
 //! - [`service`]: wires the parts into the running service; [`shutdown`]: the stop signal they

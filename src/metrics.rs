@@ -41,6 +41,7 @@ pub struct Metrics {
     pub expired_steps: IntCounter,
     pub forwarded: IntCounterVec,
     pub forward_duration: Histogram,
+    pub members_ignored: IntCounterVec,
     members: IntGauge,
     pub forgotten_tombstones: IntCounter,
     index_budget: IntGauge,
@@ -131,6 +132,13 @@ impl Metrics {
             "Requests about partitions other shards serve: ok (forwarded and answered), error \
              (the owner did not answer), unavailable (no live member serves the partition).",
             &["outcome"],
+        );
+        let members_ignored = counter(
+            "stepview_cluster_records_ignored_total",
+            "Members-topic records ignored, by reason: unsigned or bad_signature (written \
+             without the members' secret), malformed, stale (older than the newest heard from \
+             that member, or written longer ago than cluster.max_skew_ms), other_set.",
+            &["reason"],
         );
         let forward_duration = register(
             &r,
@@ -316,6 +324,7 @@ impl Metrics {
             expired_steps,
             forwarded,
             forward_duration,
+            members_ignored,
             members,
             forgotten_tombstones,
             index_budget,

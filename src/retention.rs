@@ -3,10 +3,15 @@
 //! This part decides when; `apply` deletes (it is the only writer) and remembers the step for one
 //! more period, so that its late events are dropped.
 //!
+//! Only what this instance has caught up with is judged: a step's newer events may still be
+//! queued (at start, or on a partition this instance no longer reads), and a step expired
+//! before they arrive would drop them. A shard judges the steps of the partitions it serves.
+//!
 //! Owns: the sweep and its schedule. Must not: write anything itself.
 
 use crate::apply::Expired;
 use crate::config::StoreConfig;
+use crate::events::Subject;
 use crate::ingest::Sink;
 use crate::shutdown::Shutdown;
 use anyhow::Result;
@@ -15,12 +20,17 @@ use std::time::Duration;
 /// How often the live service sweeps.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
-/// Expires, now, what the retention setting says has expired.
-pub fn sweep(sink: &Sink, store: &StoreConfig) -> Result<Expired> {
+/// Expires, now, what the retention setting says has expired, of the steps and jobs `judged`
+/// keeps.
+pub fn sweep(
+    sink: &Sink,
+    store: &StoreConfig,
+    judged: impl Fn(Subject) -> bool,
+) -> Result<Expired> {
     let Some(keep_ms) = store.retention_ms() else {
         return Ok(Expired::default());
     };
-    let expired = sink.expire(crate::now_ms(), keep_ms)?;
+    let expired = sink.expire(crate::now_ms(), keep_ms, judged)?;
     if expired.steps > 0 || expired.tombstones > 0 {
         tracing::info!(
             steps = expired.steps,
@@ -31,13 +41,19 @@ pub fn sweep(sink: &Sink, store: &StoreConfig) -> Result<Expired> {
     Ok(expired)
 }
 
-/// Sweeps at start and every minute until `shutdown` (a thread of its own).
-pub fn run(sink: &Sink, store: &StoreConfig, shutdown: &Shutdown) {
+/// Sweeps every minute until `shutdown` (a thread of its own), judging what `judged` keeps at
+/// each sweep.
+pub fn run(
+    sink: &Sink,
+    store: &StoreConfig,
+    judged: impl Fn(Subject) -> bool,
+    shutdown: &Shutdown,
+) {
     if store.retention_ms().is_none() {
         return;
     }
     loop {
-        if let Err(e) = sweep(sink, store) {
+        if let Err(e) = sweep(sink, store, &judged) {
             tracing::error!(
                 error = format!("{e:#}"),
                 "retention sweep failed; trying again"

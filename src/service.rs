@@ -3,8 +3,10 @@
 //! ingest stops for good, so does the service, with an error: a supervisor restarts it.
 
 use crate::apply::Applier;
-use crate::cluster::{members, Cluster};
+use crate::cluster::secret::MembersSecret;
+use crate::cluster::{members, Cluster, ClusterTiming};
 use crate::config::Config;
+use crate::events::Subject;
 use crate::health::Health;
 use crate::http::forward::Forwarder;
 use crate::http::{self, AnswerCache, AppState, Auth, QueryLimits};
@@ -98,20 +100,32 @@ pub async fn run(
     tracing::info!(addr = %listener.local_addr()?, "serving");
 
     let shutdown = Shutdown::new();
-    let cluster = (!config.cluster.name.is_empty()).then(|| {
-        Arc::new(Cluster::new(
-            &config.cluster.name,
-            &config.cluster.advertise,
-            config.cluster.partitioner,
-            config.kafka.ready_max_lag,
-        ))
-    });
+    let cluster = match config.cluster.name.as_str() {
+        "" => None,
+        name => {
+            let secret = MembersSecret::load(config.cluster.secret_file.as_deref())?;
+            let timing = ClusterTiming {
+                ready_max_lag: config.kafka.ready_max_lag,
+                handoff_timeout: Duration::from_millis(config.cluster.handoff_timeout_ms),
+                max_skew_ms: config.cluster.max_skew_ms,
+                stats_interval: kafka::source::STATS_EVERY,
+            };
+            Some(Arc::new(Cluster::new(
+                name,
+                &config.cluster.advertise,
+                config.cluster.partitioner,
+                secret,
+                timing,
+            )))
+        }
+    };
     tokio::spawn({
         let (shutdown, cluster) = (shutdown.clone(), cluster.clone());
+        let most = Duration::from_millis(config.cluster.handoff_timeout_ms) * 2;
         async move {
             stop.await;
             if let Some(cluster) = cluster {
-                hand_off(&cluster).await;
+                hand_off(&cluster, most).await;
             }
             shutdown.trigger();
         }
@@ -161,25 +175,47 @@ pub async fn run(
                 );
             }
             let (index, shutdown) = (Arc::clone(&views.index), shutdown.clone());
+            let (metrics, health) = (
+                Arc::clone(&views.sink.metrics),
+                Arc::clone(&views.sink.health),
+            );
             tracing::info!(cluster = %cluster.name, me = %cluster.me, "joining the shard set");
             Some(std::thread::spawn(move || {
-                // A partition handed off leaves memory (its steps stay on disk).
-                let left = |partitions: &[i32]| {
+                // A partition no longer served leaves memory (its steps stay on disk).
+                let dropped = |partitions: &[i32]| {
                     index.evict_where(|step| {
                         cluster
                             .partition_of(step)
                             .is_some_and(|p| partitions.contains(&p))
                     })
                 };
-                if let Err(e) = members::run(&kcfg, &cluster, left, &shutdown) {
-                    tracing::error!(error = format!("{e:#}"), "the members topic failed");
+                let result = members::run(&kcfg, &cluster, &metrics, dropped, &shutdown);
+                if let Err(e) = &result {
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        "membership stopped for good; stopping the service (exit status 1) so \
+                         that a supervisor restarts it"
+                    );
+                    health.set_ingest_stopped();
+                    shutdown.trigger();
                 }
+                result
             }))
         }
     };
     let sweeper = {
         let (sink, store, shutdown) = (views.sink.clone(), config.store.clone(), shutdown.clone());
-        std::thread::spawn(move || retention::run(&sink, &store, &shutdown))
+        let cluster = cluster.clone();
+        std::thread::spawn(move || {
+            // Only what this instance has caught up with (a shard: of the partitions it serves).
+            let judged = |subject: Subject| match &cluster {
+                Some(cluster) => cluster
+                    .partition_of(subject.id())
+                    .is_some_and(|p| cluster.caught_up(p)),
+                None => sink.health.readiness().is_ok(),
+            };
+            retention::run(&sink, &store, judged, &shutdown)
+        })
     };
 
     let state = Arc::new(AppState {
@@ -198,6 +234,7 @@ pub async fn run(
         metrics_token,
         forwarder: cluster.as_ref().map(|_| Forwarder::default()),
         cluster,
+        shutdown: shutdown.clone(),
     });
     let stopping = shutdown.clone();
     axum::serve(listener, http::router(state))
@@ -216,8 +253,11 @@ pub async fn run(
             Err(_) => anyhow::bail!("the ingest thread panicked"),
         }
     }
-    if members.is_some_and(|m| m.join().is_err()) {
-        anyhow::bail!("the members thread panicked");
+    if let Some(members) = members {
+        match members.join() {
+            Ok(result) => result?,
+            Err(_) => anyhow::bail!("the members thread panicked"),
+        }
     }
     if sweeper.join().is_err() {
         anyhow::bail!("the retention thread panicked");
@@ -227,15 +267,12 @@ pub async fn run(
     Ok(())
 }
 
-/// Longest a clean shutdown of a shard waits for its partitions' new owners to take over.
-const MAX_HANDOFF: Duration = Duration::from_secs(60);
-
-/// A shard leaving cleanly keeps serving until the members taking its partitions serve them:
-/// clients see no 503.
-async fn hand_off(cluster: &Cluster) {
+/// A shard leaving cleanly keeps serving until the members taking its partitions serve them
+/// (clients see no 503), for at most `most`; a shard with nobody to take over leaves at once.
+async fn hand_off(cluster: &Cluster, most: Duration) {
     tracing::info!("handing this instance's partitions to the other members before stopping");
     cluster.leave();
-    let deadline = tokio::time::Instant::now() + MAX_HANDOFF;
+    let deadline = tokio::time::Instant::now() + most;
     while !cluster.handed_off() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -15,45 +15,6 @@ use stepview::simulate::{self, Workload};
 
 const PARTITIONS: i32 = 8;
 
-struct Shard {
-    child: std::process::Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Shard {
-    fn start(topic: &str, set: &str) -> Shard {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let base = format!("http://127.0.0.1:{port}");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_stepview"))
-            .args(["serve", "--auth", "false", "--ready-max-lag", "0"])
-            .args(["--data-dir", dir.path().to_str().unwrap()])
-            .args(["--brokers", brokers(), "--topic", topic])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--cluster", set, "--advertise", &base])
-            .env("STEPVIEW_LOG", "warn")
-            .spawn()
-            .unwrap();
-        Shard {
-            child,
-            base,
-            _dir: dir,
-        }
-    }
-
-    fn signal(&self, signal: i32) {
-        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
-    }
-}
-
-impl Drop for Shard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Every step of the workload with the query asked of it.
 fn queries(events: &[Event]) -> Vec<(i64, String)> {
     steps_of(events)
@@ -176,7 +137,9 @@ async fn shards_divide_the_partitions_and_answer_every_step_through_joins_leaves
     let client = reqwest::Client::new();
 
     // Three shards: each, once settled, answers every step as a single instance does.
-    let shards: Vec<Shard> = (0..3).map(|_| Shard::start(&topic, &set)).collect();
+    let shards: Vec<Shard> = (0..3)
+        .map(|_| Shard::start(brokers(), &topic, &set, &[]))
+        .collect();
     let all: Vec<&Shard> = shards.iter().collect();
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
@@ -231,7 +194,7 @@ async fn shards_divide_the_partitions_and_answer_every_step_through_joins_leaves
     assert_eq!(ids, [101, 102, 103]);
 
     // A fourth joins while clients ask: it takes its share, with no 503 and no wrong answer.
-    let fourth = Shard::start(&topic, &set);
+    let fourth = Shard::start(brokers(), &topic, &set, &[]);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (_, wrong) = round(&client, &all, &qs, &want, false).await;
@@ -277,4 +240,193 @@ async fn shards_divide_the_partitions_and_answer_every_step_through_joins_leaves
     eprintln!("all answers right again {recovered:?} after the kill");
     let (right, wrong) = round(&client, &survivors, &qs, &want, false).await;
     assert!(wrong.is_empty() && right == survivors.len() * qs.len());
+}
+
+/// A topic of `PARTITIONS` partitions holding a small workload; its events.
+async fn small_topic(prefix: &str) -> (String, Vec<Event>) {
+    let topic = unique_name(prefix);
+    let settings = KafkaConfig {
+        brokers: brokers().to_owned(),
+        ..KafkaConfig::default()
+    };
+    stepview::ingest::kafka::ensure_topics(&settings, &[&topic], PARTITIONS)
+        .await
+        .unwrap();
+    let events = simulate::generate(&Workload {
+        jobs: 8,
+        steps_per_job: 2,
+        hosts: 10,
+        first_job_id: 1,
+        ..Workload::default()
+    });
+    let messages = simulate::to_messages(&events);
+    let t = topic.clone();
+    tokio::task::spawn_blocking(move || simulate::produce(brokers(), &t, &messages, 0, false))
+        .await
+        .unwrap()
+        .unwrap();
+    (topic, events)
+}
+
+/// Waits until `base` answers every query with 200.
+async fn serving(client: &reqwest::Client, base: &str, qs: &[(i64, String)]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    'all: loop {
+        for (_, q) in qs {
+            if ask(client, base, q).await.0 != 200 {
+                assert!(Instant::now() < deadline, "{base} never served {q}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue 'all;
+            }
+        }
+        return;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_polls_and_streams_end_when_their_partition_moves_and_when_the_shard_stops() {
+    let (topic, events) = small_topic("moving").await;
+    let qs = queries(&events);
+    let set = unique_name("moving-set");
+    let a = Shard::start(brokers(), &topic, &set, &[]);
+    let client = reqwest::Client::new();
+    serving(&client, &a.base, &qs).await;
+    // A step whose partition the member about to join will own.
+    let (b_port, (step, q)) = loop {
+        let port = free_port();
+        let b = format!("http://127.0.0.1:{port}");
+        let moving = qs.iter().find(|(step, _)| {
+            let p = stepview::cluster::owners::Partitioner::Murmur2.partition(*step, PARTITIONS);
+            stepview::cluster::owners::owner(p, [a.base.as_str(), b.as_str()]) == Some(b.as_str())
+        });
+        if let Some(found) = moving {
+            break (port, found.clone());
+        }
+    };
+    let url = format!("{}/api/v3/get_step_instance_status?{q}", a.base);
+    let first = client.get(&url).send().await.unwrap();
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    let held = tokio::spawn({
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let started = Instant::now();
+            let resp = client
+                .get(&url)
+                .header("If-None-Match", etag)
+                .header("Prefer", "wait=60")
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), started.elapsed())
+        }
+    });
+    let stream = tokio::spawn({
+        let client = client.clone();
+        let url = format!("{}/api/v3/watch_step_instance_status?{q}", a.base);
+        async move {
+            let started = Instant::now();
+            let mut resp = client.get(&url).send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let mut events = 0;
+            while let Ok(Some(chunk)) = resp.chunk().await {
+                events += usize::from(chunk.starts_with(b"id:"));
+            }
+            (events, started.elapsed())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let b = Shard::start_in(
+        tempfile::tempdir().unwrap(),
+        b_port,
+        brokers(),
+        &topic,
+        &set,
+        &[],
+    );
+    let (status, waited) = held.await.unwrap();
+    assert_eq!(
+        status, 304,
+        "step {step}: a held poll answered when its partition moved"
+    );
+    assert!(
+        waited < Duration::from_secs(40),
+        "held {waited:?}, not ended by the move"
+    );
+    let (events, lasted) = tokio::time::timeout(Duration::from_secs(40), stream)
+        .await
+        .expect("the stream outlived its partition's move")
+        .unwrap();
+    assert!(events >= 1 && lasted < Duration::from_secs(40));
+    // Asked again, the new owner answers (through either member).
+    serving(&client, &b.base, &qs).await;
+    serving(&client, &a.base, &qs).await;
+
+    // A shard alone stops at once on SIGTERM, even with a stream open.
+    drop(b);
+    let (topic, events) = small_topic("lone").await;
+    let qs = queries(&events);
+    let lone = Shard::start(brokers(), &topic, &unique_name("lone-set"), &[]);
+    serving(&client, &lone.base, &qs).await;
+    let open = client
+        .get(format!(
+            "{}/api/v3/watch_step_instance_status?{}",
+            lone.base, qs[0].1
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open.status(), 200);
+    let mut lone = lone;
+    let started = Instant::now();
+    lone.signal(libc::SIGTERM);
+    let exited = tokio::task::spawn_blocking(move || {
+        let status = lone.child.wait().unwrap();
+        (status, lone)
+    })
+    .await
+    .unwrap();
+    assert!(exited.0.success(), "{:?}", exited.0);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a lone shard took {:?} to stop",
+        started.elapsed()
+    );
+    drop(open);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_forwarded_to_a_hung_owner_gets_503_within_its_deadline() {
+    let (topic, events) = small_topic("hung").await;
+    let qs = queries(&events);
+    let set = unique_name("hung-set");
+    let timeout = ["--query-timeout-ms", "1000"];
+    let a = Shard::start(brokers(), &topic, &set, &timeout);
+    let b = Shard::start(brokers(), &topic, &set, &timeout);
+    let client = reqwest::Client::new();
+    serving(&client, &a.base, &qs).await;
+    serving(&client, &b.base, &qs).await;
+    // A step that a forwards to b.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let q = 'found: loop {
+        for (_, q) in &qs {
+            let resp = client
+                .get(format!("{}/api/v3/get_step_instance_status?{q}", a.base))
+                .send()
+                .await
+                .unwrap();
+            if resp.headers().contains_key("x-stepview-forwarded") {
+                break 'found q.clone();
+            }
+        }
+        assert!(Instant::now() < deadline, "a forwarded nothing");
+    };
+    b.signal(libc::SIGSTOP);
+    let started = Instant::now();
+    let (status, body) = ask(&client, &a.base, &q).await;
+    let took = started.elapsed();
+    b.signal(libc::SIGCONT);
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["code"], 1240002);
+    // 1 s of query time + 2 s: not forever.
+    assert!(took < Duration::from_secs(6), "took {took:?}");
 }

@@ -159,6 +159,7 @@ fn router() -> axum::Router {
                 metrics_token: None,
                 cluster: None,
                 forwarder: None,
+                shutdown: stepview::shutdown::Shutdown::new(),
             }))
         })
         .clone()

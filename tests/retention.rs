@@ -38,7 +38,7 @@ async fn steps_past_retention_are_gone_and_their_late_events_dropped() {
     let now = stepview::now_ms();
     let apply_at = |events: &[Event], at_ms: i64| {
         let batch = Batch {
-            at_ms,
+            times: stepview::apply::Times::All(at_ms),
             ..Batch::local(events)
         };
         svc.views.sink.applier.apply(&batch).unwrap();
@@ -59,7 +59,7 @@ async fn steps_past_retention_are_gone_and_their_late_events_dropped() {
         );
     }
 
-    let expired = svc.views.sink.expire(now, 30 * DAY_MS).unwrap();
+    let expired = svc.views.sink.expire(now, 30 * DAY_MS, |_| true).unwrap();
     assert_eq!(expired.steps, 1);
     assert_eq!(svc.get(&q(11, "")).await.1["code"], 1244007);
     assert_eq!(
@@ -95,7 +95,7 @@ async fn steps_past_retention_are_gone_and_their_late_events_dropped() {
     let later = svc
         .views
         .sink
-        .expire(now + 31 * DAY_MS, 30 * DAY_MS)
+        .expire(now + 31 * DAY_MS, 30 * DAY_MS, |_| true)
         .unwrap();
     assert_eq!(later.tombstones, 1);
 }
@@ -133,7 +133,7 @@ async fn replay_applies_the_same_rule_as_the_live_service() {
     config.kafka.ready_max_lag = 0;
     let live = TestService::start(config.clone()).await;
     live.wait_readyz(200, Duration::from_secs(60)).await;
-    retention::sweep(&live.views.sink, &config.store).unwrap();
+    retention::sweep(&live.views.sink, &config.store, |_| true).unwrap();
     assert_eq!(live.get(&q(21, "")).await.1["code"], 1244007);
     assert_eq!(live.get(&q(22, "")).await.1["code"], 0);
 
@@ -143,7 +143,7 @@ async fn replay_applies_the_same_rule_as_the_live_service() {
     let digest = tokio::task::spawn_blocking(move || {
         let views = stepview::service::Views::open(&replay_config).unwrap();
         stepview::ingest::replay::replay(&replay_config.kafka, &views.sink, false).unwrap();
-        let expired = retention::sweep(&views.sink, &replay_config.store).unwrap();
+        let expired = retention::sweep(&views.sink, &replay_config.store, |_| true).unwrap();
         assert_eq!(expired.steps, 1);
         views.store.digest().unwrap()
     })

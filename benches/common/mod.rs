@@ -5,4 +5,8 @@
 #[path = "../../tests/common/unique.rs"]
 mod unique;
 
+#[path = "../../tests/common/shard.rs"]
+mod shard;
+
+pub use shard::{Shard, SHARD_SECRET};
 pub use unique::{free_port, unique_name};

@@ -1,35 +1,43 @@
 //! The members topic (`<topic>.members`, compacted, one partition): this instance's entry,
-//! keyed by its URL, written every second and on every change, and a tombstone on a clean
-//! shutdown; every other member's entry heard as it comes. The topic is read from its end: a
-//! live member writes again within a second, so nothing older is needed (and a broker that never
-//! compacts does not make start-up slower).
+//! keyed by its URL, written on every change and at least every second, and a tombstone on a
+//! clean shutdown; every other member's entry heard as it comes. Every record carries the MAC
+//! of the members' secret; a record without a valid one is ignored and counted. The topic is
+//! read from its end: a live member writes again within a second, so nothing older is needed
+//! (and a broker that never compacts does not make start-up slower).
 
+use super::secret::RECORD_MAC_HEADER;
 use super::{Cluster, Entry};
 use crate::config::KafkaConfig;
 use crate::ingest::kafka::admin;
 use crate::ingest::kafka::read::client_config;
+use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use anyhow::{Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
 
 /// How often ownership is decided again; the entry is written when it changes, and at least
 /// every second.
-const TICK: Duration = Duration::from_millis(250);
+const TICK: Duration = Duration::from_millis(100);
 const REFRESH: Duration = Duration::from_secs(1);
+/// At most one log line per this long about ignored records.
+const IGNORED_LOG_EVERY: Duration = Duration::from_secs(10);
 
 pub fn topic(cfg: &KafkaConfig) -> String {
     format!("{}.members", cfg.topic)
 }
 
 /// Publishes this instance's entry and hears the others' until `shutdown`, then leaves with a
-/// tombstone. `left` is told the partitions this instance has handed off.
+/// tombstone. `dropped` is told the partitions this instance has stopped serving. An error
+/// means membership has stopped for good (the service then stops: a supervisor restarts it).
 pub fn run(
     cfg: &KafkaConfig,
     cluster: &Cluster,
-    left: impl Fn(&[i32]),
+    metrics: &Metrics,
+    dropped: impl Fn(&[i32]),
     shutdown: &Shutdown,
 ) -> Result<()> {
     let topic = topic(cfg);
@@ -42,7 +50,7 @@ pub fn run(
             ("group.id", "stepview-members"),
             ("enable.auto.commit", "false"),
             ("auto.offset.reset", "latest"),
-            ("fetch.wait.max.ms", "50"),
+            ("fetch.wait.max.ms", "20"),
         ],
     )
     .create()
@@ -64,55 +72,130 @@ pub fn run(
         tpl.add_partition_offset(&topic, p, Offset::End)?;
     }
     consumer.assign(&tpl)?;
-    let started = Instant::now();
+    let mut ignored = Ignored::default();
     let mut published: Option<(Entry, Instant)> = None;
     let mut next_tick = Instant::now();
     while !shutdown.is_triggered() {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
-            let url = m.key().map(String::from_utf8_lossy);
-            let entry = m.payload().map(serde_json::from_slice::<Entry>);
-            // At start the topic's end may come with a few entries of the past: only entries
-            // written in the last TTL count as signs of life.
-            let stale = started.elapsed() < super::MEMBER_TTL
-                && m.timestamp()
-                    .to_millis()
-                    .is_some_and(|t| crate::now_ms() - t > super::MEMBER_TTL.as_millis() as i64);
-            match (url, entry) {
-                (Some(url), Some(Ok(entry))) if !stale => cluster.heard(&url, Some(entry)),
-                (Some(url), None) => cluster.heard(&url, None),
-                _ => {}
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) {
+            if let Err(why) = hear(cluster, &m) {
+                metrics.members_ignored.with_label_values(&[why]).inc();
+                if why != "other_set" {
+                    ignored.log(why);
+                }
             }
         }
         if Instant::now() < next_tick {
             continue;
         }
         next_tick = Instant::now() + TICK;
-        let (entry, handed_off) = cluster.tick(crate::now_ms());
-        if !handed_off.is_empty() {
-            tracing::info!(partitions = ?handed_off, "partitions handed off to their new owners");
-            left(&handed_off);
+        for p in cluster.ends_wanted() {
+            // Fresh from the broker, at the moment of the takeover (cluster.md).
+            match consumer.fetch_watermarks(&cfg.topic, p, Duration::from_secs(2)) {
+                Ok((_, end)) => cluster.listed_end(p, end),
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "cannot list a partition's end")
+                }
+            }
+        }
+        let (entry, left) = cluster.tick(crate::now_ms());
+        if !left.is_empty() {
+            tracing::info!(partitions = ?left, "partitions no longer served here");
+            dropped(&left);
         }
         let changed = published.as_ref().is_none_or(|(last, at)| {
             last.serving != entry.serving
+                || last.claims != entry.claims
+                || last.releasing != entry.releasing
                 || last.progress.keys().ne(entry.progress.keys())
+                || last.leaving != entry.leaving
                 || at.elapsed() >= REFRESH
         });
         if changed {
             let value = serde_json::to_vec(&entry).expect("entries serialize");
-            let record = BaseRecord::<str, [u8]>::to(&topic)
-                .key(&cluster.me)
-                .payload(&value);
-            if let Err((e, _)) = producer.send(record) {
-                tracing::warn!(error = %e, "cannot write this instance's members entry");
-            }
+            publish(&producer, &topic, cluster, Some(&value));
             published = Some((entry, Instant::now()));
         }
         producer.poll(Duration::ZERO);
     }
     // Leaving cleanly: the others take over at once instead of after the TTL.
-    let tombstone = BaseRecord::<str, [u8]>::to(&topic).key(&cluster.me);
-    if producer.send(tombstone).is_ok() {
-        let _ = producer.flush(Duration::from_secs(5));
-    }
+    publish(&producer, &topic, cluster, None);
+    let _ = producer.flush(Duration::from_secs(5));
     Ok(())
+}
+
+/// Writes this instance's entry (a tombstone when `value` is `None`), signed.
+fn publish(producer: &BaseProducer, topic: &str, cluster: &Cluster, value: Option<&[u8]>) {
+    let mac = cluster
+        .secret
+        .record_mac(cluster.me.as_bytes(), value.unwrap_or_default());
+    let headers = OwnedHeaders::new().insert(Header {
+        key: RECORD_MAC_HEADER,
+        value: Some(&mac[..]),
+    });
+    let mut record = BaseRecord::<str, [u8]>::to(topic)
+        .key(&cluster.me)
+        .headers(headers);
+    if let Some(value) = value {
+        record = record.payload(value);
+    }
+    if let Err((e, _)) = producer.send(record) {
+        tracing::warn!(error = %e, "cannot write this instance's members entry");
+    }
+}
+
+/// Takes one record of the members topic; why it was ignored, if it was.
+fn hear(cluster: &Cluster, m: &impl Message) -> Result<(), &'static str> {
+    let key = m.key().ok_or("malformed")?;
+    let value = m.payload();
+    let entry = match value {
+        None => None,
+        Some(v) => Some(serde_json::from_slice::<Entry>(v).map_err(|_| "malformed")?),
+    };
+    // Another shard set on the same topic signs with its own secret.
+    if entry.as_ref().is_some_and(|e| e.cluster != cluster.name) {
+        return Err("other_set");
+    }
+    let mac = m
+        .headers()
+        .and_then(|h| h.iter().find(|h| h.key == RECORD_MAC_HEADER))
+        .and_then(|h| h.value)
+        .ok_or("unsigned")?;
+    if !cluster
+        .secret
+        .record_signed(key, value.unwrap_or_default(), mac)
+    {
+        return Err("bad_signature");
+    }
+    let url = std::str::from_utf8(key).map_err(|_| "malformed")?;
+    if cluster.heard(url, entry, crate::now_ms()) {
+        Ok(())
+    } else {
+        Err("stale")
+    }
+}
+
+/// Rate-limited logging of ignored records (a forger may write many).
+#[derive(Default)]
+struct Ignored {
+    last_log: Option<Instant>,
+    since_log: u64,
+}
+
+impl Ignored {
+    fn log(&mut self, why: &str) {
+        self.since_log += 1;
+        if self
+            .last_log
+            .is_none_or(|at| at.elapsed() >= IGNORED_LOG_EVERY)
+        {
+            tracing::warn!(
+                reason = why,
+                count = self.since_log,
+                "ignored members-topic records (unsigned or forged records mean someone without \
+                 the members' secret writes to the topic: restrict it with Kafka ACLs)"
+            );
+            self.last_log = Some(Instant::now());
+            self.since_log = 0;
+        }
+    }
 }

@@ -1,27 +1,41 @@
 //! Shards (cluster.md): instances of one shard set divide the topic's partitions through a
 //! compacted members topic; there is no coordinator of our own and no consumer-group protocol.
 //! Every instance computes the owner of each partition from the members it has heard from in the
-//! last 3 s, by rendezvous hashing; a partition's new owner reads it and serves it once caught
-//! up, and the old owner keeps serving it until it sees that. Any instance answers any query:
-//! its own partitions' from its views, the others' by forwarding to the member serving them.
+//! last 3 s, by rendezvous hashing. Any instance answers any query: its own partitions' from its
+//! views, the others' by forwarding to the member serving them.
 //!
-//! Owns: membership, ownership, handoff, and where a query goes. Must not: read or write views
-//! (ingest reads what [`Cluster::reading`] says; `http` forwards what [`Cluster::route`] says).
+//! No step ever goes backwards: a partition moves by the handoff of cluster.md, decided here one
+//! partition at a time (`handoff`), and ingest reads what [`Cluster::plan`] says, up to where it
+//! says. A member that stops hearing its own entry is fenced: it answers 503 for everything and
+//! serves nothing until it has taken its partitions again.
+//!
+//! Owns: membership, ownership, handoff, fencing, and where a query goes. Must not: read or
+//! write views (ingest follows the plan; `http` forwards what [`Cluster::route`] says).
 //!
 //! - [`owners`]: the producers' partitioner and rendezvous hashing.
+//! - [`handoff`]: one partition's phase at this member, and the next one.
 //! - [`members`]: the members topic: publishing this instance's entry, hearing the others'.
+//! - [`secret`]: the members' secret: signed records and signed member-to-member requests.
 
+mod handoff;
 pub mod members;
 pub mod owners;
+pub mod secret;
 
+use handoff::{Part, Phase, View};
 use owners::Partitioner;
 use parking_lot::Mutex;
+use secret::MembersSecret;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 /// A member not heard from for this long is dead.
 pub const MEMBER_TTL: Duration = Duration::from_secs(3);
+
+/// A member that has not heard its own entry for this long answers for nothing (cluster.md,
+/// "Fencing"): the others are about to declare it dead.
+pub const FENCE_AFTER: Duration = Duration::from_secs(2);
 
 /// How long a member keeps serving a partition after its new owner announced it: long enough
 /// for every other member to have heard the announcement (they may still forward to the old
@@ -32,19 +46,42 @@ const HANDOFF_GRACE: Duration = Duration::from_millis(1500);
 /// live member (each writes every second), so that it takes its share, not everything.
 const LISTEN_FIRST: Duration = Duration::from_millis(1200);
 
+/// A withdrawn claim is made again after this long at the earliest.
+const RETRY_CLAIM: Duration = Duration::from_secs(1);
+
 /// What a member publishes about itself (the value of its entry in the members topic).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub url: String,
     pub cluster: String,
-    /// The partitions it answers for.
-    pub serving: BTreeSet<i32>,
-    /// Per partition it reads: the next offset applied and the end offset last seen.
-    pub progress: BTreeMap<i32, Progress>,
-    /// Shutting down: it owns nothing, and serves until the new owners do.
+    /// Random per process start; with `seq`, old entries cannot be replayed.
+    pub incarnation: String,
+    pub seq: u64,
+    pub at_ms: i64,
+    /// Shutting down (it serves until the new owners do), or fenced (it serves nothing): either
+    /// way it owns nothing.
     #[serde(default)]
     pub leaving: bool,
-    pub at_ms: i64,
+    /// The partitions it answers for.
+    pub serving: BTreeSet<i32>,
+    /// Partitions it claims from the member serving them, each held at this position (Y).
+    #[serde(default)]
+    pub claims: BTreeMap<i32, i64>,
+    /// Partitions it is handing over: to whom, and where it stands.
+    #[serde(default)]
+    pub releasing: BTreeMap<i32, Release>,
+    /// Per partition it reads: the next offset applied and the end offset last seen.
+    #[serde(default)]
+    pub progress: BTreeMap<i32, Progress>,
+}
+
+/// A partition being handed over: the claimant it goes to, the position the releasing member
+/// has applied it to, and whether that is where both meet (X = max(Y, Z)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    pub to: String,
+    pub at: i64,
+    pub settled: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,8 +95,54 @@ pub struct Progress {
 pub enum Route {
     Local,
     Forward(String),
-    /// No live member serves the partition right now (it is moving): 503, try again.
+    /// No live member serves the partition right now (it is moving), or this member is fenced:
+    /// 503, try again.
     Moving,
+}
+
+/// How far ingest may apply a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// Everything.
+    None,
+    /// Nothing more than what it has handed to apply already (its position when it saw this).
+    Here,
+    /// Messages below this offset.
+    At(i64),
+}
+
+/// What ingest should read of one partition: since which decision (a new `gen` means "start
+/// again from the stored offset"), and how far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadPlan {
+    pub gen: u64,
+    pub limit: Limit,
+}
+
+/// Where ingest stands on one partition it reads, as of a plan version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadReport {
+    pub gen: u64,
+    /// The next offset applied (stored with the views).
+    pub applied: Option<i64>,
+    /// The next offset after everything handed to apply.
+    pub dispatched: Option<i64>,
+    /// The partition's end, as a fetch response reported it, and when that report came.
+    pub end: Option<(i64, Instant)>,
+}
+
+/// Timing of the handoff (cluster.md): set once per process.
+#[derive(Debug, Clone, Copy)]
+pub struct ClusterTiming {
+    /// A partition is claimed once this instance lags its end by at most this many messages.
+    pub ready_max_lag: i64,
+    /// Longest any step of a handoff waits before it is given up.
+    pub handoff_timeout: Duration,
+    /// Entries written longer ago than this by the receiver's clock are ignored.
+    pub max_skew_ms: i64,
+    /// How often ingest's partition ends are refreshed (a fresh end is one reported after a
+    /// takeover by at least this much).
+    pub stats_interval: Duration,
 }
 
 pub struct Cluster {
@@ -67,12 +150,17 @@ pub struct Cluster {
     /// This instance's URL, its key in the members topic.
     pub me: String,
     pub partitioner: Partitioner,
-    ready_max_lag: i64,
+    pub secret: MembersSecret,
+    /// This process's incarnation (a random id).
+    pub incarnation: String,
+    timing: ClusterTiming,
     started: Instant,
     state: Mutex<State>,
+    /// Bumped whenever this member stops serving a partition: held requests and streams wake,
+    /// look again and end if their step's partition is no longer served here.
+    dropped: tokio::sync::watch::Sender<u64>,
 }
 
-#[derive(Default)]
 struct State {
     /// This instance is shutting down cleanly.
     leaving: bool,
@@ -80,22 +168,53 @@ struct State {
     partitions: i32,
     /// Other members' latest entries, and when each was heard.
     members: HashMap<String, (Entry, Instant)>,
-    reading: BTreeSet<i32>,
-    serving: BTreeSet<i32>,
-    progress: BTreeMap<i32, Progress>,
-    /// Partitions whose new owner serves them, since when (left after the grace).
-    taken_over: HashMap<i32, Instant>,
+    /// The newest (incarnation, seq) heard per member, kept after it leaves: old entries are not
+    /// heard again.
+    newest: HashMap<String, (String, u64)>,
+    /// When this member last heard its own entry back (its start, before the first).
+    heard_self: Instant,
+    fenced: bool,
+    parts: BTreeMap<i32, Part>,
+    /// Bumped at every change of what ingest should read; ingest echoes it in its reports.
+    plan_version: u64,
+    reports: BTreeMap<i32, ReadReport>,
+    /// The plan version ingest's reports answer to.
+    reported_version: u64,
+    next_gen: u64,
+    seq: u64,
 }
 
 impl Cluster {
-    pub fn new(name: &str, me: &str, partitioner: Partitioner, ready_max_lag: i64) -> Cluster {
+    pub fn new(
+        name: &str,
+        me: &str,
+        partitioner: Partitioner,
+        secret: MembersSecret,
+        timing: ClusterTiming,
+    ) -> Cluster {
         Cluster {
             name: name.to_owned(),
             me: me.to_owned(),
             partitioner,
-            ready_max_lag,
+            secret,
+            incarnation: hex::encode(rand::random::<[u8; 8]>()),
+            timing,
             started: Instant::now(),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                leaving: false,
+                partitions: 0,
+                members: HashMap::new(),
+                newest: HashMap::new(),
+                heard_self: Instant::now(),
+                fenced: false,
+                parts: BTreeMap::new(),
+                plan_version: 0,
+                reports: BTreeMap::new(),
+                reported_version: 0,
+                next_gen: 1,
+                seq: 0,
+            }),
+            dropped: tokio::sync::watch::channel(0).0,
         }
     }
 
@@ -105,46 +224,121 @@ impl Cluster {
         (partitions > 0).then(|| self.partitioner.partition(id, partitions))
     }
 
+    /// The topic's partition count (0 until ingest has read it).
+    pub fn partitions(&self) -> i32 {
+        self.state.lock().partitions
+    }
+
     /// Ingest tells the topic's partition count.
     pub fn set_partitions(&self, partitions: i32) {
         self.state.lock().partitions = partitions;
     }
 
-    /// The partitions ingest should read now.
-    pub fn reading(&self) -> BTreeSet<i32> {
-        self.state.lock().reading.clone()
+    /// What ingest should read now, with the plan's version (to echo in its reports).
+    pub fn plan(&self) -> (u64, BTreeMap<i32, ReadPlan>) {
+        let state = self.state.lock();
+        let plan = state
+            .parts
+            .iter()
+            .map(|(p, part)| {
+                let plan = ReadPlan {
+                    gen: part.gen,
+                    limit: part.phase.limit(),
+                };
+                (*p, plan)
+            })
+            .collect();
+        (state.plan_version, plan)
     }
 
-    pub fn serves(&self, partition: i32) -> bool {
-        self.state.lock().serving.contains(&partition)
-    }
-
-    /// Ingest tells where a partition it reads stands.
-    pub fn report_progress(&self, partition: i32, progress: Progress) {
-        self.state.lock().progress.insert(partition, progress);
-    }
-
-    /// An entry heard from the members topic (`None`: the member left cleanly).
-    pub fn heard(&self, url: &str, entry: Option<Entry>) {
+    /// Ingest tells where the partitions it reads stand, having followed plan `version`.
+    pub fn report(&self, version: u64, reports: BTreeMap<i32, ReadReport>) {
         let mut state = self.state.lock();
-        match entry {
-            Some(entry) if url != self.me && entry.cluster == self.name => {
-                state
-                    .members
-                    .insert(url.to_owned(), (entry, Instant::now()));
-            }
-            Some(_) => {}
-            None => {
+        state.reports = reports;
+        state.reported_version = version;
+    }
+
+    /// Whether this member answers for `partition` now.
+    pub fn serves(&self, partition: i32) -> bool {
+        let state = self.state.lock();
+        !state.fenced
+            && state
+                .parts
+                .get(&partition)
+                .is_some_and(|p| p.phase.serves())
+    }
+
+    /// Whether steps of `partition` may expire here: it is served here and read to within
+    /// `ready_max_lag` of its end (retention judges steps by their last event; one still queued
+    /// would be missed).
+    pub fn caught_up(&self, partition: i32) -> bool {
+        let state = self.state.lock();
+        let serving = state
+            .parts
+            .get(&partition)
+            .is_some_and(|p| p.phase.serves());
+        let lag_ok = state.reports.get(&partition).is_some_and(|r| {
+            matches!((r.applied, r.end), (Some(a), Some((end, _))) if end - a <= self.timing.ready_max_lag)
+        });
+        !state.fenced && serving && lag_ok
+    }
+
+    /// A receiver that changes whenever this member stops serving a partition.
+    pub fn dropped(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.dropped.subscribe()
+    }
+
+    /// An entry heard from the members topic, its signature already checked (`None`: a
+    /// tombstone, the member left cleanly). Entries of other sets, older than the newest heard
+    /// from the same member and incarnation, or written too long ago are ignored; false then.
+    pub fn heard(&self, url: &str, entry: Option<Entry>, now_ms: i64) -> bool {
+        let mut state = self.state.lock();
+        let Some(entry) = entry else {
+            if url != self.me {
                 state.members.remove(url);
             }
+            return true;
+        };
+        if entry.cluster != self.name || entry.url != url {
+            return false;
         }
+        if now_ms - entry.at_ms > self.timing.max_skew_ms {
+            return false;
+        }
+        let newer = state
+            .newest
+            .get(url)
+            .is_none_or(|(inc, seq)| *inc != entry.incarnation || entry.seq > *seq);
+        if !newer {
+            return false;
+        }
+        state
+            .newest
+            .insert(url.to_owned(), (entry.incarnation.clone(), entry.seq));
+        if url == self.me {
+            if entry.incarnation == self.incarnation {
+                state.heard_self = Instant::now();
+            }
+            return true;
+        }
+        state
+            .members
+            .insert(url.to_owned(), (entry, Instant::now()));
+        true
     }
 
     /// Where a query about `partition` goes: here when this instance serves it, else to a live
-    /// member that does (its owner first).
+    /// member that does (its owner first, then one not handing it over).
     pub fn route(&self, partition: i32) -> Route {
         let state = self.state.lock();
-        if state.serving.contains(&partition) {
+        if state.fenced {
+            return Route::Moving;
+        }
+        if state
+            .parts
+            .get(&partition)
+            .is_some_and(|p| p.phase.serves())
+        {
             return Route::Local;
         }
         let live = state.live();
@@ -156,9 +350,16 @@ impl Cluster {
             live.get(url)
                 .is_some_and(|e| e.serving.contains(&partition))
         };
+        let settled = |url: &&str| {
+            live.get(url)
+                .is_some_and(|e| !e.releasing.contains_key(&partition))
+        };
+        let mut servers: Vec<&str> = live.keys().copied().filter(serving).collect();
+        servers.sort_unstable();
         let by = owner
             .filter(serving)
-            .or_else(|| live.keys().copied().find(serving));
+            .or_else(|| servers.iter().copied().find(settled))
+            .or_else(|| servers.first().copied());
         match by {
             Some(url) => Route::Forward(url.to_owned()),
             None => Route::Moving,
@@ -171,10 +372,11 @@ impl Cluster {
         self.state.lock().leaving = true;
     }
 
-    /// True once a leaving instance reads and serves nothing.
+    /// True once a leaving instance serves nothing, or no live member is left to take over.
     pub fn handed_off(&self) -> bool {
         let state = self.state.lock();
-        state.leaving && state.reading.is_empty()
+        let nobody_left = state.live().values().all(|e| e.leaving);
+        state.leaving && (state.parts.is_empty() || nobody_left)
     }
 
     /// Live members heard from, this one excluded.
@@ -187,77 +389,174 @@ impl Cluster {
             .collect()
     }
 
-    /// Decides, about once a second, what to read and serve: the partitions this instance owns
-    /// are read, and served once caught up; a partition it no longer owns is read and served
-    /// until its new owner says it serves it, then left. Returns this instance's entry and the
-    /// partitions just left (their steps leave memory).
+    /// Partitions taken over with no announced position that still need the end listed by
+    /// the broker (the members thread asks it, then calls [`Cluster::listed_end`]).
+    pub fn ends_wanted(&self) -> Vec<i32> {
+        self.state
+            .lock()
+            .parts
+            .iter()
+            .filter(|(_, part)| {
+                matches!(
+                    part.phase,
+                    Phase::TakingOver {
+                        listed_end: None,
+                        ..
+                    }
+                )
+            })
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    /// The end of `partition` as the broker listed it (ListOffsets) for a takeover.
+    pub fn listed_end(&self, partition: i32, end: i64) {
+        if let Some(part) = self.state.lock().parts.get_mut(&partition) {
+            if let Phase::TakingOver { listed_end, .. } = &mut part.phase {
+                listed_end.get_or_insert(end);
+            }
+        }
+    }
+
+    /// Decides, a few times a second, what to read, hold and serve (`handoff`), and returns this
+    /// instance's entry and the partitions it has just stopped serving (their steps leave
+    /// memory).
     pub fn tick(&self, now_ms: i64) -> (Entry, Vec<i32>) {
-        let mut state = self.state.lock();
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        let now = Instant::now();
         state
             .members
             .retain(|_, (_, heard)| heard.elapsed() <= MEMBER_TTL * 10);
-        let mut left = Vec::new();
+        let before: BTreeMap<i32, (u64, Limit, bool)> = state
+            .parts
+            .iter()
+            .map(|(p, part)| (*p, (part.gen, part.phase.limit(), part.phase.serves())))
+            .collect();
+
+        let fenced = state.heard_self.elapsed() > FENCE_AFTER;
+        if fenced && !state.fenced {
+            tracing::warn!(
+                "this member has not heard its own entry for {} ms: answering 503 for every \
+                 partition until it has taken them again",
+                state.heard_self.elapsed().as_millis()
+            );
+            for part in state.parts.values_mut() {
+                part.phase = Phase::CatchingUp;
+            }
+        }
+        state.fenced = fenced;
+
         if state.partitions > 0 && self.started.elapsed() >= LISTEN_FIRST {
-            let owners: Vec<(i32, String)> = {
-                let live = state.live();
-                let me = (!state.leaving).then_some(self.me.as_str());
-                let candidates: Vec<&str> = live
-                    .iter()
-                    .filter(|(_, e)| !e.leaving)
-                    .map(|(url, _)| *url)
-                    .chain(me)
-                    .collect();
-                (0..state.partitions)
-                    .filter_map(|p| {
-                        owners::owner(p, candidates.iter().copied()).map(|o| (p, o.to_owned()))
-                    })
-                    .collect()
-            };
-            for (p, owner) in owners {
-                let caught_up = state
-                    .progress
-                    .get(&p)
-                    .is_some_and(|pr| pr.end - pr.next <= self.ready_max_lag);
-                if owner == self.me {
-                    state.reading.insert(p);
-                    state.taken_over.remove(&p);
-                    if caught_up {
-                        state.serving.insert(p);
+            let live = state.live_owned();
+            let me = (!state.leaving && !fenced).then_some(self.me.as_str());
+            let candidates: Vec<&str> = live
+                .iter()
+                .filter(|(_, e)| !e.leaving)
+                .map(|(url, _)| url.as_str())
+                .chain(me)
+                .collect();
+            for p in 0..state.partitions {
+                let owner = owners::owner(p, candidates.iter().copied());
+                let view = View {
+                    me: &self.me,
+                    partition: p,
+                    owns: owner == Some(self.me.as_str()),
+                    owner,
+                    live: &live,
+                    report: state
+                        .reports
+                        .get(&p)
+                        .filter(|_| state.reported_version >= state.plan_version),
+                    now,
+                    timing: &self.timing,
+                };
+                let part = state.parts.remove(&p);
+                let next = match part {
+                    None if view.owns => Some(Part::new(state.next_gen)),
+                    None => None,
+                    Some(part) => handoff::step(part, &view),
+                };
+                if let Some(next) = &next {
+                    if next.gen == state.next_gen {
+                        state.next_gen += 1;
                     }
-                } else if state.reading.contains(&p) {
-                    let taken_over = state
-                        .live()
-                        .get(owner.as_str())
-                        .is_some_and(|e| e.serving.contains(&p));
-                    let since =
-                        taken_over.then(|| *state.taken_over.entry(p).or_insert_with(Instant::now));
-                    if since.is_some_and(|at| at.elapsed() >= HANDOFF_GRACE) {
-                        state.reading.remove(&p);
-                        state.serving.remove(&p);
-                        state.progress.remove(&p);
-                        state.taken_over.remove(&p);
-                        left.push(p);
-                    } else if caught_up {
-                        // Still ours to serve until the new owner is ready (or if it died).
-                        state.serving.insert(p);
-                    }
+                }
+                if let Some(next) = next {
+                    state.parts.insert(p, next);
                 }
             }
         }
-        let entry = Entry {
+
+        let after: BTreeMap<i32, (u64, Limit, bool)> = state
+            .parts
+            .iter()
+            .map(|(p, part)| (*p, (part.gen, part.phase.limit(), part.phase.serves())))
+            .collect();
+        if before != after {
+            state.plan_version += 1;
+        }
+        let was_serving = |p: &i32| before.get(p).is_some_and(|(_, _, s)| *s);
+        let dropped: Vec<i32> = before
+            .keys()
+            .filter(|p| was_serving(p))
+            .filter(|p| !after.get(p).is_some_and(|(_, _, s)| *s))
+            .copied()
+            .collect();
+        if !dropped.is_empty() {
+            self.dropped.send_modify(|n| *n += 1);
+        }
+        state.seq += 1;
+        let entry = self.entry(state, now_ms);
+        (entry, dropped)
+    }
+
+    fn entry(&self, state: &State, now_ms: i64) -> Entry {
+        let mut entry = Entry {
             url: self.me.clone(),
             cluster: self.name.clone(),
-            serving: state.serving.clone(),
-            progress: state
-                .progress
-                .iter()
-                .filter(|(p, _)| state.reading.contains(p))
-                .map(|(p, pr)| (*p, *pr))
-                .collect(),
-            leaving: state.leaving,
+            incarnation: self.incarnation.clone(),
+            seq: state.seq,
             at_ms: now_ms,
+            // A fenced member that can still write tells the others to take its partitions.
+            leaving: state.leaving || state.fenced,
+            serving: BTreeSet::new(),
+            claims: BTreeMap::new(),
+            releasing: BTreeMap::new(),
+            progress: BTreeMap::new(),
         };
-        (entry, left)
+        for (p, part) in &state.parts {
+            let report = state.reports.get(p).filter(|r| r.gen == part.gen);
+            if part.phase.serves() && !state.fenced {
+                entry.serving.insert(*p);
+            }
+            match &part.phase {
+                Phase::Claiming { held: Some(y), .. } => {
+                    entry.claims.insert(*p, *y);
+                }
+                Phase::HandingOff {
+                    to,
+                    target: Some(x),
+                    ..
+                } => {
+                    if let Some(at) = report.and_then(|r| r.applied) {
+                        let release = Release {
+                            to: to.clone(),
+                            at,
+                            settled: at == *x,
+                        };
+                        entry.releasing.insert(*p, release);
+                    }
+                }
+                _ => {}
+            }
+            if let Some(r) = report {
+                if let (Some(next), Some((end, _))) = (r.applied, r.end) {
+                    entry.progress.insert(*p, Progress { next, end });
+                }
+            }
+        }
+        entry
     }
 }
 
@@ -269,123 +568,14 @@ impl State {
             .map(|(url, (e, _))| (url.as_str(), e))
             .collect()
     }
+
+    fn live_owned(&self) -> BTreeMap<String, Entry> {
+        self.live()
+            .into_iter()
+            .map(|(url, e)| (url.to_owned(), e.clone()))
+            .collect()
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn member(url: &str, serving: &[i32]) -> Entry {
-        Entry {
-            url: url.into(),
-            cluster: "set".into(),
-            serving: serving.iter().copied().collect(),
-            progress: BTreeMap::new(),
-            leaving: false,
-            at_ms: 0,
-        }
-    }
-
-    /// A member that has listened long enough to claim partitions.
-    fn settled(url: &str, partitions: i32) -> Cluster {
-        let mut c = Cluster::new("set", url, Partitioner::Murmur2, 0);
-        c.started = Instant::now() - LISTEN_FIRST;
-        c.set_partitions(partitions);
-        c
-    }
-
-    fn caught_up(c: &Cluster, partitions: impl IntoIterator<Item = i32>) {
-        for p in partitions {
-            c.report_progress(p, Progress { next: 10, end: 10 });
-        }
-    }
-
-    #[test]
-    fn a_new_owner_serves_once_caught_up_and_the_old_one_until_then() {
-        let a = settled("http://a", 8);
-        a.tick(0);
-        assert_eq!(a.reading().len(), 8, "alone, it reads every partition");
-        assert_eq!(
-            a.route(0),
-            Route::Moving,
-            "and serves none before catching up"
-        );
-        caught_up(&a, 0..8);
-        let (entry, _) = a.tick(0);
-        assert_eq!(entry.serving.len(), 8);
-        assert_eq!(a.route(3), Route::Local);
-
-        // b joins: what b owns stays with a until b says it serves it.
-        a.heard("http://b", Some(member("http://b", &[])));
-        a.tick(0);
-        let b_owns: Vec<i32> = (0..8)
-            .filter(|p| owners::owner(*p, ["http://a", "http://b"]) == Some("http://b"))
-            .collect();
-        assert!(!b_owns.is_empty());
-        assert!(
-            b_owns.iter().all(|p| a.serves(*p)),
-            "a keeps serving while b catches up"
-        );
-        a.heard("http://b", Some(member("http://b", &b_owns)));
-        let (entry, left) = a.tick(0);
-        assert!(
-            left.is_empty(),
-            "a serves on for the grace, while the others hear of b"
-        );
-        assert_eq!(entry.serving.len(), 8);
-        std::thread::sleep(HANDOFF_GRACE);
-        a.heard("http://b", Some(member("http://b", &b_owns)));
-        let (entry, left) = a.tick(0);
-        assert_eq!(left, b_owns);
-        assert!(b_owns.iter().all(|p| !entry.serving.contains(p)));
-        assert_eq!(a.route(b_owns[0]), Route::Forward("http://b".into()));
-
-        // b leaves cleanly: a owns everything again, and serves each once caught up.
-        a.heard("http://b", None);
-        a.tick(0);
-        assert_eq!(a.route(b_owns[0]), Route::Moving);
-        caught_up(&a, b_owns.iter().copied());
-        a.tick(0);
-        assert_eq!(a.route(b_owns[0]), Route::Local);
-    }
-
-    #[test]
-    fn a_leaving_member_serves_until_the_others_have_taken_over() {
-        let a = settled("http://a", 4);
-        a.heard("http://b", Some(member("http://b", &[])));
-        a.tick(0);
-        caught_up(&a, 0..4);
-        let (entry, _) = a.tick(0);
-        let mine = entry.serving.clone();
-        assert!(!mine.is_empty());
-        a.leave();
-        let (entry, left) = a.tick(0);
-        assert!(entry.leaving && left.is_empty() && entry.serving == mine);
-        assert!(!a.handed_off());
-        a.heard("http://b", Some(member("http://b", &[0, 1, 2, 3])));
-        a.tick(0);
-        std::thread::sleep(HANDOFF_GRACE);
-        a.heard("http://b", Some(member("http://b", &[0, 1, 2, 3])));
-        a.tick(0);
-        assert!(a.handed_off());
-    }
-
-    #[test]
-    fn a_starting_member_listens_before_claiming_partitions() {
-        let a = Cluster::new("set", "http://a", Partitioner::Murmur2, 0);
-        a.set_partitions(4);
-        a.tick(0);
-        assert!(a.reading().is_empty());
-    }
-
-    #[test]
-    fn members_of_another_set_are_ignored() {
-        let a = settled("http://a", 4);
-        let mut other = member("http://x", &[0, 1, 2, 3]);
-        other.cluster = "other".into();
-        a.heard("http://x", Some(other));
-        a.tick(0);
-        assert_eq!(a.reading().len(), 4);
-        assert!(a.live_members().is_empty());
-    }
-}
+mod tests;

@@ -29,6 +29,8 @@ pub struct Auth {
 
 /// The caller, once authenticated.
 pub struct Caller<'a> {
+    /// Its app code (`None` when authentication is off).
+    pub app: Option<&'a str>,
     grants: Option<&'a [Grant]>,
 }
 
@@ -74,20 +76,39 @@ impl Auth {
     /// Checks the request's credentials; `None` when they are missing or wrong.
     pub fn authenticate(&self, headers: &HeaderMap) -> Option<Caller<'_>> {
         let Some(apps) = &self.apps else {
-            return Some(Caller { grants: None });
+            return Some(Caller {
+                app: None,
+                grants: None,
+            });
         };
         let raw = headers.get("x-bkapi-authorization")?.as_bytes();
         let creds: Credentials = serde_json::from_slice(raw).ok()?;
         // Compare against a dummy for unknown apps too, so timing tells nothing either way.
-        let (expected, known) = match apps.get(&creds.bk_app_code) {
-            Some(app) => (app.secret_sha256, Some(app)),
+        let (expected, known) = match apps.get_key_value(&creds.bk_app_code) {
+            Some((code, app)) => (app.secret_sha256, Some((code, app))),
             None => ([0u8; 32], None),
         };
         let equal = digest_matches(&creds.bk_app_secret, &expected);
-        let app = known.filter(|_| equal)?;
+        let (code, app) = known.filter(|_| equal)?;
         Some(Caller {
+            app: Some(code),
             grants: Some(&app.grants),
         })
+    }
+
+    /// The caller a member-to-member request is made for (its signature checked): the app it
+    /// names, with that app's grants here (none when the app is not configured here).
+    pub fn member_request_for<'a>(&'a self, app: &'a str) -> Caller<'a> {
+        let Some(apps) = &self.apps else {
+            return Caller {
+                app: None,
+                grants: None,
+            };
+        };
+        Caller {
+            app: Some(app),
+            grants: Some(apps.get(app).map_or(&[], |a| &a.grants[..])),
+        }
     }
 }
 

@@ -137,9 +137,9 @@ impl ApiError {
             ApiError::TooMuchOutput(max) => {
                 let mib = max >> 20;
                 match lang {
-                    Lang::Zh => format!("错误的请求：日志超过{mib}MiB，请减少 host_id_list / ip_list 中的主机"),
+                    Lang::Zh => format!("错误的请求：结果超过{mib}MiB，请减少 host_id_list / ip_list 中的主机，或分步骤查询"),
                     Lang::En => format!(
-                        "Bad Request: the logs exceed {mib} MiB; ask for fewer hosts in host_id_list / ip_list"
+                        "Bad Request: the answer exceeds {mib} MiB; ask for fewer hosts in host_id_list / ip_list, or step by step"
                     ),
                 }
             }

@@ -1,12 +1,22 @@
 //! How queries run: on the blocking pool (they take locks and read RocksDB), expensive ones
-//! (`StepQuery::is_expensive`) in one of a few turns, every one with a deadline (its wait for a
-//! turn included), and told to stop when their client goes away.
+//! (`StepQuery::is_expensive`, logs, jobs with every host) in one of a few turns, every one with
+//! a deadline (its wait for a turn included), and told to stop when their client goes away.
+//!
+//! An expensive answer keeps its turn while it is rendered and while its body is written: the
+//! turns bound how many large bodies exist at once, not only how many are computed. A large body
+//! is streamed in chunks; if its reader is too slow to take it by the deadline, the turn and the
+//! body are dropped and the connection is aborted (a cut-off body is never passed off as whole).
 
+use super::i18n::Lang;
+use super::render::RenderedStep;
 use super::AppState;
-use crate::query::{Cancel, QueryError, Reader};
+use crate::events::StepEvent;
+use crate::query::{Cancel, Position, QueryError, Reader, StepQuery};
+use axum::body::{Body, Bytes};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub struct QueryLimits {
     pub expensive: Arc<Semaphore>,
@@ -22,16 +32,69 @@ impl QueryLimits {
     }
 }
 
+/// Bodies at least this large are streamed, holding their turn until written.
+const STREAM_FROM: usize = 1 << 20;
+/// What one chunk of a streamed body holds.
+const CHUNK: usize = 256 << 10;
+
+/// An expensive query's turn, held by its answer until the answer is written.
+pub struct Turn {
+    permit: Option<OwnedSemaphorePermit>,
+    /// How long writing a body may take.
+    write_within: Duration,
+}
+
+impl Turn {
+    /// The response body for `bytes`: as it is when small; else streamed in chunks by a task
+    /// that holds the turn until the body is written, or drops both (and aborts the connection)
+    /// when the reader has not taken it within the deadline.
+    pub fn body(self, bytes: Vec<u8>) -> Body {
+        if bytes.len() < STREAM_FROM {
+            return Body::from(bytes);
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+        let aborted = Arc::new(AtomicBool::new(false));
+        let writer_aborted = Arc::clone(&aborted);
+        tokio::spawn(async move {
+            let _turn = self.permit;
+            let until = tokio::time::Instant::now() + self.write_within;
+            for chunk in bytes.chunks(CHUNK) {
+                match tokio::time::timeout_at(until, tx.send(Bytes::copy_from_slice(chunk))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return, // the client went away
+                    Err(_) => {
+                        tracing::debug!("a reader did not take its answer in time: aborted");
+                        writer_aborted.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                }
+            }
+        });
+        let stream = futures_util::stream::poll_fn(move |cx| match rx.poll_recv(cx) {
+            std::task::Poll::Ready(Some(chunk)) => std::task::Poll::Ready(Some(Ok(chunk))),
+            std::task::Poll::Ready(None) if aborted.load(Ordering::SeqCst) => {
+                std::task::Poll::Ready(Some(Err(std::io::Error::other(
+                    "the answer was not read in time",
+                ))))
+            }
+            std::task::Poll::Ready(None) => std::task::Poll::Ready(None),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        });
+        Body::from_stream(stream)
+    }
+}
+
 /// Runs `query` within the limits (`expensive`: it may cost time proportional to a step); a
 /// query whose caller goes away (the future is dropped) or whose deadline passes is told to stop.
+/// An expensive query's turn comes back with its result, to be held while it is written.
 pub async fn run<T: Send + 'static>(
     state: &Arc<AppState>,
     expensive: bool,
     query: impl FnOnce(&Reader, &Cancel) -> Result<T, QueryError> + Send + 'static,
-) -> Result<T, QueryError> {
+) -> Result<(T, Turn), QueryError> {
     let limits = &state.limits;
     let deadline = tokio::time::Instant::now() + limits.timeout;
-    let turn = if expensive {
+    let permit = if expensive {
         let waiting = Arc::clone(&limits.expensive).acquire_owned();
         match tokio::time::timeout_at(deadline, waiting).await {
             Ok(Ok(turn)) => Some(turn),
@@ -49,14 +112,18 @@ pub async fn run<T: Send + 'static>(
         state: Arc::clone(state),
     };
     let reader = state.reader.clone();
-    let task = tokio::task::spawn_blocking(move || {
-        let _turn = turn;
-        query(&reader, &cancel)
-    });
+    // The turn stays with the task until it ends, however its caller fares.
+    let task = tokio::task::spawn_blocking(move || (query(&reader, &cancel), permit));
     let result = tokio::time::timeout_at(deadline, task).await;
     let cancel = on_drop.cancel.take().expect("taken once");
     match result {
-        Ok(Ok(answer)) => answer,
+        Ok(Ok((answer, permit))) => answer.map(|a| {
+            let turn = Turn {
+                permit,
+                write_within: limits.timeout,
+            };
+            (a, turn)
+        }),
         Ok(Err(e)) => Err(QueryError::Internal(anyhow::anyhow!(
             "query task failed: {e}"
         ))),
@@ -92,17 +159,64 @@ impl AppState {
     }
 }
 
-/// The step status answer to `q` in `lang`, rendered, within the limits: from the answer cache
-/// while the step has not changed. A fresh answer is rendered here, on the event loop, like any
-/// response body: rendered on the blocking pool by dozens of threads at once, 170-KB answers
-/// took the cores from the event loop (benches/http, cap 100 uncached: p99 19 -> 74-146 ms).
+/// A `get_step_instance_status` answer, ready to write.
+pub enum Answer {
+    /// Rendered groups (kept, or cheap to render per request).
+    Rendered(Arc<RenderedStep>),
+    /// An expensive answer rendered whole for one request, in its turn, which it holds.
+    Whole {
+        position: Position,
+        step: Arc<StepEvent>,
+        body: Vec<u8>,
+        turn: Turn,
+    },
+}
+
+impl Answer {
+    pub fn position(&self) -> Position {
+        match self {
+            Answer::Rendered(a) => a.position,
+            Answer::Whole { position, .. } => *position,
+        }
+    }
+
+    pub fn step(&self) -> &StepEvent {
+        match self {
+            Answer::Rendered(a) => &a.step,
+            Answer::Whole { step, .. } => step,
+        }
+    }
+
+    /// The body, and what holds the turn while it is written.
+    pub fn into_body(self, request_id: &str) -> Body {
+        match self {
+            Answer::Rendered(a) => Body::from(a.body(request_id, crate::now_ms())),
+            Answer::Whole { body, turn, .. } => turn.body(body),
+        }
+    }
+
+    /// The body as bytes (an event of a stream), releasing any turn.
+    pub fn into_bytes(self, request_id: &str) -> Vec<u8> {
+        match self {
+            Answer::Rendered(a) => a.body(request_id, crate::now_ms()),
+            Answer::Whole { body, .. } => body,
+        }
+    }
+}
+
+/// The step status answer to `q` in `lang`, within the limits: from the answer cache while the
+/// step has not changed. A cheap fresh answer is rendered on the event loop, like any response
+/// body (rendered on the blocking pool by dozens of threads at once, 170-KB answers took the
+/// cores from the event loop: benches/http, cap 100 uncached: p99 19 -> 74-146 ms); an
+/// expensive one is rendered whole in its turn, for `request_id`.
 pub async fn run_answer(
     state: &Arc<AppState>,
-    q: crate::query::StepQuery,
-    lang: super::i18n::Lang,
-) -> Result<Arc<super::render::RenderedStep>, QueryError> {
+    q: StepQuery,
+    lang: Lang,
+    request_id: &str,
+) -> Result<Answer, QueryError> {
     enum Found {
-        Kept(Arc<super::render::RenderedStep>),
+        Kept(Arc<RenderedStep>),
         Fresh(crate::query::StepAnswer),
         /// Not kept, and expensive: computed in a turn of its own.
         Expensive,
@@ -110,7 +224,7 @@ pub async fn run_answer(
     let answers = Arc::clone(&state.answers);
     let (asked, expensive) = (q.clone(), q.is_expensive());
     // A kept answer costs no turn, however expensive its query was.
-    let found = run(state, false, move |reader, cancel| {
+    let (found, _) = run(state, false, move |reader, cancel| {
         match answers.get(reader, &asked, lang) {
             Some(kept) => Ok(Found::Kept(kept)),
             None if expensive => Ok(Found::Expensive),
@@ -118,16 +232,25 @@ pub async fn run_answer(
         }
     })
     .await?;
-    let answer = match found {
-        Found::Kept(kept) => return Ok(kept),
-        Found::Fresh(answer) => answer,
+    match found {
+        Found::Kept(kept) => Ok(Answer::Rendered(kept)),
+        Found::Fresh(answer) => Ok(Answer::Rendered(state.answers.render(q, lang, answer))),
         Found::Expensive => {
-            let asked = q.clone();
-            run(state, true, move |reader, cancel| {
-                reader.answer(&asked, cancel)
+            let answers = Arc::clone(&state.answers);
+            let request_id = request_id.to_owned();
+            let ((position, step, body), turn) = run(state, true, move |reader, cancel| {
+                let answer = reader.answer(&q, cancel)?;
+                let rendered = answers.render(q, lang, answer);
+                let body = rendered.body(&request_id, crate::now_ms());
+                Ok((rendered.position, Arc::clone(&rendered.step), body))
             })
-            .await?
+            .await?;
+            Ok(Answer::Whole {
+                position,
+                step,
+                body,
+                turn,
+            })
         }
-    };
-    Ok(state.answers.render(q, lang, answer))
+    }
 }

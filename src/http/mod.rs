@@ -7,14 +7,19 @@
 //! codes (a panic too: never a bare 500), and how requests run: every read of the views on the
 //! blocking pool (the event loop only parses and writes), expensive queries a few at a time, each
 //! with a deadline, abandoned when the client goes away (`limits`).
+//! Every API request passes `admit` first: authenticated, parsed and allowed its scope before
+//! anything else happens to it (on a shard: before it is forwarded). Routes between members
+//! (`internal`) exist on shards only and take only requests signed with the members' secret.
 //! Must not: know how answers are computed or touch the views except through `query::Reader`,
 //! or change state.
 
+mod admit;
 mod answer_cache;
 pub mod auth;
 mod error;
 pub mod forward;
 pub mod i18n;
+mod internal;
 mod limits;
 mod params;
 pub mod render;
@@ -28,10 +33,10 @@ use auth::Caller;
 pub use limits::QueryLimits;
 
 use crate::cluster::Cluster;
-use crate::events::ScopeType;
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::query::{BatchLogQuery, JobQuery, LogQuery, QueryError, Reader, StepQuery};
+use crate::query::{QueryError, Reader};
+use crate::shutdown::Shutdown;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -61,10 +66,13 @@ pub struct AppState {
     /// On a shard: where queries go, and the client that forwards them.
     pub cluster: Option<Arc<Cluster>>,
     pub forwarder: Option<forward::Forwarder>,
+    /// The service is stopping: held requests are answered and streams end.
+    pub shutdown: Shutdown,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    // The API routes: on a shard, each request goes to the member serving its step first.
+    // The API routes: each request is admitted first, and on a shard answered by the member
+    // serving its step.
     let api = Router::new()
         .route(ROUTE, get(status::get))
         .route(SYSTEM_ROUTE, get(status::get))
@@ -72,13 +80,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(siblings::JOB_STATUS_ROUTE, get(siblings::job_status))
         .route(siblings::IP_LOG_ROUTE, get(siblings::ip_log))
         .route(siblings::BATCH_IP_LOG_ROUTE, post(siblings::batch_ip_log))
-        .route(siblings::JOB_STEPS_ROUTE, get(siblings::job_steps))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
-            forward::to_owner,
+            admit::admit,
         ));
+    let members = match state.cluster {
+        Some(_) => Router::new().route(internal::JOB_PART_ROUTE, get(internal::job_part)),
+        None => Router::new(),
+    };
     Router::new()
         .merge(api)
+        .merge(members)
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .route("/", get(page))
@@ -126,45 +138,6 @@ fn json(status: StatusCode, body: Vec<u8>, request_id: &str) -> Response {
 /// The caller, from its credentials (api.md, "Authentication"): checked before anything else.
 fn authenticated<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<Caller<'a>, ApiError> {
     state.auth.authenticate(headers).ok_or(ApiError::AuthFailed)
-}
-
-/// Parameters that name the scope they read, which the caller must be allowed.
-trait Scoped {
-    fn scope(&self) -> (ScopeType, &str);
-}
-
-macro_rules! scoped {
-    ($($query:ty),*) => {$(
-        impl Scoped for $query {
-            fn scope(&self) -> (ScopeType, &str) {
-                (self.scope_type, &self.scope_id)
-            }
-        }
-    )*};
-}
-scoped!(StepQuery, JobQuery, LogQuery, BatchLogQuery);
-
-/// Authentication, parameters and scope, in that order (api.md's order of errors): the
-/// request's parameters, or the error to answer at once.
-fn authorized<Q: Scoped>(
-    state: &AppState,
-    headers: &HeaderMap,
-    parse: impl FnOnce() -> Result<Q, ApiError>,
-) -> Result<Q, ApiError> {
-    let caller = authenticated(state, headers)?;
-    let q = parse()?;
-    let (scope_type, scope_id) = q.scope();
-    caller.check_scope(scope_type, scope_id)?;
-    Ok(q)
-}
-
-/// The step status query of a request, authorized.
-fn query_of(
-    state: &AppState,
-    headers: &HeaderMap,
-    raw: Option<String>,
-) -> Result<StepQuery, ApiError> {
-    authorized(state, headers, || params::step_query(raw.as_deref()))
 }
 
 fn to_api_error(state: &AppState, e: QueryError, request_id: &str) -> ApiError {

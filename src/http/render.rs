@@ -9,9 +9,8 @@ use crate::query::{
     job_total_time, step_total_time, BatchLogAnswer, GroupAnswer, HostAnswer, HostLog, JobStep,
     Position, StepAnswer,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use serde_json::Value;
 use std::sync::Arc;
 
 #[derive(Serialize)]
@@ -175,7 +174,16 @@ impl RenderedStep {
 struct JobStatusOut<'a> {
     finished: bool,
     job_instance: JobOut<'a>,
-    step_instance_list: Vec<Value>,
+    step_instance_list: Vec<&'a RawValue>,
+}
+
+/// One step of a job, rendered, with what orders it among the job's steps: the parts of a job
+/// that several members hold are merged by it without parsing them again.
+#[derive(Serialize, Deserialize)]
+pub struct JobStepPart {
+    pub step_order: Option<i32>,
+    pub step_instance_id: i64,
+    pub step: Box<RawValue>,
 }
 
 #[derive(Serialize)]
@@ -226,9 +234,8 @@ fn job_finished(status: i32) -> bool {
     matches!(status, 3 | 4 | 5 | 6 | 8 | 9 | 11 | 12 | 13 | 14)
 }
 
-/// A job's steps as `step_instance_list` entries, each with its `step_order` (for merging the
-/// parts of a job that several shards hold; `job_status` takes it out).
-pub fn job_steps(steps: &[JobStep], now_ms: i64) -> Vec<Value> {
+/// A job's steps as `step_instance_list` entries, each with its order.
+pub fn job_steps(steps: &[JobStep], now_ms: i64) -> Vec<JobStepPart> {
     steps
         .iter()
         .map(|s| {
@@ -263,27 +270,25 @@ pub fn job_steps(steps: &[JobStep], now_ms: i64) -> Vec<Value> {
                         .collect()
                 }),
             };
-            let mut value = serde_json::to_value(out).expect("steps serialize");
-            value["step_order"] = serde_json::json!(s.step.step_order);
-            value
+            JobStepPart {
+                step_order: s.step.step_order,
+                step_instance_id: s.step.step_instance_id,
+                step: serde_json::value::to_raw_value(&out).expect("steps serialize"),
+            }
         })
         .collect()
 }
 
 /// `get_job_instance_status`: the job and its steps (from `job_steps`, of one instance or
-/// several), ordered by `step_order`, then id, each step once.
-pub fn job_status(job: &JobEvent, mut steps: Vec<Value>, request_id: &str, now_ms: i64) -> Vec<u8> {
-    let order = |v: &Value| {
-        let o = v["step_order"].as_i64();
-        (o.is_none(), o, v["step_instance_id"].as_i64())
-    };
-    steps.sort_by_key(order);
-    steps.dedup_by_key(|v| v["step_instance_id"].as_i64());
-    for step in &mut steps {
-        if let Some(fields) = step.as_object_mut() {
-            fields.remove("step_order");
-        }
-    }
+/// several), ordered by `step_order`, then id (steps without an order last), each step once.
+pub fn job_status(
+    job: &JobEvent,
+    mut steps: Vec<JobStepPart>,
+    request_id: &str,
+    now_ms: i64,
+) -> Vec<u8> {
+    steps.sort_by_key(|s| (s.step_order.is_none(), s.step_order, s.step_instance_id));
+    steps.dedup_by_key(|s| s.step_instance_id);
     let data = JobStatusOut {
         finished: job_finished(job.status),
         job_instance: JobOut {
@@ -297,13 +302,14 @@ pub fn job_status(job: &JobEvent, mut steps: Vec<Value>, request_id: &str, now_m
             end_time: job.end_time,
             total_time: job_total_time(job, now_ms),
         },
-        step_instance_list: steps,
+        step_instance_list: steps.iter().map(|s| &*s.step).collect(),
     };
     succeeded(data, request_id)
 }
 
-/// The internal answer of one shard's part of a job: its steps, as `job_steps` renders them.
-pub fn job_part(steps: Vec<Value>, request_id: &str) -> Vec<u8> {
+/// The answer of one member's part of a job (the partitions it was asked for): its steps, as
+/// `job_steps` renders them.
+pub fn job_part(steps: &[JobStepPart], request_id: &str) -> Vec<u8> {
     succeeded(steps, request_id)
 }
 

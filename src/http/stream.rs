@@ -1,15 +1,17 @@
 //! `GET /api/v3/watch_step_instance_status`: server-sent events for UIs (api.md, "Watching a
 //! step"): the answer at once, then one after each change (at most one every 200 ms), each with
 //! the ETag as its id; `event: end` and close once the step has finished; keep-alive comments.
+//! A stream ends when this instance stops serving the step's partition (the client reconnects
+//! and lands on the new owner) and when the service stops.
 
 use super::error::ApiError;
 use super::i18n::Lang;
-use super::limits::run_answer;
-use super::render::RenderedStep;
-use super::{count, json, query_of, render, request_id, to_api_error, AppState, WATCH_ROUTE};
+use super::limits::{run_answer, Answer};
+use super::status::moved_away;
+use super::{count, json, render, request_id, to_api_error, AppState, WATCH_ROUTE};
 use crate::metrics::Watching;
 use crate::query::{is_finished, Position, StepQuery, Waiter};
-use axum::extract::{RawQuery, State};
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -23,8 +25,8 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 pub async fn watch(
     State(state): State<Arc<AppState>>,
+    Extension(q): Extension<StepQuery>,
     headers: HeaderMap,
-    RawQuery(raw): RawQuery,
 ) -> Response {
     let started = Instant::now();
     let lang = Lang::of(&headers);
@@ -49,17 +51,14 @@ pub async fn watch(
         );
         resp
     };
-    let q = match query_of(&state, &headers, raw) {
-        Ok(q) => q,
-        Err(e) => return failed(e),
-    };
     let waiter = state.reader.waiter(q.step_instance_id);
-    let first = match run_answer(&state, q.clone(), lang).await {
+    let dropped = state.cluster.as_ref().map(|c| c.dropped());
+    let first = match run_answer(&state, q.clone(), lang, &request_id).await {
         Ok(a) => a,
         Err(e) => return failed(to_api_error(&state, e, &request_id)),
     };
     count(&state, WATCH_ROUTE, StatusCode::OK, 0, started, &request_id);
-    if is_finished(first.step.status) && last_event == Some(first.position) {
+    if is_finished(first.step().status) && last_event == Some(first.position()) {
         // Nothing new and nothing to come: tells an EventSource to stop.
         return StatusCode::NO_CONTENT.into_response();
     }
@@ -68,6 +67,7 @@ pub async fn watch(
         state,
         q,
         waiter,
+        dropped,
         lang,
         request_id: request_id.clone(),
         sent: last_event,
@@ -94,13 +94,15 @@ struct Events {
     state: Arc<AppState>,
     q: StepQuery,
     waiter: Waiter,
+    /// On a shard: changes when this instance stops serving a partition.
+    dropped: Option<tokio::sync::watch::Receiver<u64>>,
     lang: Lang,
     request_id: String,
     /// The position last sent (or the client's `Last-Event-ID`).
     sent: Option<Position>,
     sent_at: Option<tokio::time::Instant>,
     /// The answer read before the stream started.
-    first: Option<Arc<RenderedStep>>,
+    first: Option<Answer>,
     /// The last status sent showed the step finished: `end` comes next.
     end_next: bool,
     /// `end` (or an error) was sent: the stream closes.
@@ -125,11 +127,15 @@ impl Events {
             let answer = match self.first.take() {
                 Some(first) => first,
                 None => {
-                    self.waiter.changed().await;
+                    if !self.next_change().await {
+                        self.ended = true;
+                        return None;
+                    }
                     if let Some(at) = self.sent_at {
                         tokio::time::sleep_until(at + COALESCE).await;
                     }
-                    match run_answer(&self.state, self.q.clone(), self.lang).await {
+                    match run_answer(&self.state, self.q.clone(), self.lang, &self.request_id).await
+                    {
                         Ok(a) => a,
                         Err(e) => {
                             let e = to_api_error(&self.state, e, &self.request_id);
@@ -141,8 +147,9 @@ impl Events {
                     }
                 }
             };
-            let finished = is_finished(answer.step.status);
-            if self.sent == Some(answer.position) {
+            let finished = is_finished(answer.step().status);
+            let position = answer.position();
+            if self.sent == Some(position) {
                 // Nothing the client has not seen (a reconnect at the current position).
                 if finished {
                     self.ended = true;
@@ -150,17 +157,28 @@ impl Events {
                 }
                 continue;
             }
-            self.sent = Some(answer.position);
+            self.sent = Some(position);
             self.sent_at = Some(tokio::time::Instant::now());
             self.end_next = finished;
-            let body = answer.body(&self.request_id, crate::now_ms());
+            let body = answer.into_bytes(&self.request_id);
             let data = String::from_utf8(body).expect("JSON is UTF-8");
             return Some(
                 Event::default()
-                    .id(answer.position.etag())
+                    .id(position.etag())
                     .event("status")
                     .data(data),
             );
+        }
+    }
+
+    /// Waits for the step's next change: true when it came; false when the stream must end
+    /// instead (this instance stopped serving the step's partition, or is stopping).
+    async fn next_change(&mut self) -> bool {
+        let step = self.q.step_instance_id;
+        tokio::select! {
+            _ = self.waiter.changed() => true,
+            _ = self.state.shutdown.triggered() => false,
+            _ = moved_away(&self.state, &mut self.dropped, step) => false,
         }
     }
 }

@@ -378,19 +378,30 @@ impl Index {
         }
     }
 
-    /// The step's index, loaded from the store if it is not in memory; `None` when the store
-    /// has no record of it (nothing is loaded for a step that does not exist).
-    pub fn step(&self, step: i64, store: &Store) -> Result<Option<Arc<StepIndex>>> {
+    /// The step's index, loaded from the store if it is not in memory, when its record is one
+    /// `admits` (the caller may read it); `None` otherwise. The record is checked first, from
+    /// memory or by one point read of the store, so that a step the caller may not read is
+    /// never loaded: neither the time an answer takes nor what it pushes out of memory tells
+    /// anything about it.
+    pub fn step(
+        &self,
+        step: i64,
+        store: &Store,
+        admits: impl Fn(&StepEvent) -> bool,
+    ) -> Result<Option<Arc<StepIndex>>> {
         loop {
             match self.slot(step) {
-                Some(Slot::Resident(index)) => return Ok(Some(self.used(index))),
+                Some(Slot::Resident(index)) => {
+                    let admitted = index.record().is_some_and(|r| admits(&r));
+                    return Ok(admitted.then(|| self.used(index)));
+                }
                 Some(Slot::Loading(load)) => {
                     load.wait();
                     continue;
                 }
                 None => {}
             }
-            if store.get_steps(&[step])?[0].is_none() {
+            if !store.get_steps(&[step])?[0].as_ref().is_some_and(&admits) {
                 return Ok(None);
             }
             let load = Arc::new(Load::default());

@@ -58,10 +58,15 @@ impl Sink {
         }
     }
 
-    /// Expires the steps whose last event is older than `keep_ms` (see `retention`), and counts
-    /// them.
-    pub fn expire(&self, now_ms: i64, keep_ms: i64) -> anyhow::Result<Expired> {
-        let expired = self.applier.expire(now_ms, keep_ms)?;
+    /// Expires the steps (of those `judged` keeps) whose last event is older than `keep_ms`
+    /// (see `retention`), and counts them.
+    pub fn expire(
+        &self,
+        now_ms: i64,
+        keep_ms: i64,
+        judged: impl Fn(crate::events::Subject) -> bool,
+    ) -> anyhow::Result<Expired> {
+        let expired = self.applier.expire(now_ms, keep_ms, judged)?;
         self.metrics.expired_steps.inc_by(expired.steps);
         self.metrics.forgotten_tombstones.inc_by(expired.tombstones);
         Ok(expired)

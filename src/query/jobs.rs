@@ -10,8 +10,9 @@ use crate::store::StoreSnapshot;
 /// Step types whose hosts have script output (api.md, "Step types").
 const SCRIPT_TYPES: [i32; 2] = [super::STEP_TYPE_SCRIPT, super::STEP_TYPE_SQL];
 
-/// Most bytes of output one batch answer carries (siblings.md).
-pub const MAX_BATCH_LOG_BYTES: usize = 64 << 20;
+/// Most bytes of output one answer carries (siblings.md gives it for the batch API; one host's
+/// log is bounded the same way): more is refused with 1240003 before it is all read.
+pub const MAX_LOG_BYTES: usize = 64 << 20;
 
 /// `get_job_instance_status`, validated.
 #[derive(Debug, Clone)]
@@ -113,17 +114,32 @@ impl Reader {
             .ok_or(QueryError::JobNotFound)
     }
 
-    /// The job's steps this instance holds (all of them, but on a shard), ordered by
-    /// `step_order`, then id (steps without an order last); with `return_ip_result` the hosts of
-    /// each step's latest retry.
-    pub fn job_steps(&self, q: &JobQuery, cancel: &Cancel) -> Result<Vec<JobStep>, QueryError> {
-        let ids = self.store.job_steps(q.job_instance_id)?;
+    /// The job's steps in the query's scope that `held` keeps (on a shard: those of the
+    /// partitions it serves), ordered by `step_order`, then id (steps without an order last);
+    /// with `return_ip_result` the hosts of each step's latest retry. A step of another scope is
+    /// never returned, whatever job it names.
+    pub fn job_steps(
+        &self,
+        q: &JobQuery,
+        held: impl Fn(i64) -> bool,
+        cancel: &Cancel,
+    ) -> Result<Vec<JobStep>, QueryError> {
+        let ids: Vec<i64> = self
+            .store
+            .job_steps(q.job_instance_id)?
+            .into_iter()
+            .filter(|id| held(*id))
+            .collect();
         let mut steps: Vec<StepEvent> = self
             .store
             .get_steps(&ids)?
             .into_iter()
             .flatten()
-            .filter(|s| s.job_instance_id == q.job_instance_id)
+            .filter(|s| {
+                s.job_instance_id == q.job_instance_id
+                    && s.bk_scope_type == q.scope_type
+                    && s.bk_scope_id == q.scope_id
+            })
             .collect();
         steps.sort_by_key(|s| (s.step_order.is_none(), s.step_order, s.step_instance_id));
         let snapshot = q.return_ip_result.then(|| self.store.snapshot());
@@ -163,7 +179,7 @@ impl Reader {
             return Ok((script, q.host.unknown()));
         };
         let log_content = if script {
-            output_of(&snapshot, &[key])?
+            output_of(&snapshot, &[key], MAX_LOG_BYTES)?
         } else {
             String::new()
         };
@@ -203,11 +219,8 @@ impl Reader {
                 continue;
             };
             let keys: Vec<RowKey> = rows.iter().map(|(k, _)| *k).collect();
-            let content = output_of(&snapshot, &keys)?;
+            let content = output_of(&snapshot, &keys, MAX_LOG_BYTES - bytes)?;
             bytes += content.len();
-            if bytes > MAX_BATCH_LOG_BYTES {
-                return Err(QueryError::TooMuchOutput(MAX_BATCH_LOG_BYTES));
-            }
             logs.push(host_log(*first, row, content));
         }
         Ok(BatchLogAnswer { script, logs })
@@ -295,22 +308,36 @@ fn host_rows(
 }
 
 /// The output of these rows joined: each row's chunks in offset order (an overlap read once, a
-/// gap left out), the rows one after the other.
-fn output_of(snapshot: &StoreSnapshot<'_>, rows: &[RowKey]) -> Result<String, QueryError> {
+/// gap left out), the rows one after the other; refused as soon as it passes `budget` bytes.
+fn output_of(
+    snapshot: &StoreSnapshot<'_>,
+    rows: &[RowKey],
+    budget: usize,
+) -> Result<String, QueryError> {
     let mut out = Vec::new();
     for key in rows {
         let mut end = 0i64;
-        snapshot.for_each_log_chunk_of(*key, |offset, content| {
+        let read = snapshot.for_each_log_chunk_of(*key, |offset, content| {
             let skip = usize::try_from(end.saturating_sub(offset).max(0)).unwrap_or(usize::MAX);
             if skip < content.len() {
                 out.extend_from_slice(&content[skip..]);
+                anyhow::ensure!(out.len() <= budget, TooMuch);
             }
             end = end.max(offset.saturating_add(content.len() as i64));
             Ok(())
-        })?;
+        });
+        match read {
+            Err(e) if e.is::<TooMuch>() => return Err(QueryError::TooMuchOutput(MAX_LOG_BYTES)),
+            other => other?,
+        }
     }
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
+
+/// Output past its budget: stops a chunk walk.
+#[derive(Debug, thiserror::Error)]
+#[error("output over its budget")]
+struct TooMuch;
 
 fn host_log(key: RowKey, row: &StoredRow, log_content: String) -> HostLog {
     let view = row.view();

@@ -36,6 +36,7 @@ use scan::by_scan;
 
 pub use jobs::{
     job_total_time, BatchLogAnswer, BatchLogQuery, HostLog, HostRef, JobQuery, JobStep, LogQuery,
+    MAX_LOG_BYTES,
 };
 
 /// Step types (api.md, "Step types").
@@ -191,22 +192,36 @@ impl Reader {
         self.index.resident(step).map(|index| index.changed_at())
     }
 
+    /// Where `q`'s step stands now, if it is in memory and `q` may read it (its scope and job):
+    /// what a conditional request is compared with before any answer is computed.
+    pub fn position_for(&self, q: &StepQuery) -> Option<Position> {
+        let index = self.index.resident(q.step_instance_id)?;
+        let position = index.changed_at();
+        let record = index.record()?;
+        let readable = record.bk_scope_type == q.scope_type
+            && record.bk_scope_id == q.scope_id
+            && record.job_instance_id == q.job_instance_id;
+        readable.then_some(position)
+    }
+
     /// The answer to `q` (blocking: see the module comment). A step that is not in memory is
     /// loaded first.
     pub fn answer(&self, q: &StepQuery, cancel: &Cancel) -> Result<StepAnswer, QueryError> {
-        let index = self.index.step(q.step_instance_id, &self.store)?;
-        // Before anything it stands for (see StepIndex::changed_at).
-        let position = index.as_ref().map(|i| i.changed_at()).unwrap_or_default();
-        let step = index
-            .as_ref()
-            .and_then(|s| s.record())
-            .filter(|s| {
-                s.bk_scope_type == q.scope_type
-                    && s.bk_scope_id == q.scope_id
-                    && s.job_instance_id == q.job_instance_id
-            })
+        let admits = |s: &StepEvent| {
+            s.bk_scope_type == q.scope_type
+                && s.bk_scope_id == q.scope_id
+                && s.job_instance_id == q.job_instance_id
+        };
+        let index = self
+            .index
+            .step(q.step_instance_id, &self.store, admits)?
             .ok_or(QueryError::StepNotFound)?;
-        let index = index.expect("a step with a record has an index");
+        // Before anything it stands for (see StepIndex::changed_at).
+        let position = index.changed_at();
+        let step = index
+            .record()
+            .filter(|s| admits(s))
+            .ok_or(QueryError::StepNotFound)?;
         if step.step_type == STEP_TYPE_MANUAL {
             return Err(QueryError::ManualStep);
         }

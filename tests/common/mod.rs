@@ -3,8 +3,10 @@
 
 #![allow(dead_code, unused_imports)] // each test file uses its own part of this module
 
+mod shard;
 mod unique;
 
+pub use shard::{Shard, SHARD_SECRET};
 pub use unique::{free_port, unique_name};
 
 use serde_json::Value;

@@ -6,7 +6,7 @@
 //! ListOffsets(latest) with the last batch's base offset + 1. The same statistics say when the
 //! broker a partition is fetched from last answered, which is how readiness notices an outage.
 
-use crate::apply::{Batch, SourceOffset};
+use crate::apply::{Batch, SourceOffset, Times};
 use crate::cluster::Cluster;
 use crate::config::KafkaConfig;
 use crate::events::{self, BadEvent, BadReason, Cuts, Event};
@@ -106,16 +106,19 @@ pub fn poll_batch<C: ConsumerContext>(
     msgs
 }
 
-/// Where a partition's log starts and ends, as the latest fetch response reported, and when the
-/// broker it is fetched from last answered.
+/// Where a partition's log starts and ends, as the latest fetch response reported, when the
+/// broker it is fetched from last answered, and when librdkafka reported this.
 #[derive(Debug, Clone, Copy)]
 pub struct PartitionEnds {
     pub low: i64,
     pub high: i64,
     pub seen: Instant,
+    pub reported: Instant,
 }
 
-/// The ends of every partition of one topic that has been fetched from.
+/// The ends of every partition of one topic that is being fetched from. A partition that is not
+/// (unassigned, or never assigned) has none: librdkafka keeps reporting the last end it knew of
+/// such a partition, which would look current.
 pub struct Watermarks {
     topic: String,
     seen: parking_lot::Mutex<HashMap<i32, PartitionEnds>>,
@@ -150,15 +153,21 @@ impl Watermarks {
             let Some(at) = answered.get(&s.broker) else {
                 continue; // not fetched from, or its broker is not answering
             };
-            if *p >= 0 && s.hi_offset >= 0 {
+            if *p >= 0 && s.hi_offset >= 0 && s.fetch_state == "active" {
                 let ends = PartitionEnds {
                     low: s.lo_offset.max(0),
                     high: s.hi_offset,
                     seen: *at,
+                    reported: now,
                 };
                 seen.insert(*p, ends);
             }
         }
+    }
+
+    /// Forgets a partition no longer fetched from (its next ends are those of its next fetch).
+    pub fn forget(&self, partition: i32) {
+        self.seen.lock().remove(&partition);
     }
 
     /// (low, high) of `partition`, if known yet.
@@ -192,8 +201,8 @@ pub struct DecodedBatch {
     pub offsets: Vec<SourceOffset>,
     /// Per partition, the Kafka timestamp (ms) of the batch's last message.
     pub timestamps: BTreeMap<i32, i64>,
-    /// When the batch's events were produced: its latest broker timestamp (now, if none has one).
-    pub at_ms: i64,
+    /// When each event was produced: its message's broker timestamp (now, if it has none).
+    pub times: Vec<i64>,
     /// The string fields cut to their bounds, one entry per event that had any.
     pub cuts: Vec<Cuts>,
 }
@@ -204,7 +213,7 @@ impl DecodedBatch {
         Batch {
             events: &self.events,
             positions: Some(&self.positions),
-            at_ms: self.at_ms,
+            times: Times::Each(&self.times),
             offsets: &self.offsets,
         }
     }
@@ -223,17 +232,18 @@ pub fn decode_batch<'m>(
         positions: Vec::with_capacity(msgs.len()),
         offsets: Vec::new(),
         timestamps: BTreeMap::new(),
-        at_ms: i64::MIN,
+        times: Vec::with_capacity(msgs.len()),
         cuts: Vec::new(),
     };
+    let now_ms = crate::now_ms();
     let mut bad = Vec::new();
     let mut next: BTreeMap<i32, i64> = BTreeMap::new();
     for m in msgs {
         let after = next.entry(m.partition()).or_default();
         *after = (*after).max(m.offset() + 1);
-        if let Some(ts) = m.timestamp().to_millis() {
+        let ts = m.timestamp().to_millis();
+        if let Some(ts) = ts {
             batch.timestamps.insert(m.partition(), ts);
-            batch.at_ms = batch.at_ms.max(ts);
         }
         let decoded = match m.payload() {
             Some(p) => events::decode(p),
@@ -259,12 +269,10 @@ pub fn decode_batch<'m>(
                     partition: m.partition(),
                     offset: m.offset(),
                 });
+                batch.times.push(ts.unwrap_or(now_ms));
             }
             Err(b) => bad.push((m, b)),
         }
-    }
-    if batch.at_ms == i64::MIN {
-        batch.at_ms = crate::now_ms();
     }
     let topic = msgs.first().map_or("", |m| m.topic());
     batch.offsets = next
