@@ -14,7 +14,7 @@ mod common;
 
 use common::{unique_name, Shard};
 use std::time::{Duration, Instant};
-use stepview::config::KafkaConfig;
+use stepview::kafka::KafkaSettings;
 use stepview::simulate::{self, Workload};
 
 const PARTITIONS: i32 = 8;
@@ -41,11 +41,11 @@ fn per_partition(text: &[String], name: &str) -> (f64, usize) {
 
 fn topic_with(rt: &tokio::runtime::Runtime, brokers: &str, events: usize) -> (String, usize) {
     let topic = unique_name("bench-shards");
-    let settings = KafkaConfig {
+    let settings = KafkaSettings {
         brokers: brokers.to_owned(),
-        ..KafkaConfig::default()
+        ..KafkaSettings::default()
     };
-    rt.block_on(stepview::ingest::kafka::ensure_topics(
+    rt.block_on(stepview::kafka::ensure_topics(
         &settings,
         &[&topic],
         PARTITIONS,
@@ -59,7 +59,13 @@ fn topic_with(rt: &tokio::runtime::Runtime, brokers: &str, events: usize) -> (St
         first_job_id: 1,
         ..Workload::default()
     }));
-    simulate::produce(brokers, &topic, &messages, 0, false).unwrap();
+    simulate::produce(
+        &stepview::kafka::KafkaSettings::of(brokers, &topic),
+        &messages,
+        0,
+        false,
+    )
+    .unwrap();
     (topic, messages.len())
 }
 

@@ -24,9 +24,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-use stepview::config::{Config, KafkaConfig};
+use stepview::config::Config;
 use stepview::events::{decode, Event, ScopeType};
-use stepview::ingest::kafka::{self, consumer_config, source, DEFAULT_PARTITIONS};
+use stepview::ingest::kafka::source;
+use stepview::kafka::KafkaSettings;
+use stepview::kafka::{self, consumer_config, DEFAULT_PARTITIONS};
 use stepview::query::{Cancel, StepQuery};
 use stepview::service::Views;
 use stepview::shutdown::Shutdown;
@@ -40,9 +42,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Events/s of a bare consumer reading `n` events of `topic`; with `persist`, it also writes each
 /// payload to RocksDB (WAL on, one WriteBatch per 5 000 messages or whenever nothing is waiting).
 fn bare_consume(brokers: &str, topic: &str, n: usize, persist: bool) -> f64 {
-    let settings = KafkaConfig {
+    let settings = KafkaSettings {
         brokers: brokers.to_owned(),
-        ..KafkaConfig::default()
+        ..KafkaSettings::default()
     };
     let c: BaseConsumer = consumer_config(&settings, &unique_name("bench-bare"), 1000)
         .create()
@@ -171,7 +173,7 @@ fn start_stepview(brokers: &str, topic: &str) -> Running {
         let (sink, shutdown) = (views.sink.clone(), shutdown.clone());
         std::thread::Builder::new()
             .name(source::FETCHER_THREAD.into())
-            .spawn(move || kafka::run(&config.kafka, &sink, None, &shutdown))
+            .spawn(move || source::run(&config.kafka, &sink, None, &shutdown))
             .unwrap()
     };
     Running {
@@ -205,9 +207,9 @@ fn main() {
         std::env::var("STEPVIEW_BENCH_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let topic = unique_name("bench-ingest");
-    let settings = KafkaConfig {
+    let settings = KafkaSettings {
         brokers: brokers.clone(),
-        ..KafkaConfig::default()
+        ..KafkaSettings::default()
     };
     rt.block_on(kafka::ensure_topics(
         &settings,
@@ -228,7 +230,13 @@ fn main() {
     });
     let n = events.len();
     eprintln!("producing {n} events to {topic} …");
-    simulate::produce(&brokers, &topic, &simulate::to_messages(&events), 0, true).unwrap();
+    simulate::produce(
+        &stepview::kafka::KafkaSettings::of(&brokers, &topic),
+        &simulate::to_messages(&events),
+        0,
+        true,
+    )
+    .unwrap();
 
     let (mut bare, mut persisting, mut ours) = (Vec::new(), Vec::new(), Vec::new());
     let (mut machine_cores, mut stepview_cores) = (Vec::new(), Vec::new());
@@ -321,7 +329,13 @@ fn main() {
     let background = {
         let (brokers, live_topic) = (brokers.clone(), live_topic.clone());
         std::thread::spawn(move || {
-            simulate::produce(&brokers, &live_topic, &stream, 10_000, false).unwrap()
+            simulate::produce(
+                &stepview::kafka::KafkaSettings::of(&brokers, &live_topic),
+                &stream,
+                10_000,
+                false,
+            )
+            .unwrap()
         })
     };
     let probe_step = 999_999;
@@ -432,9 +446,9 @@ struct BareWatcher {
 
 impl BareWatcher {
     fn start(brokers: &str, topic: &str, probe_step: i64) -> BareWatcher {
-        let settings = KafkaConfig {
+        let settings = KafkaSettings {
             brokers: brokers.to_owned(),
-            ..KafkaConfig::default()
+            ..KafkaSettings::default()
         };
         let c: BaseConsumer = consumer_config(&settings, &unique_name("bench-bare-fresh"), 1000)
             .create()

@@ -16,8 +16,9 @@ use common::unique_name;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use stepview::config::{AppConfig, Config, KafkaConfig};
-use stepview::ingest::kafka::{self, DEFAULT_PARTITIONS};
+use stepview::config::{AppConfig, Config};
+use stepview::kafka::KafkaSettings;
+use stepview::kafka::{self, DEFAULT_PARTITIONS};
 use stepview::service::{self, Views};
 use stepview::simulate::{self, Workload};
 
@@ -58,10 +59,10 @@ fn main() {
         .build()
         .unwrap();
     let topic = unique_name("bench-load");
-    let settings = KafkaConfig {
+    let settings = KafkaSettings {
         brokers: brokers.clone(),
         topic: topic.clone(),
-        ..KafkaConfig::default()
+        ..KafkaSettings::default()
     };
     rt.block_on(kafka::ensure_topics(
         &settings,
@@ -79,7 +80,13 @@ fn main() {
         ..Workload::default()
     });
     eprintln!("producing {} events to preload …", preload.len());
-    simulate::produce(&brokers, &topic, &simulate::to_messages(&preload), 0, true).unwrap();
+    simulate::produce(
+        &stepview::kafka::KafkaSettings::of(&brokers, &topic),
+        &simulate::to_messages(&preload),
+        0,
+        true,
+    )
+    .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config {
@@ -142,7 +149,14 @@ fn main() {
     }));
     let producing = {
         let (brokers, topic) = (brokers.clone(), topic.clone());
-        std::thread::spawn(move || simulate::produce(&brokers, &topic, &stream, 10_000, false))
+        std::thread::spawn(move || {
+            simulate::produce(
+                &stepview::kafka::KafkaSettings::of(&brokers, &topic),
+                &stream,
+                10_000,
+                false,
+            )
+        })
     };
 
     let steps = Arc::new(step_ids(1, 10));

@@ -3,14 +3,15 @@
 //!
 //! Precedence of settings: flag > environment variable > config file > built-in default.
 
-use crate::config::Config;
-use crate::ingest::{file, kafka, replay};
+use crate::config::{Config, ConfigFile};
+use crate::ingest::{file, replay};
+use crate::kafka;
 use crate::retention;
 use crate::service::{self, Views};
 use crate::simulate::{self, Workload};
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
-use std::net::SocketAddr;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -48,16 +49,13 @@ enum Command {
         /// The data directory.
         data_dir: PathBuf,
     },
-    /// Produce a realistic workload of jobs to Kafka (or to a JSON-lines file).
+    /// Produce a realistic workload of jobs to Kafka (or to a JSON-lines file), with the
+    /// service's Kafka settings (`[kafka.client]` included).
     Simulate {
         #[command(flatten)]
         workload: Workload,
-        /// Kafka bootstrap servers.
-        #[arg(long, env = "STEPVIEW_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-        brokers: String,
-        /// Events topic.
-        #[arg(long, env = "STEPVIEW_KAFKA_TOPIC", default_value = "bkjob.gse.events")]
-        topic: String,
+        #[command(flatten)]
+        settings: Settings,
         /// Events per second (0 = as fast as the broker takes them).
         #[arg(long, default_value_t = 0)]
         rate: u64,
@@ -67,183 +65,98 @@ enum Command {
     },
     /// Print the SHA-256 of an app secret, for `secret_sha256` in the config file.
     HashSecret { secret: String },
+    /// Print an example config file with every setting at its default (or, with --markdown,
+    /// the README's table of settings).
+    Settings {
+        #[arg(long)]
+        markdown: bool,
+    },
+}
+
+impl Command {
+    /// The subcommand's name and config file, when it takes settings and was given one.
+    fn config_file(&self) -> Option<(&'static str, PathBuf)> {
+        let (name, settings) = match self {
+            Command::Serve(s) => ("serve", s),
+            Command::Load { settings, .. } => ("load", settings),
+            Command::Replay(s) => ("replay", s),
+            Command::Simulate { settings, .. } => ("simulate", settings),
+            Command::Digest { .. } | Command::HashSecret { .. } | Command::Settings { .. } => {
+                return None
+            }
+        };
+        settings.config.clone().map(|path| (name, path))
+    }
+
+    fn config_mut(&mut self) -> Option<&mut Config> {
+        match self {
+            Command::Serve(s) | Command::Replay(s) => Some(&mut s.service),
+            Command::Load { settings, .. } | Command::Simulate { settings, .. } => {
+                Some(&mut settings.service)
+            }
+            Command::Digest { .. } | Command::HashSecret { .. } | Command::Settings { .. } => None,
+        }
+    }
 }
 
 const SETTINGS_HELP: &str = "\
 Precedence: flag > environment variable > config file (--config) > default.
 The apps that may call the API are set in the config file only, as [[apps]] tables with
 `code`, `secret_sha256` (`stepview hash-secret SECRET`) and `scopes` (\"biz:2\", \"biz_set:*\",
-\"*\"); see ops/stepview.example.toml. Logging: STEPVIEW_LOG (tracing filter, default info).";
+\"*\"); `stepview settings` prints an example file with every setting. Logging: STEPVIEW_LOG
+(tracing filter, default info).";
 
-/// Every service setting; each overrides the config file when given.
+/// Every service setting, over the config file when one is given.
 #[derive(clap::Args, Clone)]
 struct Settings {
-    /// TOML config file (see README, "Configuration").
+    /// TOML config file (`stepview settings` prints one with every setting).
     #[arg(long, env = "STEPVIEW_CONFIG")]
     config: Option<PathBuf>,
-    /// Directory of the RocksDB views [default: data].
-    #[arg(long, env = "STEPVIEW_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// HTTP listen address [default: 127.0.0.1:8080].
-    #[arg(long, env = "STEPVIEW_LISTEN")]
-    listen: Option<SocketAddr>,
-    /// Require X-Bkapi-Authorization (false switches authentication off) [default: true].
-    #[arg(long, env = "STEPVIEW_AUTH")]
-    auth: Option<bool>,
-    /// Most expensive queries (uncapped, search_ip, keyword) computed at once; 0 = one per
-    /// CPU core [default: 0].
-    #[arg(long, env = "STEPVIEW_MAX_EXPENSIVE_QUERIES")]
-    max_expensive_queries: Option<usize>,
-    /// Longest a query may take, waiting for its turn included, before a 503, ms
-    /// [default: 10000].
-    #[arg(long, env = "STEPVIEW_QUERY_TIMEOUT_MS")]
-    query_timeout_ms: Option<u64>,
-    /// Memory for rendered answers kept until their step changes, MiB; 0 = none [default: 32].
-    #[arg(long, env = "STEPVIEW_ANSWER_CACHE_MB")]
-    answer_cache_mb: Option<usize>,
-    /// Kafka bootstrap servers; empty = do not consume [default: empty].
-    #[arg(long, env = "STEPVIEW_KAFKA_BROKERS")]
-    brokers: Option<String>,
-    /// Events topic [default: bkjob.gse.events].
-    #[arg(long, env = "STEPVIEW_KAFKA_TOPIC")]
-    topic: Option<String>,
-    /// Dead-letter topic [default: <topic>.dlq].
-    #[arg(long, env = "STEPVIEW_KAFKA_DLQ_TOPIC")]
-    dlq_topic: Option<String>,
-    /// Consumer group id [default: stepview].
-    #[arg(long, env = "STEPVIEW_KAFKA_GROUP_ID")]
-    group_id: Option<String>,
-    /// Most events applied in one RocksDB WriteBatch [default: 5000].
-    #[arg(long, env = "STEPVIEW_BATCH_MAX")]
-    batch_max: Option<usize>,
-    /// A batch also closes once its messages reach this many MiB [default: 32].
-    #[arg(long, env = "STEPVIEW_BATCH_MAX_MB")]
-    batch_max_mb: Option<usize>,
-    /// Ready once every partition lags by at most this many events [default: 1000].
-    #[arg(long, env = "STEPVIEW_READY_MAX_LAG")]
-    ready_max_lag: Option<i64>,
-    /// RocksDB block cache, shared by all column families, MiB [default: 256].
-    #[arg(long, env = "STEPVIEW_BLOCK_CACHE_MB")]
-    block_cache_mb: Option<usize>,
-    /// RocksDB write-buffer budget (memtables), MiB [default: 256].
-    #[arg(long, env = "STEPVIEW_WRITE_BUFFER_MB")]
-    write_buffer_mb: Option<usize>,
-    /// Days a step is kept after its last event; 0 = forever [default: 30].
-    #[arg(long, env = "STEPVIEW_RETENTION_DAYS")]
-    retention_days: Option<u32>,
-    /// Memory for the steps held in memory (estimated), MiB [default: 256].
-    #[arg(long, env = "STEPVIEW_INDEX_MEMORY_MB")]
-    index_memory_mb: Option<usize>,
-    /// Memory for the rows of the steps that capped queries poll, MiB; 0 = none [default: 32].
-    #[arg(long, env = "STEPVIEW_HOT_ROWS_MB")]
-    hot_rows_mb: Option<usize>,
-    /// Shard set to join (instances of one set divide the partitions); empty = read every
-    /// partition [default: empty].
-    #[arg(long, env = "STEPVIEW_CLUSTER")]
-    cluster: Option<String>,
-    /// This instance's URL as the other shards reach it, e.g. http://10.0.0.5:8080.
-    #[arg(long, env = "STEPVIEW_ADVERTISE")]
-    advertise: Option<String>,
-    /// A file holding the members' secret (at least 32 bytes, the same on every shard); unset:
-    /// the STEPVIEW_CLUSTER_SECRET environment variable. The secret itself is never a flag.
-    #[arg(long, env = "STEPVIEW_CLUSTER_SECRET_FILE")]
-    cluster_secret_file: Option<PathBuf>,
-    /// Longest any step of a partition's handoff waits before it is given up, ms
-    /// [default: 10000].
-    #[arg(long, env = "STEPVIEW_HANDOFF_TIMEOUT_MS")]
-    handoff_timeout_ms: Option<u64>,
-    /// The producers' partitioner: murmur2 (Kafka's default) or consistent [default: murmur2].
-    #[arg(long, env = "STEPVIEW_PARTITIONER", value_parser = parse_partitioner)]
-    partitioner: Option<crate::cluster::owners::Partitioner>,
+    #[command(flatten)]
+    service: Config,
 }
 
 impl Settings {
     fn resolve(self) -> Result<Config> {
-        let mut c = match &self.config {
-            Some(path) => Config::from_file(path)?,
-            None => Config::default(),
-        };
-        if let Some(v) = self.data_dir {
-            c.data_dir = v;
-        }
-        if let Some(v) = self.listen {
-            c.http.listen = v;
-        }
-        if let Some(v) = self.auth {
-            c.http.auth = v;
-        }
-        if let Some(v) = self.max_expensive_queries {
-            c.http.max_expensive_queries = v;
-        }
-        if let Some(v) = self.query_timeout_ms {
-            c.http.query_timeout_ms = v;
-        }
-        if let Some(v) = self.answer_cache_mb {
-            c.http.answer_cache_mb = v;
-        }
-        if let Some(v) = self.brokers {
-            c.kafka.brokers = v;
-        }
-        if let Some(v) = self.topic {
-            c.kafka.topic = v;
-        }
-        if self.dlq_topic.is_some() {
-            c.kafka.dlq_topic = self.dlq_topic;
-        }
-        if let Some(v) = self.group_id {
-            c.kafka.group_id = v;
-        }
-        if let Some(v) = self.batch_max {
-            c.kafka.batch_max = v;
-        }
-        if let Some(v) = self.batch_max_mb {
-            c.kafka.batch_max_mb = v;
-        }
-        if let Some(v) = self.ready_max_lag {
-            c.kafka.ready_max_lag = v;
-        }
-        if let Some(v) = self.block_cache_mb {
-            c.store.block_cache_mb = v;
-        }
-        if let Some(v) = self.write_buffer_mb {
-            c.store.write_buffer_mb = v;
-        }
-        if let Some(v) = self.retention_days {
-            c.store.retention_days = v;
-        }
-        if let Some(v) = self.index_memory_mb {
-            c.index.memory_mb = v;
-        }
-        if let Some(v) = self.hot_rows_mb {
-            c.index.hot_rows_mb = v;
-        }
-        if let Some(v) = self.cluster {
-            c.cluster.name = v;
-        }
-        if let Some(v) = self.advertise {
-            c.cluster.advertise = v;
-        }
-        if let Some(v) = self.partitioner {
-            c.cluster.partitioner = v;
-        }
-        if self.cluster_secret_file.is_some() {
-            c.cluster.secret_file = self.cluster_secret_file;
-        }
-        if let Some(v) = self.handoff_timeout_ms {
-            c.cluster.handoff_timeout_ms = v;
-        }
-        c.validate()?;
-        Ok(c)
+        self.service.validate()?;
+        Ok(self.service)
     }
 }
 
-fn parse_partitioner(s: &str) -> Result<crate::cluster::owners::Partitioner, String> {
-    crate::cluster::owners::Partitioner::parse(s)
-        .ok_or_else(|| format!("{s:?}: murmur2 or consistent"))
+/// The command line as given, with a config file's values under its flags and environment.
+fn parse(argv: Vec<OsString>) -> Result<Cli, clap::Error> {
+    let cli = Cli::try_parse_from(&argv)?;
+    let Some((name, path)) = cli.command.config_file() else {
+        return Ok(cli);
+    };
+    let file = ConfigFile::read(&path).map_err(file_error)?;
+    let mut command = Cli::command();
+    let layered = command
+        .find_subcommand(name)
+        .cloned()
+        .map(|sub| file.under_flags(sub))
+        .transpose()
+        .map_err(file_error)?;
+    if let Some(layered) = layered {
+        command = command.mut_subcommand(name, |_| layered);
+    }
+    let matches = command.try_get_matches_from(&argv)?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    if let Some(config) = cli.command.config_mut() {
+        file.complete(config).map_err(file_error)?;
+    }
+    Ok(cli)
+}
+
+fn file_error(e: anyhow::Error) -> clap::Error {
+    clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{e:#}\n"))
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     init_logging(cli.log_json);
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -282,7 +195,7 @@ fn run(command: Command) -> Result<()> {
             let config = settings.resolve()?;
             let views = Views::open(&config)?;
             for path in files {
-                let r = file::load(&views.sink, &path, config.kafka.batch_max)?;
+                let r = file::load(&views.sink, &path, config.kafka.batch_max as usize)?;
                 println!(
                     "{}: {} events applied, {} bad",
                     path.display(),
@@ -328,8 +241,7 @@ fn run(command: Command) -> Result<()> {
         }
         Command::Simulate {
             workload,
-            brokers,
-            topic,
+            settings,
             rate,
             out,
         } => {
@@ -347,22 +259,25 @@ fn run(command: Command) -> Result<()> {
                     println!("wrote {} events to {}", messages.len(), path.display());
                 }
                 None => {
-                    let kafka_config = crate::config::KafkaConfig {
-                        brokers: brokers.clone(),
-                        ..Default::default()
-                    };
+                    let kafka = settings.resolve()?.kafka;
+                    anyhow::ensure!(
+                        !kafka.brokers.is_empty(),
+                        "simulate needs --brokers (or STEPVIEW_KAFKA_BROKERS, or kafka.brokers \
+                         in --config), or --out FILE"
+                    );
                     runtime()?.block_on(kafka::ensure_topics(
-                        &kafka_config,
-                        &[&topic],
+                        &kafka,
+                        &[&kafka.topic],
                         kafka::DEFAULT_PARTITIONS,
                     ))?;
-                    simulate::produce(&brokers, &topic, &messages, rate, true)?;
+                    simulate::produce(&kafka, &messages, rate, true)?;
                     println!(
-                        "produced {} events of {} jobs × {} steps × {} hosts to {topic}",
+                        "produced {} events of {} jobs × {} steps × {} hosts to {}",
                         messages.len(),
                         workload.jobs,
                         workload.steps_per_job,
-                        workload.hosts
+                        workload.hosts,
+                        kafka.topic
                     );
                 }
             }
@@ -371,6 +286,13 @@ fn run(command: Command) -> Result<()> {
         Command::HashSecret { secret } => {
             use sha2::Digest;
             println!("{}", hex::encode(sha2::Sha256::digest(secret.as_bytes())));
+            Ok(())
+        }
+        Command::Settings { markdown } => {
+            match markdown {
+                true => print!("{}", Config::markdown_table()),
+                false => print!("{}", Config::example_toml()),
+            }
             Ok(())
         }
     }
@@ -392,30 +314,42 @@ mod tests {
         // The only test that sets STEPVIEW_* variables.
         std::env::set_var("STEPVIEW_BATCH_MAX", "200");
         std::env::set_var("STEPVIEW_READY_MAX_LAG", "6");
-        let cli = Cli::try_parse_from([
-            "stepview",
-            "serve",
-            "--config",
-            file.to_str().unwrap(),
-            "--batch-max",
-            "300",
-        ])
-        .unwrap();
+        let args = |extra: &[&str]| -> Vec<OsString> {
+            let mut args = vec!["stepview", "serve", "--config", file.to_str().unwrap()];
+            args.extend(extra);
+            args.into_iter().map(OsString::from).collect()
+        };
+        let cli = parse(args(&["--batch-max", "300"]));
+        let defaults_only = parse(vec!["stepview".into(), "serve".into()]);
         std::env::remove_var("STEPVIEW_BATCH_MAX");
         std::env::remove_var("STEPVIEW_READY_MAX_LAG");
-        let Command::Serve(settings) = cli.command else {
+        let Command::Serve(settings) = cli.unwrap().command else {
             panic!("not serve")
         };
         let config = settings.resolve().unwrap();
-        assert_eq!(config.kafka.batch_max, 300);
-        assert_eq!(config.kafka.ready_max_lag, 6);
-        assert_eq!(config.kafka.topic, "from-file");
+        assert_eq!(config.kafka.batch_max, 300, "flag over environment");
+        assert_eq!(config.kafka.ready_max_lag, 6, "environment over file");
+        assert_eq!(config.kafka.topic, "from-file", "file over default");
         assert_eq!(config.kafka.group_id, Config::default().kafka.group_id);
-        let zero = Cli::try_parse_from(["stepview", "serve", "--batch-max", "0"]).unwrap();
-        let Command::Serve(settings) = zero.command else {
+        let Command::Serve(settings) = defaults_only.unwrap().command else {
             panic!("not serve")
         };
-        let err = settings.resolve().unwrap_err().to_string();
-        assert!(err.contains("batch_max"), "{err}");
+        assert_eq!(settings.resolve().unwrap().kafka.batch_max, 200);
+        let err = parse(args(&["--batch-max", "0"]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("batch-max"), "{err}");
+    }
+
+    #[test]
+    fn no_secret_is_ever_a_flag() {
+        for setting in Config::describe() {
+            let flag = setting.flag.unwrap_or_default();
+            assert!(
+                !flag.contains("secret") || flag.ends_with("-file"),
+                "{flag} would put a secret on the command line"
+            );
+        }
     }
 }

@@ -1,115 +1,42 @@
-//! Service configuration: one struct, read from a TOML file, then overridden by environment
-//! variables and flags (precedence: flag > environment > file > default; see `cli`).
+//! The service's configuration: the sections each part declares (`[http]`, `[kafka]`,
+//! `[store]`, `[index]`, `[cluster]`), the top-level `data_dir`, and the file-only tables
+//! (`[[apps]]`, `[kafka.client]`, `[kafka.dlq_producer]`). Precedence: flag > environment >
+//! file > default (`settings`); the example config file and the README's table are generated
+//! from the declarations (`stepview settings`), and tested to be.
 //!
-//! Owns: setting names, defaults and their documentation. Must not: open anything.
+//! Owns: assembling the sections, the file-only tables, and the checks that span sections.
+//! Must not: open anything.
 
+use crate::cluster::ClusterSettings;
+use crate::http::HttpSettings;
+use crate::index::IndexSettings;
+use crate::kafka::KafkaSettings;
+use crate::settings::{self, Described, Section};
+use crate::store::StoreSettings;
 use anyhow::{Context, Result};
+use clap::{Args, Command};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Config {
+    /// Directory of the RocksDB views.
+    #[arg(long, env = "STEPVIEW_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
-    pub http: HttpConfig,
-    pub kafka: KafkaConfig,
-    pub store: StoreConfig,
-    pub index: IndexConfig,
-    pub cluster: ClusterConfig,
-    /// Apps allowed to call the API (api.md, "Authentication").
+    #[command(flatten)]
+    pub http: HttpSettings,
+    #[command(flatten)]
+    pub kafka: KafkaSettings,
+    #[command(flatten)]
+    pub store: StoreSettings,
+    #[command(flatten)]
+    pub index: IndexSettings,
+    #[command(flatten)]
+    pub cluster: ClusterSettings,
+    /// Apps allowed to call the API (config file only: `[[apps]]`).
+    #[arg(skip)]
     pub apps: Vec<AppConfig>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HttpConfig {
-    pub listen: SocketAddr,
-    /// Authentication is on unless this is set to false explicitly.
-    pub auth: bool,
-    /// Most expensive queries (uncapped answers, `search_ip`, `keyword`) computed at once;
-    /// more wait for a turn. 0: one per CPU core.
-    pub max_expensive_queries: usize,
-    /// How long a query may take, waiting for its turn included, before it is answered 503.
-    pub query_timeout_ms: u64,
-    /// Hex SHA-256 of the bearer token `/metrics` requires; unset: `/metrics` is open.
-    pub metrics_token_sha256: Option<String>,
-    /// Memory for rendered answers kept until their step changes, MiB (0: none).
-    pub answer_cache_mb: usize,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct KafkaConfig {
-    /// Bootstrap servers; empty means "do not consume" (serve what is stored).
-    pub brokers: String,
-    pub topic: String,
-    /// Dead-letter topic; default `<topic>.dlq`.
-    pub dlq_topic: Option<String>,
-    pub group_id: String,
-    /// Most messages applied in one WriteBatch.
-    pub batch_max: usize,
-    /// A batch also closes once its messages reach this many MiB.
-    pub batch_max_mb: usize,
-    /// Ready once every partition's lag is at most this many messages.
-    pub ready_max_lag: i64,
-    /// librdkafka properties for every Kafka client (security.protocol, sasl.* …); they win
-    /// over stepview's own choices.
-    pub client: BTreeMap<String, String>,
-    /// librdkafka properties for the dead-letter producer only, applied last.
-    pub dlq_producer: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StoreConfig {
-    pub block_cache_mb: usize,
-    pub write_buffer_mb: usize,
-    /// Days a step is kept after its last event (0: forever).
-    pub retention_days: u32,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct IndexConfig {
-    /// Memory for the steps held in memory, MiB (estimated); the least recently used leave.
-    pub memory_mb: usize,
-    /// Memory for the rows of the retries that capped queries poll, MiB (0: none).
-    pub hot_rows_mb: usize,
-}
-
-/// Shards (cluster.md): empty `name` = not a shard (a replica reads every partition).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ClusterConfig {
-    /// The shard set this instance belongs to; instances of one set divide the partitions.
-    pub name: String,
-    /// This instance's URL as the others reach it, e.g. `http://10.0.0.5:8080`.
-    pub advertise: String,
-    /// The producers' partitioner: `murmur2` (Kafka's default) or `consistent` (CRC32).
-    pub partitioner: crate::cluster::owners::Partitioner,
-    /// A file holding the members' secret (at least 32 bytes, the same on every member);
-    /// unset: the `STEPVIEW_CLUSTER_SECRET` environment variable. Required with `name`.
-    pub secret_file: Option<PathBuf>,
-    /// Longest any step of a partition's handoff waits before it is given up, ms.
-    pub handoff_timeout_ms: u64,
-    /// Members-topic entries written longer ago than this (by this instance's clock) are
-    /// ignored, ms: old entries cannot be replayed to keep a dead member alive.
-    pub max_skew_ms: i64,
-}
-
-impl Default for ClusterConfig {
-    fn default() -> Self {
-        ClusterConfig {
-            name: String::new(),
-            advertise: String::new(),
-            partitioner: Default::default(),
-            secret_file: None,
-            handoff_timeout_ms: 10_000,
-            max_skew_ms: 30_000,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -122,122 +49,142 @@ pub struct AppConfig {
     pub scopes: Vec<String>,
 }
 
+/// The tables of the config file that are not flags: maps and lists of their own.
+#[derive(Debug, Default, Deserialize)]
+struct FileOnly {
+    #[serde(default)]
+    apps: Vec<AppConfig>,
+    #[serde(default)]
+    kafka: KafkaFileOnly,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct KafkaFileOnly {
+    #[serde(default)]
+    client: BTreeMap<String, String>,
+    #[serde(default)]
+    dlq_producer: BTreeMap<String, String>,
+}
+
+/// Paths of the file-only tables (`settings::file_under_flags` leaves them to us).
+const FILE_ONLY: [&str; 3] = ["apps", "kafka.client", "kafka.dlq_producer"];
+
+/// The top level's own settings (not its sections').
+fn top_level(command: Command) -> Command {
+    let data_dir = Config::augment_args(Command::new("config"))
+        .get_arguments()
+        .find(|a| a.get_id() == "data_dir")
+        .cloned()
+        .expect("data_dir is declared");
+    command.arg(data_dir)
+}
+
+/// The sections, in the order the docs list them.
+fn sections() -> [Section; 6] {
+    [
+        Section {
+            table: "",
+            args: top_level,
+        },
+        Section {
+            table: "http",
+            args: HttpSettings::augment_args,
+        },
+        Section {
+            table: "kafka",
+            args: KafkaSettings::augment_args,
+        },
+        Section {
+            table: "store",
+            args: StoreSettings::augment_args,
+        },
+        Section {
+            table: "index",
+            args: IndexSettings::augment_args,
+        },
+        Section {
+            table: "cluster",
+            args: ClusterSettings::augment_args,
+        },
+    ]
+}
+
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            data_dir: PathBuf::from("data"),
-            http: HttpConfig::default(),
-            kafka: KafkaConfig::default(),
-            store: StoreConfig::default(),
-            index: IndexConfig::default(),
-            cluster: ClusterConfig::default(),
-            apps: Vec::new(),
-        }
+        settings::defaults()
     }
 }
 
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig {
-            listen: "127.0.0.1:8080".parse().expect("valid address"),
-            auth: true,
-            max_expensive_queries: 0,
-            query_timeout_ms: 10_000,
-            metrics_token_sha256: None,
-            answer_cache_mb: 32,
-        }
-    }
+/// A config file, read: its values become the defaults of a command's settings.
+pub struct ConfigFile {
+    path: PathBuf,
+    table: toml::Table,
 }
 
-impl Default for KafkaConfig {
-    fn default() -> Self {
-        KafkaConfig {
-            brokers: String::new(),
-            topic: "bkjob.gse.events".into(),
-            dlq_topic: None,
-            group_id: "stepview".into(),
-            batch_max: 5000,
-            batch_max_mb: 32,
-            ready_max_lag: 1000,
-            client: BTreeMap::new(),
-            dlq_producer: BTreeMap::new(),
+impl ConfigFile {
+    pub fn read(path: &Path) -> Result<ConfigFile> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let table = toml::from_str(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        Ok(ConfigFile {
+            path: path.to_owned(),
+            table,
+        })
+    }
+
+    /// `command` (one that flattens [`Config`]) with this file's values as its defaults.
+    pub fn under_flags(&self, command: Command) -> Result<Command> {
+        settings::file_under_flags(command, &sections(), &self.table, &FILE_ONLY)
+            .with_context(|| format!("invalid config file {}", self.path.display()))
+    }
+
+    /// Fills in what only the file can say (apps, librdkafka properties).
+    pub fn complete(&self, config: &mut Config) -> Result<()> {
+        let only: FileOnly = toml::Value::Table(self.only_tables())
+            .try_into()
+            .with_context(|| format!("invalid config file {}", self.path.display()))?;
+        config.apps = only.apps;
+        config.kafka.client = only.kafka.client;
+        config.kafka.dlq_producer = only.kafka.dlq_producer;
+        Ok(())
+    }
+
+    /// The file's file-only tables.
+    fn only_tables(&self) -> toml::Table {
+        let mut only = toml::Table::new();
+        if let Some(apps) = self.table.get("apps") {
+            only.insert("apps".into(), apps.clone());
         }
-    }
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig {
-            block_cache_mb: 256,
-            write_buffer_mb: 256,
-            retention_days: 30,
+        if let Some(toml::Value::Table(kafka)) = self.table.get("kafka") {
+            let maps: toml::Table = kafka
+                .iter()
+                .filter(|(k, _)| *k == "client" || *k == "dlq_producer")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            only.insert("kafka".into(), toml::Value::Table(maps));
         }
-    }
-}
-
-impl Default for IndexConfig {
-    fn default() -> Self {
-        IndexConfig {
-            memory_mb: 256,
-            hot_rows_mb: 32,
-        }
-    }
-}
-
-impl KafkaConfig {
-    pub fn dlq(&self) -> String {
-        self.dlq_topic
-            .clone()
-            .unwrap_or_else(|| format!("{}.dlq", self.topic))
-    }
-}
-
-impl HttpConfig {
-    /// `max_expensive_queries`, with 0 resolved to the CPU cores.
-    pub fn expensive_query_slots(&self) -> usize {
-        match self.max_expensive_queries {
-            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
-            n => n,
-        }
-    }
-}
-
-impl StoreConfig {
-    /// How long a step is kept after its last event, in ms; `None`: forever.
-    pub fn retention_ms(&self) -> Option<i64> {
-        (self.retention_days > 0).then(|| i64::from(self.retention_days) * 86_400_000)
-    }
-
-    pub fn options(&self) -> crate::store::StoreOptions {
-        crate::store::StoreOptions {
-            block_cache_bytes: self.block_cache_mb << 20,
-            write_buffer_bytes: self.write_buffer_mb << 20,
-        }
+        only
     }
 }
 
 impl Config {
+    /// The settings of a config file alone (no flags, no environment), over the defaults.
     pub fn from_file(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+        let file = ConfigFile::read(path)?;
+        let command = Config::augment_args(Command::new("config")).mut_args(|a| a.env(None));
+        let matches = file
+            .under_flags(command)?
+            .try_get_matches_from(["config"])?;
+        let mut config: Config = settings::section(&matches)?;
+        file.complete(&mut config)?;
+        Ok(config)
     }
 
-    /// Rejects settings that parse but cannot work.
+    /// Rejects settings that parse but cannot work together (each setting's own range is
+    /// checked where it is declared).
     pub fn validate(&self) -> Result<()> {
-        anyhow::ensure!(
-            self.kafka.batch_max >= 1,
-            "kafka.batch_max must be at least 1"
-        );
-        anyhow::ensure!(
-            self.kafka.batch_max_mb >= 1,
-            "kafka.batch_max_mb must be at least 1"
-        );
-        anyhow::ensure!(
-            self.http.query_timeout_ms >= 1,
-            "http.query_timeout_ms must be at least 1"
-        );
-        if !self.cluster.name.is_empty() {
+        if self.cluster.is_shard() {
             anyhow::ensure!(
                 self.cluster.advertise.starts_with("http://")
                     || self.cluster.advertise.starts_with("https://"),
@@ -248,66 +195,187 @@ impl Config {
                 !self.kafka.brokers.is_empty(),
                 "a shard (cluster.name) must read Kafka: set kafka.brokers"
             );
-            anyhow::ensure!(
-                self.cluster.handoff_timeout_ms >= 1000,
-                "cluster.handoff_timeout_ms must be at least 1000"
-            );
-            anyhow::ensure!(
-                self.cluster.max_skew_ms >= 1000,
-                "cluster.max_skew_ms must be at least 1000"
-            );
         }
-        if let Some(token) = &self.http.metrics_token_sha256 {
-            anyhow::ensure!(
-                token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()),
-                "http.metrics_token_sha256 must be 64 hex digits (stepview hash-secret TOKEN)"
-            );
-        }
-        anyhow::ensure!(
-            self.kafka.ready_max_lag >= 0,
-            "kafka.ready_max_lag must be at least 0"
-        );
-        anyhow::ensure!(
-            !self.kafka.topic.is_empty(),
-            "kafka.topic must not be empty"
-        );
         Ok(())
     }
+
+    /// Every setting, as declared.
+    pub fn describe() -> Vec<Described> {
+        settings::describe(&sections())
+    }
+
+    /// The example config file (`ops/stepview.example.toml`): every setting at its default,
+    /// with its doc, environment variable and flag.
+    pub fn example_toml() -> String {
+        let mut out = String::from(
+            "# stepview configuration, generated by `stepview settings` from the settings' \
+             declarations.\n# Every setting can also be given by environment variable or \
+             flag (precedence: flag >\n# environment > this file > default).\n",
+        );
+        let mut table = String::new();
+        for d in Config::describe() {
+            let (section, key) = d.path.rsplit_once('.').unwrap_or(("", &d.path));
+            if section != table {
+                out.push_str(&format!("\n[{section}]\n"));
+                table = section.to_owned();
+            }
+            out.push_str(&format!("\n# {}\n", wrap(&d.doc, "# ")));
+            out.push_str(&format!("# {}\n", via(&d)));
+            match &d.default {
+                Some(v) => out.push_str(&format!("{key} = {}\n", toml_value(v))),
+                None => out.push_str(&format!("# {key} = …\n")),
+            }
+            if d.path == "kafka.ready_max_lag" {
+                out.push_str(KAFKA_FILE_ONLY);
+            }
+        }
+        out.push_str(APPS_FILE_ONLY);
+        out
+    }
+
+    /// The README's table of settings.
+    pub fn markdown_table() -> String {
+        let mut out =
+            String::from("| setting | env / flag | default | what |\n|---|---|---|---|\n");
+        for d in Config::describe() {
+            out.push_str(&format!(
+                "| `{}` | {} | {} | {} |\n",
+                d.path,
+                via(&d),
+                d.default
+                    .as_deref()
+                    .map_or("unset".into(), |v| format!("`{v}`")),
+                d.doc
+            ));
+        }
+        out.push_str(
+            "| `[kafka.client]`, `[kafka.dlq_producer]` | file only | none | librdkafka \
+             properties for every Kafka client (security, timeouts …; they win over \
+             stepview's own), and for the dead-letter producer only |\n\
+             | `[[apps]]` | file only | none: every request gets 401 | the apps that may call \
+             the API: `code`, `secret_sha256`, `scopes` |\n",
+        );
+        out
+    }
 }
+
+fn via(d: &Described) -> String {
+    let env = d.env.as_deref().map(|e| format!("`{e}`"));
+    let flag = d.flag.as_deref().map(|f| format!("`{f}`"));
+    [env, flag]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+fn toml_value(v: &str) -> String {
+    let bare =
+        v == "true" || v == "false" || (!v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()));
+    if bare {
+        v.to_owned()
+    } else {
+        format!("{v:?}")
+    }
+}
+
+/// `text` in lines of at most 96 characters, each after the first starting with `prefix`.
+fn wrap(text: &str, prefix: &str) -> String {
+    let mut lines = vec![String::new()];
+    for word in text.split_whitespace() {
+        let line = lines.last_mut().expect("one line at least");
+        if !line.is_empty() && line.len() + word.len() + 1 > 96 - prefix.len() {
+            lines.push(word.to_owned());
+        } else {
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+    }
+    lines.join(&format!("\n{prefix}"))
+}
+
+const KAFKA_FILE_ONLY: &str = "
+# librdkafka properties for every Kafka client (file only), e.g. for a secured cluster:
+# [kafka.client]
+# \"security.protocol\" = \"SASL_SSL\"
+# \"sasl.mechanisms\" = \"SCRAM-SHA-512\"
+# \"sasl.username\" = \"stepview\"
+# \"sasl.password\" = \"…\"
+# and for the dead-letter producer only: [kafka.dlq_producer]
+";
+
+const APPS_FILE_ONLY: &str = "
+# Apps that may call the API (file only). secret_sha256 = `stepview hash-secret SECRET`; the
+# example below opens nothing until you put your own app's hash in it.
+# scopes: \"biz:2\", \"biz_set:*\", \"biz:*\" or \"*\".
+[[apps]]
+code = \"bk-job\"
+secret_sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"
+scopes = [\"biz:2\"]
+";
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn the_example_config_parses_and_states_the_defaults() {
+    fn the_example_config_is_the_declarations_and_parses_to_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("ops/stepview.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            Config::example_toml(),
+            "ops/stepview.example.toml is generated: stepview settings > ops/stepview.example.toml"
+        );
         let example = Config::from_file(&path).unwrap();
         let defaults = Config::default();
-        assert_eq!(example.http.auth, defaults.http.auth);
-        assert_eq!(example.kafka.topic, defaults.kafka.topic);
+        assert_eq!(
+            format!("{:?}", example.http),
+            format!("{:?}", defaults.http)
+        );
+        assert_eq!(
+            format!("{:?}", example.store),
+            format!("{:?}", defaults.store)
+        );
+        assert_eq!(
+            format!("{:?}", example.index),
+            format!("{:?}", defaults.index)
+        );
+        assert_eq!(
+            format!("{:?}", example.cluster),
+            format!("{:?}", defaults.cluster)
+        );
         assert_eq!(example.kafka.batch_max, defaults.kafka.batch_max);
-        assert_eq!(example.kafka.ready_max_lag, defaults.kafka.ready_max_lag);
-        assert_eq!(example.store.block_cache_mb, defaults.store.block_cache_mb);
-        assert_eq!(
-            example.store.write_buffer_mb,
-            defaults.store.write_buffer_mb
-        );
-        assert_eq!(example.index.hot_rows_mb, defaults.index.hot_rows_mb);
-        assert_eq!(example.index.memory_mb, defaults.index.memory_mb);
-        assert_eq!(example.store.retention_days, defaults.store.retention_days);
-        assert_eq!(example.kafka.batch_max_mb, defaults.kafka.batch_max_mb);
-        assert_eq!(
-            example.http.max_expensive_queries,
-            defaults.http.max_expensive_queries
-        );
-        assert_eq!(
-            example.http.query_timeout_ms,
-            defaults.http.query_timeout_ms
-        );
-        assert_eq!(example.http.answer_cache_mb, defaults.http.answer_cache_mb);
+        assert_eq!(example.data_dir, defaults.data_dir);
         assert!(!example.apps.is_empty());
-        let typo = toml::from_str::<Config>("[kafka]\nbroker = \"x\"\n").unwrap_err();
-        assert!(typo.to_string().contains("broker"), "{typo}");
+    }
+
+    #[test]
+    fn the_readme_lists_every_setting_as_declared() {
+        let readme =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+                .unwrap();
+        assert!(
+            readme.contains(&Config::markdown_table()),
+            "the README's settings table is generated: stepview settings --markdown"
+        );
+    }
+
+    #[test]
+    fn a_file_key_that_names_no_setting_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[kafka]\nbroker = \"x\"\n").unwrap();
+        let e = format!("{:#}", Config::from_file(&path).unwrap_err());
+        assert!(e.contains("kafka.broker"), "{e}");
+        std::fs::write(&path, "[kafka]\nbatch_max = 0\n").unwrap();
+        let e = format!("{:#}", Config::from_file(&path).unwrap_err());
+        assert!(e.contains("batch_max") || e.contains("batch-max"), "{e}");
+        std::fs::write(&path, "[kafka.client]\n\"security.protocol\" = \"SSL\"\n[[apps]]\ncode = \"a\"\nsecret_sha256 = \"00\"\nscopes = [\"*\"]\n").unwrap();
+        let c = Config::from_file(&path).unwrap();
+        assert_eq!(c.kafka.client["security.protocol"], "SSL");
+        assert_eq!(c.apps[0].code, "a");
     }
 }

@@ -10,10 +10,10 @@
 //! Owns: the sweep and its schedule. Must not: write anything itself.
 
 use crate::apply::Expired;
-use crate::config::StoreConfig;
 use crate::events::Subject;
 use crate::ingest::Sink;
 use crate::shutdown::Shutdown;
+use crate::store::StoreSettings;
 use anyhow::Result;
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// keeps.
 pub fn sweep(
     sink: &Sink,
-    store: &StoreConfig,
+    store: &StoreSettings,
     judged: impl Fn(Subject) -> bool,
 ) -> Result<Expired> {
     let Some(keep_ms) = store.retention_ms() else {
@@ -45,7 +45,7 @@ pub fn sweep(
 /// each sweep.
 pub fn run(
     sink: &Sink,
-    store: &StoreConfig,
+    store: &StoreSettings,
     judged: impl Fn(Subject) -> bool,
     shutdown: &Shutdown,
 ) {

@@ -11,7 +11,9 @@ use crate::health::Health;
 use crate::http::forward::Forwarder;
 use crate::http::{self, AnswerCache, AppState, Auth, QueryLimits};
 use crate::index::Index;
-use crate::ingest::{kafka, Sink};
+use crate::ingest::kafka::source;
+use crate::ingest::Sink;
+use crate::kafka;
 use crate::metrics::Metrics;
 use crate::query::Reader;
 use crate::retention;
@@ -38,8 +40,8 @@ impl Views {
     pub fn open(config: &Config) -> Result<Views> {
         let store = Arc::new(Store::open(&config.data_dir, &config.store.options())?);
         let index = Arc::new(Index::new(
-            config.index.memory_mb << 20,
-            config.index.hot_rows_mb << 20,
+            config.index.memory_mb.bytes(),
+            config.index.hot_rows_mb.bytes(),
         ));
         let watches = Arc::new(Watches::default());
         let applier = Applier::new(Arc::clone(&store), Arc::clone(&index), Arc::clone(&watches));
@@ -90,13 +92,11 @@ pub async fn run(
     } else if config.apps.is_empty() {
         tracing::warn!("no apps configured: every API request will be refused with 401");
     }
-    let metrics_token = match &config.http.metrics_token_sha256 {
-        Some(hex) => Some(
-            http::auth::parse_sha256(hex)
-                .context("http.metrics_token_sha256 must be 64 hex digits")?,
-        ),
-        None => None,
-    };
+    let metrics_token = config
+        .http
+        .metrics_token_sha256
+        .as_deref()
+        .and_then(http::auth::parse_sha256);
     tracing::info!(addr = %listener.local_addr()?, "serving");
 
     let shutdown = Shutdown::new();
@@ -106,9 +106,9 @@ pub async fn run(
             let secret = MembersSecret::load(config.cluster.secret_file.as_deref())?;
             let timing = ClusterTiming {
                 ready_max_lag: config.kafka.ready_max_lag,
-                handoff_timeout: Duration::from_millis(config.cluster.handoff_timeout_ms),
-                max_skew_ms: config.cluster.max_skew_ms,
-                stats_interval: kafka::source::STATS_EVERY,
+                handoff_timeout: config.cluster.handoff_timeout_ms.duration(),
+                max_skew_ms: config.cluster.max_skew_ms.as_i64(),
+                stats_interval: source::STATS_EVERY,
             };
             Some(Arc::new(Cluster::new(
                 name,
@@ -121,7 +121,7 @@ pub async fn run(
     };
     tokio::spawn({
         let (shutdown, cluster) = (shutdown.clone(), cluster.clone());
-        let most = Duration::from_millis(config.cluster.handoff_timeout_ms) * 2;
+        let most = config.cluster.handoff_timeout_ms.duration() * 2;
         async move {
             stop.await;
             if let Some(cluster) = cluster {
@@ -143,7 +143,7 @@ pub async fn run(
         }
         let (sink, shutdown, cluster) = (views.sink.clone(), shutdown.clone(), cluster.clone());
         let ingest = move || {
-            let result = kafka::run(&kcfg, &sink, cluster.as_deref(), &shutdown);
+            let result = source::run(&kcfg, &sink, cluster.as_deref(), &shutdown);
             if let Err(e) = &result {
                 tracing::error!(
                     error = format!("{e:#}"),
@@ -155,7 +155,7 @@ pub async fn run(
             }
             result
         };
-        let fetcher = std::thread::Builder::new().name(kafka::source::FETCHER_THREAD.into());
+        let fetcher = std::thread::Builder::new().name(source::FETCHER_THREAD.into());
         Some(
             fetcher
                 .spawn(ingest)
@@ -168,7 +168,7 @@ pub async fn run(
         Some(cluster) => {
             let (kcfg, cluster) = (config.kafka.clone(), Arc::clone(cluster));
             let topic = members::topic(&kcfg);
-            if let Err(e) = kafka::admin::ensure_members_topic(&kcfg, &topic).await {
+            if let Err(e) = kafka::ensure_members_topic(&kcfg, &topic).await {
                 tracing::warn!(
                     error = format!("{e:#}"),
                     "cannot create the members topic now"
@@ -225,10 +225,10 @@ pub async fn run(
         health: Arc::clone(&views.sink.health),
         limits: QueryLimits::new(
             config.http.expensive_query_slots(),
-            Duration::from_millis(config.http.query_timeout_ms),
+            config.http.query_timeout_ms.duration(),
         ),
         answers: Arc::new(AnswerCache::new(
-            config.http.answer_cache_mb << 20,
+            config.http.answer_cache_mb.bytes(),
             &views.sink.metrics.answer_cache,
         )),
         metrics_token,

@@ -9,11 +9,11 @@
 use crate::events::{
     Event, HostLog, HostResult, JobEvent, ScopeType, StepEvent, StepTargets, TargetHost,
 };
+use crate::kafka::{client_config, KafkaSettings};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -335,22 +335,25 @@ impl ProducerContext for DeliveryCount {
 
 /// Produces raw values keyed by step id, at most `rate` per second (0 = as fast as possible).
 pub fn produce(
-    brokers: &str,
-    topic: &str,
+    kafka: &KafkaSettings,
     messages: &[(String, Vec<u8>)],
     rate: u64,
     show_progress: bool,
 ) -> Result<()> {
-    let producer: ThreadedProducer<DeliveryCount> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "5")
-        .set("enable.idempotence", "true")
-        // Kafka's default partitioner for keyed messages, as events.md asks of producers.
-        .set("partitioner", "murmur2_random")
-        // Above the 1 MiB event limit, so that tests can send over-limit events for the DLQ.
-        .set("message.max.bytes", "4194304")
-        .create_with_context(DeliveryCount::default())
-        .context("cannot create Kafka producer")?;
+    let topic = kafka.topic.as_str();
+    let producer: ThreadedProducer<DeliveryCount> = client_config(
+        kafka,
+        &[
+            ("linger.ms", "5"),
+            ("enable.idempotence", "true"),
+            // Kafka's default partitioner for keyed messages, as events.md asks of producers.
+            ("partitioner", "murmur2_random"),
+            // Above the 1 MiB event limit, so that tests can send over-limit events for the DLQ.
+            ("message.max.bytes", "4194304"),
+        ],
+    )
+    .create_with_context(DeliveryCount::default())
+    .context("cannot create Kafka producer")?;
     let bar = if show_progress {
         ProgressBar::new(messages.len() as u64)
     } else {
@@ -381,7 +384,7 @@ pub fn produce(
                         e.rdkafka_error_code(),
                         Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
                     ) {
-                        anyhow::bail!("cannot produce to {topic} at {brokers}: {e}");
+                        anyhow::bail!("cannot produce to {topic} at {}: {e}", kafka.brokers);
                     }
                     record = r;
                     std::thread::sleep(Duration::from_millis(2));

@@ -779,7 +779,7 @@ async fn unknown_routes_and_methods_answer_json_too() {
 async fn hot_rows_stay_within_their_byte_budget_and_answers_do_not_change() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
-    config.index.hot_rows_mb = 1;
+    config.index.hot_rows_mb = stepview::settings::Mebibytes(1);
     let svc = TestService::start(config).await;
     // Rows of ~100 bytes: one step's 5 000 fit in 1 MiB, two steps' do not.
     let ips: Vec<String> = (0..5000)

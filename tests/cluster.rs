@@ -9,8 +9,8 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use stepview::config::KafkaConfig;
 use stepview::events::Event;
+use stepview::kafka::KafkaSettings;
 use stepview::simulate::{self, Workload};
 
 const PARTITIONS: i32 = 8;
@@ -110,11 +110,11 @@ async fn metric_of(client: &reqwest::Client, base: &str, series: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_divide_the_partitions_and_answer_every_step_through_joins_leaves_and_kills() {
     let topic = unique_name("shards");
-    let settings = KafkaConfig {
+    let settings = KafkaSettings {
         brokers: brokers().to_owned(),
-        ..KafkaConfig::default()
+        ..KafkaSettings::default()
     };
-    stepview::ingest::kafka::ensure_topics(&settings, &[&topic], PARTITIONS)
+    stepview::kafka::ensure_topics(&settings, &[&topic], PARTITIONS)
         .await
         .unwrap();
     let events = simulate::generate(&Workload {
@@ -127,10 +127,17 @@ async fn shards_divide_the_partitions_and_answer_every_step_through_joins_leaves
     });
     let messages = simulate::to_messages(&events);
     let t = topic.clone();
-    tokio::task::spawn_blocking(move || simulate::produce(brokers(), &t, &messages, 0, false))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::task::spawn_blocking(move || {
+        simulate::produce(
+            &stepview::kafka::KafkaSettings::of(brokers(), &t),
+            &messages,
+            0,
+            false,
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
     let qs = queries(&events);
     let want = expected(&events, &qs).await;
     let set = unique_name("set");
@@ -245,11 +252,11 @@ async fn shards_divide_the_partitions_and_answer_every_step_through_joins_leaves
 /// A topic of `PARTITIONS` partitions holding a small workload; its events.
 async fn small_topic(prefix: &str) -> (String, Vec<Event>) {
     let topic = unique_name(prefix);
-    let settings = KafkaConfig {
+    let settings = KafkaSettings {
         brokers: brokers().to_owned(),
-        ..KafkaConfig::default()
+        ..KafkaSettings::default()
     };
-    stepview::ingest::kafka::ensure_topics(&settings, &[&topic], PARTITIONS)
+    stepview::kafka::ensure_topics(&settings, &[&topic], PARTITIONS)
         .await
         .unwrap();
     let events = simulate::generate(&Workload {
@@ -261,10 +268,17 @@ async fn small_topic(prefix: &str) -> (String, Vec<Event>) {
     });
     let messages = simulate::to_messages(&events);
     let t = topic.clone();
-    tokio::task::spawn_blocking(move || simulate::produce(brokers(), &t, &messages, 0, false))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::task::spawn_blocking(move || {
+        simulate::produce(
+            &stepview::kafka::KafkaSettings::of(brokers(), &t),
+            &messages,
+            0,
+            false,
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
     (topic, events)
 }
 
@@ -296,7 +310,7 @@ async fn held_polls_and_streams_end_when_their_partition_moves_and_when_the_shar
         let port = free_port();
         let b = format!("http://127.0.0.1:{port}");
         let moving = qs.iter().find(|(step, _)| {
-            let p = stepview::cluster::owners::Partitioner::Murmur2.partition(*step, PARTITIONS);
+            let p = stepview::kafka::Partitioner::Murmur2.partition(*step, PARTITIONS);
             stepview::cluster::owners::owner(p, [a.base.as_str(), b.as_str()]) == Some(b.as_str())
         });
         if let Some(found) = moving {

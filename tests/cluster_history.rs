@@ -279,7 +279,7 @@ fn urls(base: &str, steps: &[i64]) -> Vec<String> {
 async fn no_client_sees_a_step_go_back_through_joins_leaves_returns_and_kills() {
     let topic = unique_name("history");
     let kafka = kafka_settings(&topic);
-    stepview::ingest::kafka::ensure_topics(&kafka, &[&topic], PARTITIONS)
+    stepview::kafka::ensure_topics(&kafka, &[&topic], PARTITIONS)
         .await
         .unwrap();
     let events = workload();
@@ -308,7 +308,12 @@ async fn no_client_sees_a_step_go_back_through_joins_leaves_returns_and_kills() 
         let (messages, t) = (stepview::simulate::to_messages(&events), topic.clone());
         let rate = (events.len() as u64 / 30).max(1);
         tokio::task::spawn_blocking(move || {
-            stepview::simulate::produce(brokers(), &t, &messages, rate, false)
+            stepview::simulate::produce(
+                &stepview::kafka::KafkaSettings::of(brokers(), &t),
+                &messages,
+                rate,
+                false,
+            )
         })
     };
     let stop = Arc::new(AtomicBool::new(false));

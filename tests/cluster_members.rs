@@ -53,7 +53,7 @@ fn forged_entry(url: &str, set: &str, seq: u64) -> Vec<u8> {
 async fn forged_members_draw_no_request_and_evict_nobody() {
     let topic = unique_name("forged");
     let kafka = kafka_settings(&topic);
-    stepview::ingest::kafka::ensure_topics(&kafka, &[&topic], PARTITIONS)
+    stepview::kafka::ensure_topics(&kafka, &[&topic], PARTITIONS)
         .await
         .unwrap();
     let events = simulate::generate(&Workload {
@@ -65,10 +65,17 @@ async fn forged_members_draw_no_request_and_evict_nobody() {
     });
     let messages = simulate::to_messages(&events);
     let t = topic.clone();
-    tokio::task::spawn_blocking(move || simulate::produce(brokers(), &t, &messages, 0, false))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::task::spawn_blocking(move || {
+        simulate::produce(
+            &stepview::kafka::KafkaSettings::of(brokers(), &t),
+            &messages,
+            0,
+            false,
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
     let queries: Vec<String> = steps_of(&events)
         .into_iter()
         .map(|(job, step)| {
@@ -84,13 +91,16 @@ async fn forged_members_draw_no_request_and_evict_nobody() {
     let ask = |base: String, q: String| {
         let http = http.clone();
         async move {
-            let resp = http
+            // Not listening yet: no answer.
+            let Ok(resp) = http
                 .get(format!("{base}/api/v3/get_step_instance_status?{q}"))
                 .send()
                 .await
-                .unwrap();
+            else {
+                return (0, Value::Null);
+            };
             let status = resp.status().as_u16();
-            let mut v: Value = resp.json().await.unwrap();
+            let mut v: Value = resp.json().await.unwrap_or(Value::Null);
             v["job_request_id"] = Value::Null;
             v["data"]["total_time"] = Value::Null;
             (status, v)

@@ -23,7 +23,12 @@ async fn readyz_follows_catching_up_and_failing_applies() {
     let producing = {
         let topic = topic.clone();
         tokio::task::spawn_blocking(move || {
-            simulate::produce(brokers(), &topic, &messages, 0, false)
+            simulate::produce(
+                &stepview::kafka::KafkaSettings::of(brokers(), &topic),
+                &messages,
+                0,
+                false,
+            )
         })
     };
     producing.await.unwrap().unwrap();
@@ -159,10 +164,17 @@ async fn readyz_follows_catching_up_and_failing_applies() {
     newer.version += 10;
     let message = simulate::to_messages(&[stepview::events::Event::HostResult(newer)]);
     let topic2 = topic.clone();
-    tokio::task::spawn_blocking(move || simulate::produce(brokers(), &topic2, &message, 0, false))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::task::spawn_blocking(move || {
+        simulate::produce(
+            &stepview::kafka::KafkaSettings::of(brokers(), &topic2),
+            &message,
+            0,
+            false,
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
     let seen = svc.wait_readyz(503, Duration::from_secs(60)).await;
     assert_eq!(seen.last().unwrap(), "not ready: applying events fails\n");
     assert!(svc.metric("stepview_apply_failures_total").await.unwrap() >= 1.0);

@@ -10,9 +10,10 @@ use rdkafka::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use stepview::config::{Config, KafkaConfig};
+use stepview::config::Config;
 use stepview::events::Event;
-use stepview::ingest::kafka::{consumer_config, WatermarkContext, Watermarks, DEFAULT_PARTITIONS};
+use stepview::kafka::KafkaSettings;
+use stepview::kafka::{consumer_config, WatermarkContext, Watermarks, DEFAULT_PARTITIONS};
 use stepview::simulate::{self, Workload};
 
 fn workload(first_job_id: i64, hosts: usize) -> Vec<Event> {
@@ -32,7 +33,13 @@ async fn produce(topic: &str, messages: Vec<(String, Vec<u8>)>) {
     create_topic(topic).await;
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
-        simulate::produce(brokers(), &topic, &messages, 0, false).unwrap()
+        simulate::produce(
+            &stepview::kafka::KafkaSettings::of(brokers(), &topic),
+            &messages,
+            0,
+            false,
+        )
+        .unwrap()
     })
     .await
     .unwrap();
@@ -532,7 +539,12 @@ async fn sigkill_and_sigterm_at_random_moments_lose_nothing_and_apply_nothing_tw
     let producer = {
         let (topic, messages) = (topic.clone(), simulate::to_messages(&events));
         tokio::task::spawn_blocking(move || {
-            simulate::produce(brokers(), &topic, &messages, 1200, false)
+            simulate::produce(
+                &stepview::kafka::KafkaSettings::of(brokers(), &topic),
+                &messages,
+                1200,
+                false,
+            )
         })
     };
     let dir = tempfile::tempdir().unwrap();
@@ -606,18 +618,23 @@ async fn group_sizes(base: &str, step: i64) -> Result<Vec<(i64, i64)>, String> {
 async fn a_frozen_broker_makes_the_service_unready_and_nothing_is_lost() {
     let broker = Broker::start();
     let topic = unique_name("freeze");
-    let settings = KafkaConfig {
+    let settings = KafkaSettings {
         brokers: broker.addr.clone(),
         ..kafka_settings(&topic)
     };
-    stepview::ingest::kafka::ensure_topics(&settings, &[&topic], DEFAULT_PARTITIONS)
+    stepview::kafka::ensure_topics(&settings, &[&topic], DEFAULT_PARTITIONS)
         .await
         .unwrap();
     let hosts: Vec<(i64, i32, &str)> = (1..=40).map(|h| (h, 0, "10.0.0.1")).collect();
     let send = |events: Vec<Event>| {
         let (addr, topic) = (broker.addr.clone(), topic.clone());
         tokio::task::spawn_blocking(move || {
-            simulate::produce(&addr, &topic, &simulate::to_messages(&events), 0, false)
+            simulate::produce(
+                &stepview::kafka::KafkaSettings::of(&addr, &topic),
+                &simulate::to_messages(&events),
+                0,
+                false,
+            )
         })
     };
     send(vec![step(900, 1, 2, 0, 1), targets(900, 0, &hosts)])

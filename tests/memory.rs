@@ -59,7 +59,7 @@ async fn every_step_answers_as_the_model_says_loaded_evicted_reloaded_and_after_
     let mut config = test_config(dir.path());
     // All ~200 steps take well over the 2 MiB budget (8 to 12.5 bytes per host row), so steps
     // keep leaving and coming back.
-    config.index.memory_mb = 2;
+    config.index.memory_mb = stepview::settings::Mebibytes(2);
     let budget = (2 << 20) as f64;
     let svc = TestService::start(config).await;
     let mut events = workload();
@@ -108,7 +108,7 @@ async fn every_step_answers_as_the_model_says_loaded_evicted_reloaded_and_after_
 fn many_first_queries_of_one_cold_step_load_it_once_and_loads_racing_apply_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
-    config.index.memory_mb = 1; // about 8 of the 12 steps (~10 bytes per host)
+    config.index.memory_mb = stepview::settings::Mebibytes(1); // about 8 of the 12 steps (~10 bytes per host)
     let views = stepview::service::Views::open(&config).unwrap();
     let mut events = simulate::generate(&Workload {
         jobs: 4,

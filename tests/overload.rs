@@ -120,7 +120,8 @@ async fn health_and_capped_queries_stay_fast_while_16_clients_scan_a_30000_host_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_past_its_deadline_is_answered_503_and_stopped() {
-    let (_dir, svc) = service_with(|c| c.http.query_timeout_ms = 1).await;
+    let (_dir, svc) =
+        service_with(|c| c.http.query_timeout_ms = stepview::settings::Millis(1)).await;
     for batch in big_step(BIG, 20_000, 2_000).chunks(5000) {
         svc.apply(batch);
     }

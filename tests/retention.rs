@@ -33,7 +33,7 @@ async fn steps_past_retention_are_gone_and_their_late_events_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
     // No sweeps of the service's own while the test sets the scene; it sweeps itself below.
-    config.store.retention_days = 0;
+    config.store.retention_days = stepview::settings::Days(0);
     let svc = TestService::start(config).await;
     let now = stepview::now_ms();
     let apply_at = |events: &[Event], at_ms: i64| {

@@ -236,7 +236,7 @@ fn shard_config(dir: &std::path::Path) -> std::path::PathBuf {
 async fn on_a_shard_every_route_and_the_members_route_keep_the_scope() {
     let topic = unique_name("scope");
     let kafka = kafka_settings(&topic);
-    stepview::ingest::kafka::ensure_topics(&kafka, &[&topic], 4)
+    stepview::kafka::ensure_topics(&kafka, &[&topic], 4)
         .await
         .unwrap();
     let mut events = own_scope();
@@ -244,7 +244,12 @@ async fn on_a_shard_every_route_and_the_members_route_keep_the_scope() {
     let messages = stepview::simulate::to_messages(&events);
     let t = topic.clone();
     tokio::task::spawn_blocking(move || {
-        stepview::simulate::produce(brokers(), &t, &messages, 0, false)
+        stepview::simulate::produce(
+            &stepview::kafka::KafkaSettings::of(brokers(), &t),
+            &messages,
+            0,
+            false,
+        )
     })
     .await
     .unwrap()

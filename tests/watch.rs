@@ -350,7 +350,12 @@ async fn two_instances_fed_the_same_topic_give_the_same_etag_and_a_lagging_one_n
     let messages = stepview::simulate::to_messages(&events);
     let t = topic.clone();
     tokio::task::spawn_blocking(move || {
-        stepview::simulate::produce(brokers(), &t, &messages, 0, false)
+        stepview::simulate::produce(
+            &stepview::kafka::KafkaSettings::of(brokers(), &t),
+            &messages,
+            0,
+            false,
+        )
     })
     .await
     .unwrap()

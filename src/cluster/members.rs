@@ -7,9 +7,8 @@
 
 use super::secret::RECORD_MAC_HEADER;
 use super::{Cluster, Entry};
-use crate::config::KafkaConfig;
-use crate::ingest::kafka::admin;
-use crate::ingest::kafka::read::client_config;
+use crate::kafka::KafkaSettings;
+use crate::kafka::{admin, client_config};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use anyhow::{Context, Result};
@@ -26,7 +25,7 @@ const REFRESH: Duration = Duration::from_secs(1);
 /// At most one log line per this long about ignored records.
 const IGNORED_LOG_EVERY: Duration = Duration::from_secs(10);
 
-pub fn topic(cfg: &KafkaConfig) -> String {
+pub fn topic(cfg: &KafkaSettings) -> String {
     format!("{}.members", cfg.topic)
 }
 
@@ -34,7 +33,7 @@ pub fn topic(cfg: &KafkaConfig) -> String {
 /// tombstone. `dropped` is told the partitions this instance has stopped serving. An error
 /// means membership has stopped for good (the service then stops: a supervisor restarts it).
 pub fn run(
-    cfg: &KafkaConfig,
+    cfg: &KafkaSettings,
     cluster: &Cluster,
     metrics: &Metrics,
     dropped: impl Fn(&[i32]),

@@ -16,14 +16,18 @@
 //! - [`handoff`]: one partition's phase at this member, and the next one.
 //! - [`members`]: the members topic: publishing this instance's entry, hearing the others'.
 //! - [`secret`]: the members' secret: signed records and signed member-to-member requests.
+//! - [`settings`]: the `[cluster]` section.
 
 mod handoff;
 pub mod members;
 pub mod owners;
 pub mod secret;
+pub mod settings;
 
+pub use settings::ClusterSettings;
+
+use crate::kafka::Partitioner;
 use handoff::{Part, Phase, View};
-use owners::Partitioner;
 use parking_lot::Mutex;
 use secret::MembersSecret;
 use serde::{Deserialize, Serialize};

@@ -36,7 +36,7 @@ impl Member {
         let mut cluster = Cluster::new(
             "set",
             url,
-            Partitioner::Murmur2,
+            crate::kafka::Partitioner::Murmur2,
             MembersSecret::of(&[9; 32]),
             timing(),
         );

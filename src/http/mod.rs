@@ -23,6 +23,7 @@ mod internal;
 mod limits;
 mod params;
 pub mod render;
+pub mod settings;
 mod siblings;
 mod status;
 mod stream;
@@ -31,6 +32,7 @@ pub use answer_cache::AnswerCache;
 pub use auth::Auth;
 use auth::Caller;
 pub use limits::QueryLimits;
+pub use settings::HttpSettings;
 
 use crate::cluster::Cluster;
 use crate::health::Health;

@@ -347,8 +347,12 @@ fn host_log_out(log: &HostLog, script: bool, with_type: bool) -> HostLogOut<'_> 
 }
 
 pub fn ip_log(script: bool, log: &HostLog, request_id: &str) -> Vec<u8> {
-    succeeded(host_log_out(log, script, true), request_id)
+    let size = log.log_content.len() + ENVELOPE_BYTES;
+    succeeded_sized(host_log_out(log, script, true), request_id, size)
 }
+
+/// About what an envelope and a host's log entry add to its output, beside escapes.
+const ENVELOPE_BYTES: usize = 256;
 
 #[derive(Serialize)]
 struct BatchLogOut<'a> {
@@ -375,17 +379,31 @@ pub fn batch_ip_logs(answer: &BatchLogAnswer, job: i64, step: i64, request_id: &
         }),
         file_task_logs: (!answer.script).then_some([]),
     };
-    succeeded(data, request_id)
+    let size: usize = answer
+        .logs
+        .iter()
+        .map(|l| l.log_content.len() + ENVELOPE_BYTES)
+        .sum();
+    succeeded_sized(data, request_id, size + ENVELOPE_BYTES)
 }
 
 fn succeeded<T: Serialize>(data: T, request_id: &str) -> Vec<u8> {
-    to_json(&Envelope {
+    succeeded_sized(data, request_id, 0)
+}
+
+/// A success envelope rendered into a buffer of about `size` bytes: a large answer is not
+/// grown by doubling (its peak would be twice its size).
+fn succeeded_sized<T: Serialize>(data: T, request_id: &str, size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size);
+    let envelope = Envelope {
         result: true,
         code: 0,
         message: "",
         job_request_id: request_id,
         data: Some(data),
-    })
+    };
+    serde_json::to_writer(&mut out, &envelope).expect("response bodies always serialize");
+    out
 }
 
 pub fn failure(err: &ApiError, lang: Lang, request_id: &str) -> Vec<u8> {

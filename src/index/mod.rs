@@ -20,6 +20,9 @@
 //! under the read lock, so it either finishes before the refresh or reads the new row.
 
 mod host_set;
+pub mod settings;
+
+pub use settings::IndexSettings;
 
 pub use host_set::HostSet;
 

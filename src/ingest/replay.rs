@@ -3,12 +3,10 @@
 //! events are counted, not dead-lettered again (the live service did that). Progress and
 //! throughput are shown.
 
-use super::kafka::admin;
-use super::kafka::read::{
-    consumer_config, decode_batch, poll_batch, BatchLimit, WatermarkContext, Watermarks,
-};
+use super::kafka::read::{decode_batch, poll_batch, BatchLimit};
 use super::Sink;
-use crate::config::KafkaConfig;
+use crate::kafka::KafkaSettings;
+use crate::kafka::{admin, consumer_config, WatermarkContext, Watermarks};
 use crate::shutdown::Shutdown;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -38,7 +36,7 @@ impl Progress {
     }
 }
 
-pub fn replay(cfg: &KafkaConfig, sink: &Sink, show_progress: bool) -> Result<ReplaySummary> {
+pub fn replay(cfg: &KafkaSettings, sink: &Sink, show_progress: bool) -> Result<ReplaySummary> {
     let group = format!("stepview-replay-{}", hex::encode(rand::random::<[u8; 6]>()));
     let consumer: BaseConsumer<WatermarkContext> = consumer_config(cfg, &group, 100)
         .create_with_context(WatermarkContext(Watermarks::new(&cfg.topic)))

@@ -9,6 +9,9 @@
 pub mod clock;
 pub mod keys;
 pub mod row;
+pub mod settings;
+
+pub use settings::StoreSettings;
 
 use crate::events::{JobEvent, StepEvent, Subject};
 use anyhow::{Context, Result};

@@ -12,8 +12,9 @@ pub use unique::{free_port, unique_name};
 use serde_json::Value;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-use stepview::config::{AppConfig, Config, KafkaConfig};
+use stepview::config::{AppConfig, Config};
 use stepview::events::Event;
+use stepview::kafka::KafkaSettings;
 use stepview::service::{self, Views};
 use tokio::sync::oneshot;
 
@@ -37,8 +38,8 @@ pub fn test_config(data_dir: &std::path::Path) -> Config {
         ..Config::default()
     };
     c.http.listen = "127.0.0.1:0".parse().unwrap();
-    c.store.block_cache_mb = 16;
-    c.store.write_buffer_mb = 32;
+    c.store.block_cache_mb = stepview::settings::Mebibytes(16);
+    c.store.write_buffer_mb = stepview::settings::Mebibytes(32);
     c.apps = vec![
         AppConfig {
             code: APP.into(),
@@ -278,24 +279,20 @@ impl Drop for Broker {
 }
 
 /// Kafka settings for `topic` on the shared test broker.
-pub fn kafka_settings(topic: &str) -> KafkaConfig {
-    KafkaConfig {
+pub fn kafka_settings(topic: &str) -> KafkaSettings {
+    KafkaSettings {
         brokers: brokers().to_owned(),
         topic: topic.to_owned(),
-        ..KafkaConfig::default()
+        ..KafkaSettings::default()
     }
 }
 
 /// Creates `topic` (with the default partition count) on the shared test broker.
 pub async fn create_topic(topic: &str) {
     let settings = kafka_settings(topic);
-    stepview::ingest::kafka::ensure_topics(
-        &settings,
-        &[topic],
-        stepview::ingest::kafka::DEFAULT_PARTITIONS,
-    )
-    .await
-    .unwrap();
+    stepview::kafka::ensure_topics(&settings, &[topic], stepview::kafka::DEFAULT_PARTITIONS)
+        .await
+        .unwrap();
 }
 
 /// The value of one series in a Prometheus exposition, if it is there.

@@ -7,9 +7,10 @@
 //! (to 1 MiB, then a quarter each time) and finally sent with headers only, so that no refusal
 //! is ever retried at the same size and no partition stalls on it; a header says how long it was.
 
-use super::read::{client_config, BadMessages};
-use crate::config::KafkaConfig;
+use super::read::BadMessages;
 use crate::events::{BadEvent, MAX_EVENT_BYTES};
+use crate::kafka::client_config;
+use crate::kafka::KafkaSettings;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use anyhow::{Context, Result};
@@ -107,14 +108,17 @@ fn too_large(e: &KafkaError) -> bool {
 }
 
 impl DeadLetters {
-    pub fn new(cfg: &KafkaConfig, metrics: Arc<Metrics>) -> Result<DeadLetters> {
+    pub fn new(cfg: &KafkaSettings, metrics: Arc<Metrics>) -> Result<DeadLetters> {
         let mut config = client_config(
             cfg,
             &[
                 ("message.timeout.ms", "30000"),
                 // An over-limit event must reach the topic unchanged, so allow what the
                 // events topic took.
-                ("message.max.bytes", super::admin::TOPIC_MESSAGE_MAX_BYTES),
+                (
+                    "message.max.bytes",
+                    crate::kafka::admin::TOPIC_MESSAGE_MAX_BYTES,
+                ),
                 ("linger.ms", "5"),
             ],
         );

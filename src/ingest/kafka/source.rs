@@ -11,16 +11,13 @@
 //! most. Before the assignment changes, what is in flight is applied first, so that a partition
 //! is only ever sought to the offset that the store holds.
 
-use super::admin;
 use super::dead_letter::DeadLetters;
-use super::read::{
-    consumer_config, decode_batch, poll_batch, BatchLimit, DecodedBatch, WatermarkContext,
-    Watermarks,
-};
+use super::read::{decode_batch, poll_batch, BatchLimit, DecodedBatch};
 use crate::apply::SourceOffset;
 use crate::cluster::{Cluster, Limit, ReadPlan, ReadReport};
-use crate::config::KafkaConfig;
 use crate::ingest::Sink;
+use crate::kafka::KafkaSettings;
+use crate::kafka::{admin, consumer_config, WatermarkContext, Watermarks};
 use crate::shutdown::Shutdown;
 use anyhow::{Context, Result};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -50,7 +47,7 @@ pub const APPLIER_THREAD: &str = "ingest-apply";
 /// another partition than their key's. An error (the applier thread panicked, a client could
 /// not be made) means ingest has stopped for good.
 pub fn run(
-    cfg: &KafkaConfig,
+    cfg: &KafkaSettings,
     sink: &Sink,
     cluster: Option<&Cluster>,
     shutdown: &Shutdown,
@@ -126,7 +123,7 @@ impl Reading {
 
 /// The fetching side: what is assigned, where each partition stands, what is in flight.
 struct Fetcher<'a> {
-    cfg: &'a KafkaConfig,
+    cfg: &'a KafkaSettings,
     sink: &'a Sink,
     cluster: Option<&'a Cluster>,
     consumer: &'a BaseConsumer<WatermarkContext>,

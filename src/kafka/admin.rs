@@ -1,7 +1,7 @@
 //! Topic administration: creating the topics stepview needs, and listing a topic's partitions.
 
-use super::read::client_config;
-use crate::config::KafkaConfig;
+use super::client::client_config;
+use crate::kafka::KafkaSettings;
 use anyhow::{Context, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{Client, ClientContext, DefaultClientContext};
@@ -16,7 +16,7 @@ pub const DEFAULT_PARTITIONS: i32 = 4;
 pub const TOPIC_MESSAGE_MAX_BYTES: &str = "67108864";
 
 /// Creates the topics that do not exist yet.
-pub async fn ensure_topics(cfg: &KafkaConfig, topics: &[&str], partitions: i32) -> Result<()> {
+pub async fn ensure_topics(cfg: &KafkaSettings, topics: &[&str], partitions: i32) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = client_config(cfg, &[])
         .create()
         .context("cannot create Kafka admin client")?;
@@ -44,7 +44,7 @@ pub async fn ensure_topics(cfg: &KafkaConfig, topics: &[&str], partitions: i32) 
 }
 
 /// Creates the members topic (cluster.md) when missing: compacted, one partition.
-pub async fn ensure_members_topic(cfg: &KafkaConfig, topic: &str) -> Result<()> {
+pub async fn ensure_members_topic(cfg: &KafkaSettings, topic: &str) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = client_config(cfg, &[])
         .create()
         .context("cannot create Kafka admin client")?;
