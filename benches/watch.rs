@@ -243,10 +243,7 @@ fn main() {
         })
     };
     let held = || {
-        let text = views
-            .sink
-            .metrics
-            .render(&views.reader().figures(), &views.sink.health);
+        let text = views.sink.telemetry.render(&views.reader().figures(), true);
         text.lines()
             .find_map(|l| l.strip_prefix("stepview_http_watching "))
             .map_or(0, |v| v.trim().parse::<f64>().unwrap() as usize)

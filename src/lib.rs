@@ -41,7 +41,6 @@ pub mod http;
 pub mod index;
 pub mod ingest;
 pub mod kafka;
-pub mod metrics;
 pub mod query;
 pub mod retention;
 pub mod service;
@@ -49,6 +48,7 @@ pub mod settings;
 pub mod shutdown;
 pub mod simulate;
 pub mod store;
+pub mod telemetry;
 pub mod watch;
 
 /// The wall clock as events carry times: Unix milliseconds.

@@ -30,15 +30,7 @@ pub fn sweep(
     let Some(keep_ms) = store.retention_ms() else {
         return Ok(Expired::default());
     };
-    let expired = sink.expire(crate::now_ms(), keep_ms, judged)?;
-    if expired.steps > 0 || expired.tombstones > 0 {
-        tracing::info!(
-            steps = expired.steps,
-            tombstones = expired.tombstones,
-            "steps past retention deleted"
-        );
-    }
-    Ok(expired)
+    sink.expire(crate::now_ms(), keep_ms, judged)
 }
 
 /// Sweeps every minute until `shutdown` (a thread of its own), judging what `judged` keeps at

@@ -14,11 +14,11 @@ use crate::index::Index;
 use crate::ingest::kafka::source;
 use crate::ingest::Sink;
 use crate::kafka;
-use crate::metrics::Metrics;
 use crate::query::Reader;
 use crate::retention;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
+use crate::telemetry::Telemetry;
 use crate::watch::Watches;
 use anyhow::{Context, Result};
 use std::sync::Arc;
@@ -47,7 +47,7 @@ impl Views {
         let applier = Applier::new(Arc::clone(&store), Arc::clone(&index), Arc::clone(&watches));
         let sink = Sink {
             applier: Arc::new(applier),
-            metrics: Arc::new(Metrics::new()),
+            telemetry: Arc::new(Telemetry::new()),
             health: Arc::new(Health::default()),
         };
         Ok(Views {
@@ -175,8 +175,8 @@ pub async fn run(
                 );
             }
             let (index, shutdown) = (Arc::clone(&views.index), shutdown.clone());
-            let (metrics, health) = (
-                Arc::clone(&views.sink.metrics),
+            let (telemetry, health) = (
+                Arc::clone(&views.sink.telemetry),
                 Arc::clone(&views.sink.health),
             );
             tracing::info!(cluster = %cluster.name, me = %cluster.me, "joining the shard set");
@@ -189,7 +189,7 @@ pub async fn run(
                             .is_some_and(|p| partitions.contains(&p))
                     })
                 };
-                let result = members::run(&kcfg, &cluster, &metrics, dropped, &shutdown);
+                let result = members::run(&kcfg, &cluster, &telemetry, dropped, &shutdown);
                 if let Err(e) = &result {
                     tracing::error!(
                         error = format!("{e:#}"),
@@ -221,7 +221,7 @@ pub async fn run(
     let state = Arc::new(AppState {
         reader: views.reader(),
         auth,
-        metrics: Arc::clone(&views.sink.metrics),
+        telemetry: Arc::clone(&views.sink.telemetry),
         health: Arc::clone(&views.sink.health),
         limits: QueryLimits::new(
             config.http.expensive_query_slots(),
@@ -229,7 +229,7 @@ pub async fn run(
         ),
         answers: Arc::new(AnswerCache::new(
             config.http.answer_cache_mb.bytes(),
-            &views.sink.metrics.answer_cache,
+            Arc::clone(&views.sink.telemetry),
         )),
         metrics_token,
         forwarder: cluster.as_ref().map(|_| Forwarder::default()),

@@ -152,10 +152,10 @@ fn router() -> axum::Router {
             http::router(Arc::new(AppState {
                 reader: views.reader(),
                 auth: Auth::new(true, &config.apps).unwrap(),
-                metrics: Arc::clone(&views.sink.metrics),
+                telemetry: Arc::clone(&views.sink.telemetry),
                 health: Arc::clone(&views.sink.health),
                 limits: QueryLimits::new(2, std::time::Duration::from_secs(10)),
-                answers: Arc::new(AnswerCache::new(1 << 20, &views.sink.metrics.answer_cache)),
+                answers: Arc::new(AnswerCache::new(1 << 20, Arc::clone(&views.sink.telemetry))),
                 metrics_token: None,
                 cluster: None,
                 forwarder: None,

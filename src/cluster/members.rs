@@ -9,8 +9,9 @@ use super::secret::RECORD_MAC_HEADER;
 use super::{Cluster, Entry};
 use crate::kafka::KafkaSettings;
 use crate::kafka::{admin, client_config};
-use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
+use crate::telemetry::cluster::RecordIgnored;
+use crate::telemetry::Telemetry;
 use anyhow::{Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
@@ -22,8 +23,6 @@ use std::time::{Duration, Instant};
 /// every second.
 const TICK: Duration = Duration::from_millis(100);
 const REFRESH: Duration = Duration::from_secs(1);
-/// At most one log line per this long about ignored records.
-const IGNORED_LOG_EVERY: Duration = Duration::from_secs(10);
 
 pub fn topic(cfg: &KafkaSettings) -> String {
     format!("{}.members", cfg.topic)
@@ -35,7 +34,7 @@ pub fn topic(cfg: &KafkaSettings) -> String {
 pub fn run(
     cfg: &KafkaSettings,
     cluster: &Cluster,
-    metrics: &Metrics,
+    telemetry: &Telemetry,
     dropped: impl Fn(&[i32]),
     shutdown: &Shutdown,
 ) -> Result<()> {
@@ -71,16 +70,12 @@ pub fn run(
         tpl.add_partition_offset(&topic, p, Offset::End)?;
     }
     consumer.assign(&tpl)?;
-    let mut ignored = Ignored::default();
     let mut published: Option<(Entry, Instant)> = None;
     let mut next_tick = Instant::now();
     while !shutdown.is_triggered() {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) {
-            if let Err(why) = hear(cluster, &m) {
-                metrics.members_ignored.with_label_values(&[why]).inc();
-                if why != "other_set" {
-                    ignored.log(why);
-                }
+            if let Err(ignored) = hear(cluster, &m) {
+                ignored.emit(telemetry);
             }
         }
         if Instant::now() < next_tick {
@@ -143,58 +138,32 @@ fn publish(producer: &BaseProducer, topic: &str, cluster: &Cluster, value: Optio
 }
 
 /// Takes one record of the members topic; why it was ignored, if it was.
-fn hear(cluster: &Cluster, m: &impl Message) -> Result<(), &'static str> {
-    let key = m.key().ok_or("malformed")?;
+fn hear(cluster: &Cluster, m: &impl Message) -> Result<(), RecordIgnored> {
+    let key = m.key().ok_or(RecordIgnored::Malformed)?;
     let value = m.payload();
     let entry = match value {
         None => None,
-        Some(v) => Some(serde_json::from_slice::<Entry>(v).map_err(|_| "malformed")?),
+        Some(v) => Some(serde_json::from_slice::<Entry>(v).map_err(|_| RecordIgnored::Malformed)?),
     };
     // Another shard set on the same topic signs with its own secret.
     if entry.as_ref().is_some_and(|e| e.cluster != cluster.name) {
-        return Err("other_set");
+        return Err(RecordIgnored::OtherSet);
     }
     let mac = m
         .headers()
         .and_then(|h| h.iter().find(|h| h.key == RECORD_MAC_HEADER))
         .and_then(|h| h.value)
-        .ok_or("unsigned")?;
+        .ok_or(RecordIgnored::Unsigned)?;
     if !cluster
         .secret
         .record_signed(key, value.unwrap_or_default(), mac)
     {
-        return Err("bad_signature");
+        return Err(RecordIgnored::BadSignature);
     }
-    let url = std::str::from_utf8(key).map_err(|_| "malformed")?;
+    let url = std::str::from_utf8(key).map_err(|_| RecordIgnored::Malformed)?;
     if cluster.heard(url, entry, crate::now_ms()) {
         Ok(())
     } else {
-        Err("stale")
-    }
-}
-
-/// Rate-limited logging of ignored records (a forger may write many).
-#[derive(Default)]
-struct Ignored {
-    last_log: Option<Instant>,
-    since_log: u64,
-}
-
-impl Ignored {
-    fn log(&mut self, why: &str) {
-        self.since_log += 1;
-        if self
-            .last_log
-            .is_none_or(|at| at.elapsed() >= IGNORED_LOG_EVERY)
-        {
-            tracing::warn!(
-                reason = why,
-                count = self.since_log,
-                "ignored members-topic records (unsigned or forged records mean someone without \
-                 the members' secret writes to the topic: restrict it with Kafka ACLs)"
-            );
-            self.last_log = Some(Instant::now());
-            self.since_log = 0;
-        }
+        Err(RecordIgnored::Stale)
     }
 }

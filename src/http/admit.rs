@@ -15,6 +15,7 @@ use super::{
 use crate::cluster::Route;
 use crate::events::ScopeType;
 use crate::query::{BatchLogQuery, JobQuery, LogQuery, StepQuery};
+use crate::telemetry::http::Forwarded;
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
@@ -135,8 +136,10 @@ pub async fn admit(
             Some((p, Route::Forward(url))) if !forwarded => {
                 return forward::to_member(&state, &url, p, parts, body).await;
             }
-            Some((p, _)) => return forward::moving(&state, &parts.headers, Some(p), "unavailable"),
-            None => return forward::moving(&state, &parts.headers, None, "unavailable"),
+            unserved => {
+                Forwarded::Unavailable.emit(&state.telemetry);
+                return forward::moving(&parts.headers, unserved.map(|(p, _)| p));
+            }
         }
     }
     admitted.insert_into(&mut parts.extensions);

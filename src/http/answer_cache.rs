@@ -11,7 +11,8 @@
 use super::i18n::Lang;
 use super::render::RenderedStep;
 use crate::query::{Reader, StepAnswer, StepQuery};
-use prometheus::{IntCounter, IntCounterVec};
+use crate::telemetry::http::AnswerLookup;
+use crate::telemetry::Telemetry;
 use quick_cache::sync::Cache;
 use quick_cache::{Equivalent, Weighter};
 use std::sync::Arc;
@@ -34,8 +35,7 @@ pub struct AnswerCache {
     entries: Option<Cache<Key, Arc<RenderedStep>, ByBytes>>,
     /// Larger answers are not kept (uncapped answers of big steps would push out many polls).
     most_bytes_per_entry: usize,
-    hits: IntCounter,
-    misses: IntCounter,
+    telemetry: Arc<Telemetry>,
 }
 
 #[derive(Clone)]
@@ -54,16 +54,14 @@ const TYPICAL_ENTRY_BYTES: usize = 16 << 10;
 const HOST_JSON_BYTES: usize = 300;
 
 impl AnswerCache {
-    /// A cache of at most `bytes` of answers (0: off), counting its outcomes into `outcomes`
-    /// (`stepview_http_answer_cache_total`).
-    pub fn new(bytes: usize, outcomes: &IntCounterVec) -> AnswerCache {
+    /// A cache of at most `bytes` of answers (0: off), reporting its outcomes to `telemetry`.
+    pub fn new(bytes: usize, telemetry: Arc<Telemetry>) -> AnswerCache {
         let entries = (bytes > 0)
             .then(|| Cache::with_weighter(bytes / TYPICAL_ENTRY_BYTES + 16, bytes as u64, ByBytes));
         AnswerCache {
             entries,
             most_bytes_per_entry: bytes / 16,
-            hits: outcomes.with_label_values(&["hit"]),
-            misses: outcomes.with_label_values(&["miss"]),
+            telemetry,
         }
     }
 
@@ -73,7 +71,7 @@ impl AnswerCache {
         let kept = self.entries.as_ref()?.get(&KeyRef(q, lang))?;
         let unchanged = reader.position_of(q.step_instance_id) == Some(kept.position);
         unchanged.then(|| {
-            self.hits.inc();
+            AnswerLookup::Hit.emit(&self.telemetry);
             kept
         })
     }
@@ -83,7 +81,7 @@ impl AnswerCache {
         let Some(entries) = &self.entries else {
             return Arc::new(RenderedStep::of(answer, lang, false));
         };
-        self.misses.inc();
+        AnswerLookup::Miss.emit(&self.telemetry);
         let hosts: usize = answer.groups.iter().map(|g| g.hosts.len()).sum();
         let keep = hosts * HOST_JSON_BYTES <= self.most_bytes_per_entry;
         let rendered = Arc::new(RenderedStep::of(answer, lang, keep));

@@ -12,6 +12,7 @@ use super::error::ApiError;
 use super::i18n::Lang;
 use super::status::requested_wait;
 use super::{json, render, request_id, AppState, WATCH_ROUTE};
+use crate::telemetry::http::Forwarded;
 use axum::body::{Body, Bytes};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
@@ -43,13 +44,7 @@ impl Default for Forwarder {
 }
 
 /// 503: no live member serves the partition now (it is moving); the client tries again.
-pub fn moving(
-    state: &AppState,
-    headers: &HeaderMap,
-    partition: Option<i32>,
-    outcome: &str,
-) -> Response {
-    state.metrics.forwarded.with_label_values(&[outcome]).inc();
+pub fn moving(headers: &HeaderMap, partition: Option<i32>) -> Response {
     let request_id = request_id(headers);
     let err = ApiError::PartitionMoving(partition);
     json(
@@ -94,8 +89,12 @@ pub async fn to_member(
     match forward(state, url, parts, body).await {
         Ok(resp) => resp,
         Err(why) => {
-            tracing::debug!(url, why, "forwarding failed");
-            moving(state, &headers, Some(partition), "error")
+            Forwarded::Error {
+                member: url,
+                why: &why,
+            }
+            .emit(&state.telemetry);
+            moving(&headers, Some(partition))
         }
     }
 }
@@ -130,11 +129,10 @@ async fn forward(
         out = out.header(name, value);
     }
     out = out.header(FORWARDED, HeaderValue::from_static("1"));
-    state.metrics.forwarded.with_label_values(&["ok"]).inc();
-    state
-        .metrics
-        .forward_duration
-        .observe(started.elapsed().as_secs_f64());
+    Forwarded::Ok {
+        took: started.elapsed(),
+    }
+    .emit(&state.telemetry);
     // Past the deadline the stream fails, and the client's connection is aborted: a cut-off
     // body is never passed off as whole.
     out.body(Body::from_stream(resp.bytes_stream()))

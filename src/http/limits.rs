@@ -12,6 +12,7 @@ use super::render::RenderedStep;
 use super::AppState;
 use crate::events::StepEvent;
 use crate::query::{Cancel, Position, QueryError, Reader, StepQuery};
+use crate::telemetry::http::QueryAbandoned;
 use axum::body::{Body, Bytes};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -99,7 +100,7 @@ pub async fn run<T: Send + 'static>(
         match tokio::time::timeout_at(deadline, waiting).await {
             Ok(Ok(turn)) => Some(turn),
             _ => {
-                state.abandoned("busy");
+                QueryAbandoned::Busy.emit(&state.telemetry);
                 return Err(QueryError::Cancelled);
             }
         }
@@ -129,7 +130,7 @@ pub async fn run<T: Send + 'static>(
         ))),
         Err(_) => {
             cancel.cancel();
-            state.abandoned("timeout");
+            QueryAbandoned::Timeout.emit(&state.telemetry);
             Err(QueryError::Cancelled)
         }
     }
@@ -145,17 +146,8 @@ impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         if let Some(cancel) = self.cancel.take() {
             cancel.cancel();
-            self.state.abandoned("client_gone");
+            QueryAbandoned::ClientGone.emit(&self.state.telemetry);
         }
-    }
-}
-
-impl AppState {
-    fn abandoned(&self, reason: &str) {
-        self.metrics
-            .queries_abandoned
-            .with_label_values(&[reason])
-            .inc();
     }
 }
 

@@ -36,9 +36,10 @@ pub use settings::HttpSettings;
 
 use crate::cluster::Cluster;
 use crate::health::Health;
-use crate::metrics::Metrics;
 use crate::query::{QueryError, Reader};
 use crate::shutdown::Shutdown;
+use crate::telemetry::http::RequestAnswered;
+use crate::telemetry::Telemetry;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -58,7 +59,7 @@ const JSON_UTF8: &str = "application/json; charset=utf-8";
 pub struct AppState {
     pub reader: Reader,
     pub auth: Auth,
-    pub metrics: Arc<Metrics>,
+    pub telemetry: Arc<Telemetry>,
     pub health: Arc<Health>,
     pub limits: QueryLimits,
     /// Rendered status answers, kept until their step changes.
@@ -166,24 +167,14 @@ fn count(
     started: Instant,
     request_id: &str,
 ) {
-    tracing::debug!(
-        request_id,
+    RequestAnswered {
         route,
-        status = status.as_u16(),
+        status: status.as_u16(),
         code,
-        micros = started.elapsed().as_micros() as u64,
-        "request"
-    );
-    state
-        .metrics
-        .http_requests
-        .with_label_values(&[route, status.as_str(), &code.to_string()])
-        .inc();
-    state
-        .metrics
-        .http_duration
-        .with_label_values(&[route])
-        .observe(started.elapsed().as_secs_f64());
+        took: started.elapsed(),
+        request_id,
+    }
+    .emit(&state.telemetry);
 }
 
 /// The exposition, computed on the blocking pool; with `metrics_token_sha256` set, only for
@@ -207,7 +198,9 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
     let rendered = tokio::task::spawn_blocking(move || {
         let mut figures = state.reader.figures();
         figures.members = state.cluster.as_ref().map(|c| c.live_members().len());
-        state.metrics.render(&figures, &state.health)
+        state
+            .telemetry
+            .render(&figures, state.health.readiness().is_ok())
     })
     .await;
     match rendered {

@@ -168,7 +168,7 @@ async fn respond(
     // Made before the first answer is read, so that no change in between is missed.
     let mut waiter = deadline.map(|_| state.reader.waiter(q.step_instance_id));
     let mut dropped = state.cluster.as_ref().map(|c| c.dropped());
-    let _held = waiter.as_ref().map(|_| state.metrics.watching());
+    let _held = waiter.as_ref().map(|_| state.telemetry.watching());
     loop {
         let found = read(state, &q, lang, conditions.seen, request_id).await;
         let position = match &found {

@@ -9,8 +9,8 @@ use super::i18n::Lang;
 use super::limits::{run_answer, Answer};
 use super::status::moved_away;
 use super::{count, json, render, request_id, to_api_error, AppState, WATCH_ROUTE};
-use crate::metrics::Watching;
 use crate::query::{is_finished, Position, StepQuery, Waiter};
+use crate::telemetry::Watching;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -63,7 +63,7 @@ pub async fn watch(
         return StatusCode::NO_CONTENT.into_response();
     }
     let events = Events {
-        _watching: state.metrics.watching(),
+        _watching: state.telemetry.watching(),
         state,
         q,
         waiter,

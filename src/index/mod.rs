@@ -31,6 +31,7 @@ use crate::store::clock::{Clock, Position};
 use crate::store::keys::RowKey;
 use crate::store::row::StoredRow;
 use crate::store::{Store, StoreSnapshot};
+use crate::telemetry::IndexFigures;
 use anyhow::Result;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
@@ -302,19 +303,6 @@ pub enum Target {
     Resident(Arc<StepIndex>),
     Loading(Arc<Load>),
     Cold,
-}
-
-/// Figures of the index, for `/metrics`.
-pub struct IndexFigures {
-    pub steps: usize,
-    pub hosts: i64,
-    /// Estimated bytes of the resident steps: what `budget` bounds.
-    pub bytes: usize,
-    pub budget: usize,
-    pub hot_rows: usize,
-    pub hot_bytes: usize,
-    pub loads: u64,
-    pub evictions: u64,
 }
 
 const STRIPES: usize = 256;

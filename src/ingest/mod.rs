@@ -9,20 +9,23 @@ pub mod file;
 pub mod kafka;
 pub mod replay;
 
-use crate::apply::{Applier, ApplyStats, Batch, Expired};
-use crate::events::{BadEvent, Cuts};
+use crate::apply::{Applier, Batch, Expired};
+use crate::events::{BadEvent, Cuts, Subject};
 use crate::health::Health;
-use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
+use crate::telemetry::ingest::{
+    ApplyFailed, BatchApplied, EventDeadLettered, StepsExpired, StringCut,
+};
+use crate::telemetry::Telemetry;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// `apply` with the bookkeeping every source needs: metrics, health, and retrying a batch that
-/// failed to write until it succeeds or the service stops (a batch is never dropped).
+/// `apply` with the bookkeeping every source needs: telemetry, health, and retrying a batch
+/// that failed to write until it succeeds or the service stops (a batch is never dropped).
 #[derive(Clone)]
 pub struct Sink {
     pub applier: Arc<Applier>,
-    pub metrics: Arc<Metrics>,
+    pub telemetry: Arc<Telemetry>,
     pub health: Arc<Health>,
 }
 
@@ -35,19 +38,19 @@ impl Sink {
             let started = Instant::now();
             match self.applier.apply(batch) {
                 Ok(stats) => {
-                    self.metrics
-                        .apply_duration
-                        .observe(started.elapsed().as_secs_f64());
-                    self.metrics
-                        .apply_batch_events
-                        .observe(batch.events.len() as f64);
-                    self.record(&stats);
+                    BatchApplied {
+                        events: batch.events.len(),
+                        took: started.elapsed(),
+                        changed: &stats.changed,
+                        unchanged: &stats.unchanged,
+                        expired: &stats.expired,
+                    }
+                    .emit(&self.telemetry);
                     self.health.set_apply_failing(false);
                     return true;
                 }
-                Err(err) => {
-                    tracing::error!(error = %err, "applying a batch failed; retrying");
-                    self.metrics.apply_failures.inc();
+                Err(error) => {
+                    ApplyFailed { error: &error }.emit(&self.telemetry);
                     self.health.set_apply_failing(true);
                     if stop.sleep(backoff) {
                         return false;
@@ -59,49 +62,30 @@ impl Sink {
     }
 
     /// Expires the steps (of those `judged` keeps) whose last event is older than `keep_ms`
-    /// (see `retention`), and counts them.
+    /// (see `retention`).
     pub fn expire(
         &self,
         now_ms: i64,
         keep_ms: i64,
-        judged: impl Fn(crate::events::Subject) -> bool,
+        judged: impl Fn(Subject) -> bool,
     ) -> anyhow::Result<Expired> {
         let expired = self.applier.expire(now_ms, keep_ms, judged)?;
-        self.metrics.expired_steps.inc_by(expired.steps);
-        self.metrics.forgotten_tombstones.inc_by(expired.tombstones);
+        StepsExpired {
+            steps: expired.steps,
+            tombstones: expired.tombstones,
+        }
+        .emit(&self.telemetry);
         Ok(expired)
     }
 
-    fn record(&self, stats: &ApplyStats) {
-        for (outcome, counts) in [
-            ("applied", &stats.changed),
-            ("unchanged", &stats.unchanged),
-            ("expired", &stats.expired),
-        ] {
-            for (kind, n) in counts {
-                self.metrics
-                    .events
-                    .with_label_values(&[kind, outcome])
-                    .inc_by(*n);
-            }
-        }
-    }
-
     pub fn record_bad(&self, bad: &BadEvent) {
-        self.metrics
-            .events
-            .with_label_values(&["invalid", "dead_letter"])
-            .inc();
-        self.metrics
-            .dead_letters
-            .with_label_values(&[bad.reason.label()])
-            .inc();
+        EventDeadLettered { reason: bad.reason }.emit(&self.telemetry);
     }
 
     /// Counts the string fields that events carried over their bounds (and were cut).
     pub fn record_cuts(&self, cuts: &[Cuts]) {
         for field in cuts.iter().flat_map(|c| c.fields()) {
-            self.metrics.strings_cut.with_label_values(&[field]).inc();
+            StringCut { field }.emit(&self.telemetry);
         }
     }
 }

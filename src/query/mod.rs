@@ -15,10 +15,10 @@
 
 use crate::events::{ScopeType, StepEvent};
 use crate::index::{GroupKey, HostSet, Index, RetryGroups};
-use crate::metrics::ViewFigures;
 use crate::store::keys::RowKey;
 use crate::store::row::StoredRow;
 use crate::store::Store;
+use crate::telemetry::ViewFigures;
 use crate::watch::Watches;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -254,27 +254,10 @@ impl Reader {
 
     /// Figures for `/metrics`: running values, as cheap at 10 hosts as at 10 million.
     pub fn figures(&self) -> ViewFigures {
-        let rocksdb = [
-            ("live_sst_bytes", "rocksdb.live-sst-files-size"),
-            ("estimate_keys", "rocksdb.estimate-num-keys"),
-            (
-                "pending_compaction_bytes",
-                "rocksdb.estimate-pending-compaction-bytes",
-            ),
-            ("write_stopped", "rocksdb.is-write-stopped"),
-            ("delayed_write_rate", "rocksdb.actual-delayed-write-rate"),
-        ]
-        .into_iter()
-        .map(|(label, property)| (label, self.store.property_sum(property) as i64))
-        .chain([(
-            "block_cache_usage_bytes",
-            self.store.block_cache_usage() as i64,
-        )])
-        .collect();
         ViewFigures {
             index: self.index.figures(),
             members: None,
-            rocksdb,
+            rocksdb: self.store.figures(),
         }
     }
 

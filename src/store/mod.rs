@@ -448,8 +448,27 @@ impl Store {
         Ok(())
     }
 
-    /// A RocksDB integer property summed over the view column families.
-    pub fn property_sum(&self, name: &str) -> u64 {
+    /// RocksDB's figures for `/metrics`, by label: properties summed over the column
+    /// families, and the block cache's usage.
+    pub fn figures(&self) -> Vec<(&'static str, i64)> {
+        [
+            ("live_sst_bytes", "rocksdb.live-sst-files-size"),
+            ("estimate_keys", "rocksdb.estimate-num-keys"),
+            (
+                "pending_compaction_bytes",
+                "rocksdb.estimate-pending-compaction-bytes",
+            ),
+            ("write_stopped", "rocksdb.is-write-stopped"),
+            ("delayed_write_rate", "rocksdb.actual-delayed-write-rate"),
+        ]
+        .into_iter()
+        .map(|(label, property)| (label, self.property_sum(property) as i64))
+        .chain([("block_cache_usage_bytes", self.cache.get_usage() as i64)])
+        .collect()
+    }
+
+    /// A RocksDB integer property summed over the column families.
+    fn property_sum(&self, name: &str) -> u64 {
         ALL_CFS
             .iter()
             .filter_map(|cf| {
@@ -459,10 +478,6 @@ impl Store {
                     .flatten()
             })
             .sum()
-    }
-
-    pub fn block_cache_usage(&self) -> usize {
-        self.cache.get_usage()
     }
 }
 

@@ -11,8 +11,9 @@ use super::read::BadMessages;
 use crate::events::{BadEvent, MAX_EVENT_BYTES};
 use crate::kafka::client_config;
 use crate::kafka::KafkaSettings;
-use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
+use crate::telemetry::ingest::DeadLetterUnwritable;
+use crate::telemetry::Telemetry;
 use anyhow::{Context, Result};
 use parking_lot::Mutex;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -40,7 +41,7 @@ impl ProducerContext for Reports {
 pub struct DeadLetters {
     producer: BaseProducer<Reports>,
     topic: String,
-    metrics: Arc<Metrics>,
+    telemetry: Arc<Telemetry>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +109,7 @@ fn too_large(e: &KafkaError) -> bool {
 }
 
 impl DeadLetters {
-    pub fn new(cfg: &KafkaSettings, metrics: Arc<Metrics>) -> Result<DeadLetters> {
+    pub fn new(cfg: &KafkaSettings, telemetry: Arc<Telemetry>) -> Result<DeadLetters> {
         let mut config = client_config(
             cfg,
             &[
@@ -131,7 +132,7 @@ impl DeadLetters {
         Ok(DeadLetters {
             producer,
             topic: cfg.dlq(),
-            metrics,
+            telemetry,
         })
     }
 
@@ -225,13 +226,7 @@ impl DeadLetters {
                     );
                     State::ToSend
                 } else {
-                    tracing::error!(
-                        partition,
-                        offset,
-                        "the dead-letter topic refuses even the headers of a bad message; \
-                         it stays only in the source topic (raise the topic's max.message.bytes)"
-                    );
-                    self.metrics.dead_letters_unwritable.inc();
+                    DeadLetterUnwritable { partition, offset }.emit(&self.telemetry);
                     State::Done
                 }
             }

@@ -19,6 +19,7 @@ use crate::ingest::Sink;
 use crate::kafka::KafkaSettings;
 use crate::kafka::{admin, consumer_config, WatermarkContext, Watermarks};
 use crate::shutdown::Shutdown;
+use crate::telemetry::ingest::{PartitionApplied, PartitionLag, PartitionLeft};
 use anyhow::{Context, Result};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::BorrowedMessage;
@@ -56,7 +57,7 @@ pub fn run(
     let consumer: BaseConsumer<WatermarkContext> = consumer_config(cfg, &cfg.group_id, stats_ms)
         .create_with_context(WatermarkContext(Watermarks::new(&cfg.topic)))
         .context("cannot create the Kafka consumer")?;
-    let dead_letters = DeadLetters::new(cfg, std::sync::Arc::clone(&sink.metrics))?;
+    let dead_letters = DeadLetters::new(cfg, std::sync::Arc::clone(&sink.telemetry))?;
     let (to_apply, applying) = std::sync::mpsc::sync_channel::<DecodedBatch>(1);
     let (to_fetcher, applied) = std::sync::mpsc::channel::<Vec<SourceOffset>>();
     std::thread::scope(|scope| {
@@ -334,7 +335,11 @@ impl Fetcher<'_> {
             for p in &gone {
                 self.parts.remove(p);
                 self.consumer.context().0.forget(*p);
-                self.sink.metrics.forget_partition(&topic, *p);
+                PartitionLeft {
+                    topic: &topic,
+                    partition: *p,
+                }
+                .emit(&self.sink.telemetry);
             }
         }
         if !new.is_empty() {
@@ -448,11 +453,12 @@ impl Fetcher<'_> {
             }
             let next = r.applied.unwrap_or(ends.low).max(ends.low);
             let lag = (ends.high - next).max(0);
-            self.sink
-                .metrics
-                .consumer_lag
-                .with_label_values(&[&self.cfg.topic, &p.to_string()])
-                .set(lag);
+            PartitionLag {
+                topic: &self.cfg.topic,
+                partition: *p,
+                lag,
+            }
+            .emit(&self.sink.telemetry);
             max_lag = max_lag.max(lag);
             ends_seen = Some(ends_seen.map_or(ends.seen, |s| s.min(ends.seen)));
         }
@@ -484,15 +490,13 @@ fn apply_batches(
             return;
         }
         for o in &batch.offsets {
-            let labels = [o.topic.as_str(), &o.partition.to_string()];
-            let metrics = &sink.metrics;
-            metrics
-                .last_offset
-                .with_label_values(&labels)
-                .set(o.next - 1);
-            if let Some(ts) = batch.timestamps.get(&o.partition) {
-                metrics.last_event_time.with_label_values(&labels).set(*ts);
+            PartitionApplied {
+                topic: &o.topic,
+                partition: o.partition,
+                last_offset: o.next - 1,
+                at_ms: batch.timestamps.get(&o.partition).copied(),
             }
+            .emit(&sink.telemetry);
         }
         let _ = applied.send(batch.offsets);
     }
