@@ -114,7 +114,7 @@ fn fill(dir: &std::path::Path, rows: i64) -> usize {
         }
     }
     eprintln!();
-    views.store.flush().unwrap();
+    views.sink.applier.flush().unwrap();
     steps
 }
 

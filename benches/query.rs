@@ -177,7 +177,7 @@ fn main() {
             .apply(&stepview::apply::Batch::local(batch))
             .unwrap();
     }
-    views.store.flush().unwrap();
+    views.sink.applier.flush().unwrap();
 
     // Index memory: load the step into an empty index and count what it allocates.
     let fresh = || Index::new(usize::MAX, 0);
@@ -200,7 +200,7 @@ fn main() {
     let with_index = |index: Index| {
         Reader::new(
             std::sync::Arc::new(index),
-            std::sync::Arc::clone(&views.store),
+            views.store.clone(),
             std::sync::Arc::clone(&views.watches),
         )
     };

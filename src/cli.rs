@@ -215,7 +215,7 @@ fn run(command: Command) -> Result<()> {
             let s = replay::replay(&config.kafka, &views.sink, true)?;
             // The retention rule, as the live service applies it.
             let expired = retention::sweep(&views.sink, &config.store, |_| true)?;
-            views.store.flush()?;
+            views.sink.applier.flush()?;
             println!(
                 "replayed {} events ({} bad) from {} in {:.1} s: {:.0} events/s; {} steps past \
                  retention; digest {}",
@@ -235,7 +235,7 @@ fn run(command: Command) -> Result<()> {
                 "{} is not a data directory",
                 data_dir.display()
             );
-            let store = crate::store::Store::open(&data_dir, &Default::default())?;
+            let (store, _) = crate::store::Store::open(&data_dir, &Default::default())?;
             println!("{}", store.digest()?);
             Ok(())
         }

@@ -1,35 +1,47 @@
 //! stepview: event-sourced step status views for BlueKing Job.
 //!
 //! GSE host results arrive as events on Kafka; stepview folds them into materialized views in
-//! RocksDB plus in-memory group indexes, and answers `get_step_instance_status` from them.
+//! RocksDB plus in-memory group indexes, and answers `get_step_instance_status` (and three
+//! sibling APIs) from them.
 //!
 //! # Layout
 //!
-//! Data flows one way: `ingest` → `apply` → `store` / `index` → `query` → `http`.
+//! Data flows one way: `ingest` → `apply` → `store` / `index` → `query` → `http`. From the ground
+//! floor up:
 //!
-//! - [`events`]: the four event kinds, decoding and validation (mirrored by `schemas/`).
-//! - [`ingest`]: sources of events: the Kafka source (self-assigned partitions, dead-letter
-//!   topic), replay and JSON-lines files; all hand batches to `apply` (through `ingest::Sink`).
-//! - [`apply`]: the only writer; folds events idempotently into store and index.
-//! - [`store`]: RocksDB column families for steps, host rows, logs and offsets.
-//! - [`index`]: the steps being read, in memory within a byte budget (loaded on first query,
-//!   least recently used evicted): per retry / batch the (status, tag) groups of hosts (in
-//!   compact sorted chunks, `index::host_set`), and the rows of polled answers ("hot rows").
-//! - [`retention`]: when steps expire (apply deletes them).
+//! - [`events`]: the five event kinds (`job`, `step`, `step_targets`, `host_result`, `host_log`),
+//!   decoding and validation (mirrored by `schemas/`).
+//! - [`settings`]: how a setting is declared once (doc, default, unit, flag, environment) and a
+//!   config file layered under flags; each part declares its own section.
+//! - [`telemetry`]: typed events whose `emit` logs and counts together; the Prometheus registry.
+//! - [`kafka`]: Kafka as every part talks to it: settings, clients, admin, the producers'
+//!   partitioner, partition watermarks.
+//! - [`store`]: RocksDB column families for jobs, steps, host rows, logs, clocks, a job's steps
+//!   and offsets; a read handle for everyone and one `StoreWriter`, held by `apply`.
+//! - [`index`]: the steps being read, in memory within a byte budget: their (status, tag) groups
+//!   (`groups`), which steps are resident (`residency`: loaded on first query, least recently used
+//!   evicted), and the rows of polled answers (`hot_rows`).
 //! - [`watch`]: who waits for which step to change; apply wakes them.
+//! - [`apply`]: the only writer: a pure `fold` of events into changes, their `commit` (one
+//!   WriteBatch with the offsets, then the index, then the waiters), and `expire`.
 //! - [`cluster`]: shards: the signed members topic, who owns which partition, the handoff that
 //!   moves one without ever going back, fencing, and where a query goes.
-//! - [`query`]: the semantics of the API over index and store; `query::Reader` is the one door
+//! - [`ingest`]: sources of events: the Kafka source (self-assigned partitions, or a shard's
+//!   plan; dead-letter topic), replay and JSON-lines files; all hand batches to `apply` (through
+//!   `ingest::Sink`).
+//! - [`retention`]: when steps expire (apply deletes them).
+//! - [`query`]: the semantics of the APIs over index and store; `query::Reader` is the one door
 //!   to the views for `http`.
 //! - [`http`]: axum routes; every API request admitted first (authentication, parameters, scope)
 //!   and then answered here or forwarded; language, the JSON envelope; every view read on the
 //!   blocking pool, expensive queries bounded while rendered and written; rendered answers kept
 //!   until their step changes; signed routes between shards.
-//! - [`metrics`], [`health`]: Prometheus exposition, readiness.
+//! - [`health`]: readiness.
 //! - [`simulate`]: realistic event streams for demos, tests and benchmarks.
 //! - [`service`]: wires the parts into the running service; [`shutdown`]: the stop signal they
 //!   all watch.
-//! - [`config`], [`cli`]: settings and the `stepview` command line.
+//! - [`config`], [`cli`]: the configuration assembled from every part's section, and the
+//!   `stepview` command line.
 
 pub mod apply;
 pub mod cli;

@@ -28,7 +28,7 @@ use std::time::Duration;
 /// reads or writes views opens.
 #[derive(Clone)]
 pub struct Views {
-    pub store: Arc<Store>,
+    pub store: Store,
     pub index: Arc<Index>,
     pub watches: Arc<Watches>,
     pub sink: Sink,
@@ -38,13 +38,13 @@ impl Views {
     /// Opens the store; nothing proportional to what it holds is read (steps are loaded into
     /// memory on their first query).
     pub fn open(config: &Config) -> Result<Views> {
-        let store = Arc::new(Store::open(&config.data_dir, &config.store.options())?);
+        let (store, writer) = Store::open(&config.data_dir, &config.store.options())?;
         let index = Arc::new(Index::new(
             config.index.memory_mb.bytes(),
             config.index.hot_rows_mb.bytes(),
         ));
         let watches = Arc::new(Watches::default());
-        let applier = Applier::new(Arc::clone(&store), Arc::clone(&index), Arc::clone(&watches));
+        let applier = Applier::new(writer, Arc::clone(&index), Arc::clone(&watches));
         let sink = Sink {
             applier: Arc::new(applier),
             telemetry: Arc::new(Telemetry::new()),
@@ -62,7 +62,7 @@ impl Views {
     pub fn reader(&self) -> Reader {
         Reader::new(
             Arc::clone(&self.index),
-            Arc::clone(&self.store),
+            self.store.clone(),
             Arc::clone(&self.watches),
         )
     }
@@ -262,7 +262,7 @@ pub async fn run(
     if sweeper.join().is_err() {
         anyhow::bail!("the retention thread panicked");
     }
-    views.store.flush()?;
+    views.sink.applier.flush()?;
     tracing::info!("stopped cleanly");
     Ok(())
 }

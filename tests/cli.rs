@@ -143,7 +143,7 @@ fn helper_commands_and_refused_settings() {
 
     let zero = stepview(&["serve", "--batch-max", "0"]);
     assert!(!zero.status.success());
-    assert!(String::from_utf8_lossy(&zero.stderr).contains("batch_max"));
+    assert!(String::from_utf8_lossy(&zero.stderr).contains("batch-max"));
 }
 
 #[test]

@@ -575,7 +575,7 @@ async fn sigkill_and_sigterm_at_random_moments_lose_nothing_and_apply_nothing_tw
     assert!(child.wait().unwrap().success());
 
     // The views equal a clean replay's, and the stored offsets are the topic's ends.
-    let store = stepview::store::Store::open(dir.path(), &Default::default()).unwrap();
+    let (store, _) = stepview::store::Store::open(dir.path(), &Default::default()).unwrap();
     let (_, replayed) = replay_digest(&topic).await;
     assert_eq!(store.digest().unwrap(), replayed);
     let mut stored: Vec<(i32, i64)> = store
@@ -738,7 +738,7 @@ async fn batches_are_bounded_by_bytes_so_large_events_keep_memory_low() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
     assert!(peak < 600.0, "peak RSS {peak:.0} MiB");
-    let store = stepview::store::Store::open(dir.path(), &Default::default()).unwrap();
+    let (store, _) = stepview::store::Store::open(dir.path(), &Default::default()).unwrap();
     let mut chunks = 0;
     store
         .snapshot()

@@ -3,7 +3,9 @@
 //! and nothing else.
 //!
 //! Owns: which groups and hosts an answer holds, in which order, with which counts. Must not: parse
-//! HTTP, choose a language or format JSON (that is `http`), or write anything.
+//! HTTP, choose a language or format JSON (that is `http`), or write the store (it holds a
+//! read-only handle). It does fill the index's caches: a step is loaded on its first query (once
+//! the caller may read it), and the rows capped queries return are kept as hot rows.
 //!
 //! Cost: without `search_ip`/`keyword` an answer reads the group index (sizes and the first N hosts
 //! of each selected group) and then only the rows it returns. With them, it scans the retry's rows
@@ -167,12 +169,12 @@ impl StepQuery {
 #[derive(Clone)]
 pub struct Reader {
     index: Arc<Index>,
-    store: Arc<Store>,
+    store: Store,
     watches: Arc<Watches>,
 }
 
 impl Reader {
-    pub fn new(index: Arc<Index>, store: Arc<Store>, watches: Arc<Watches>) -> Reader {
+    pub fn new(index: Arc<Index>, store: Store, watches: Arc<Watches>) -> Reader {
         Reader {
             index,
             store,

@@ -1,6 +1,9 @@
-//! The durable views in RocksDB: step records, host rows, script-output chunks, consumer offsets
-//! and the steps' retention clocks, one column family each. The store is the truth; everything
-//! in memory derives from it.
+//! The durable views in RocksDB: job and step records, host rows, script-output chunks, the
+//! steps and jobs' clocks, a job's steps, and consumer offsets, one column family each. The
+//! store is the truth; everything in memory derives from it.
+//!
+//! Two handles: [`Store`] reads (queries, loads, digests: as many as like), [`StoreWriter`]
+//! writes, and there is one, which the applier holds: "apply is the only writer" is a type.
 //!
 //! Owns: the on-disk layout (`keys`, `row`, `clock`), RocksDB tuning (all its memory in one block
 //! cache: data, index and filter blocks and the write buffers), and atomic batch writes. Must
@@ -24,6 +27,7 @@ use rocksdb::{
 use row::{HostRow, StoredRow};
 use sha2::{Digest, Sha256};
 use std::path::Path;
+use std::sync::Arc;
 
 const CF_STEPS: &str = "steps";
 const CF_HOSTS: &str = "hosts";
@@ -62,8 +66,10 @@ impl Default for StoreOptions {
     }
 }
 
+/// The views, to read: what queries, loads and digests take (a handle; cheap to clone).
+#[derive(Clone)]
 pub struct Store {
-    db: DB,
+    db: Arc<DB>,
     cache: Cache,
 }
 
@@ -80,7 +86,8 @@ impl StoreBatch {
 }
 
 impl Store {
-    pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store> {
+    /// Opens (or creates) the store at `path`: a handle to read it, and the one to write it.
+    pub fn open(path: &Path, opts: &StoreOptions) -> Result<(Store, StoreWriter)> {
         std::fs::create_dir_all(path)
             .with_context(|| format!("cannot create data directory {}", path.display()))?;
         keep_freed_c_memory(opts.write_buffer_bytes);
@@ -121,41 +128,20 @@ impl Store {
                 path.display()
             )
         })?;
-        Ok(Store { db, cache })
+        let store = Store {
+            db: Arc::new(db),
+            cache,
+        };
+        let writer = StoreWriter {
+            store: store.clone(),
+        };
+        Ok((store, writer))
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
         self.db
             .cf_handle(name)
             .expect("column families are created at open")
-    }
-
-    pub fn put_step(&self, b: &mut StoreBatch, step: &StepEvent) {
-        let value = serde_json::to_vec(step).expect("steps serialize");
-        b.batch.put_cf(
-            self.cf(CF_STEPS),
-            keys::step_key(step.step_instance_id),
-            value,
-        );
-    }
-
-    /// Stores a row encoded by `HostRow::encode`.
-    pub fn put_row(&self, b: &mut StoreBatch, key: RowKey, encoded: &[u8]) {
-        b.batch.put_cf(self.cf(CF_HOSTS), key.to_bytes(), encoded);
-    }
-
-    pub fn put_log(&self, b: &mut StoreBatch, key: RowKey, offset: i64, content: &str) {
-        b.batch
-            .put_cf(self.cf(CF_LOGS), key.log_key(offset), content.as_bytes());
-    }
-
-    /// Records `next` as the offset to resume `topic`/`partition` from.
-    pub fn put_offset(&self, b: &mut StoreBatch, topic: &str, partition: i32, next: i64) {
-        b.batch.put_cf(
-            self.cf(CF_META),
-            keys::offset_key(topic, partition),
-            next.to_be_bytes(),
-        );
     }
 
     /// The next position of events from no topic.
@@ -170,59 +156,6 @@ impl Store {
                 v.as_slice().try_into().context("corrupt local sequence")?,
             )),
         }
-    }
-
-    pub fn put_local_sequence(&self, b: &mut StoreBatch, next: i64) {
-        b.batch
-            .put_cf(self.cf(CF_META), LOCAL_SEQUENCE_KEY, next.to_be_bytes());
-    }
-
-    /// Sets the clock of a step or job.
-    pub fn put_clock(&self, b: &mut StoreBatch, subject: Subject, clock: Clock) {
-        b.batch
-            .put_cf(self.cf(CF_CLOCKS), keys::clock_key(subject), clock.encode());
-    }
-
-    pub fn delete_clock(&self, b: &mut StoreBatch, subject: Subject) {
-        b.batch
-            .delete_cf(self.cf(CF_CLOCKS), keys::clock_key(subject));
-    }
-
-    pub fn put_job(&self, b: &mut StoreBatch, job: &JobEvent) {
-        let value = serde_json::to_vec(job).expect("jobs serialize");
-        b.batch
-            .put_cf(self.cf(CF_JOBS), keys::step_key(job.job_instance_id), value);
-    }
-
-    /// Records that `step` belongs to `job` (a job's steps are listed from these).
-    pub fn put_job_step(&self, b: &mut StoreBatch, job: i64, step: i64) {
-        b.batch
-            .put_cf(self.cf(CF_JOB_STEPS), keys::job_step_key(job, step), []);
-    }
-
-    /// Deletes every view of `step` (its record, rows and logs, and its place in `job`), by
-    /// range deletes: RocksDB drops the data in compaction, and the write costs the same for 10
-    /// rows or a million.
-    pub fn delete_step(&self, b: &mut StoreBatch, step: i64, job: Option<i64>) {
-        let (start, end) = keys::id_range(step);
-        for name in [CF_STEPS, CF_HOSTS, CF_LOGS] {
-            b.batch.delete_range_cf(self.cf(name), start, end);
-        }
-        if let Some(job) = job {
-            b.batch
-                .delete_cf(self.cf(CF_JOB_STEPS), keys::job_step_key(job, step));
-        }
-    }
-
-    /// Deletes a job's record and its list of steps (the steps expire on their own).
-    pub fn delete_job(&self, b: &mut StoreBatch, job: i64) {
-        let (start, end) = keys::id_range(job);
-        b.batch.delete_cf(self.cf(CF_JOBS), keys::step_key(job));
-        b.batch.delete_range_cf(self.cf(CF_JOB_STEPS), start, end);
-    }
-
-    pub fn write(&self, b: StoreBatch) -> Result<()> {
-        self.db.write(b.batch).context("RocksDB write failed")
     }
 
     /// The step records of `ids`.
@@ -438,16 +371,6 @@ impl Store {
         Ok(hex::encode(h.finalize()))
     }
 
-    /// Flushes memtables to SST files (graceful shutdown; the WAL alone would also do).
-    pub fn flush(&self) -> Result<()> {
-        for name in ALL_CFS {
-            self.db
-                .flush_cf(self.cf(name))
-                .context("RocksDB flush failed")?;
-        }
-        Ok(())
-    }
-
     /// RocksDB's figures for `/metrics`, by label: properties summed over the column
     /// families, and the block cache's usage.
     pub fn figures(&self) -> Vec<(&'static str, i64)> {
@@ -478,6 +401,128 @@ impl Store {
                     .flatten()
             })
             .sum()
+    }
+}
+
+/// The only way to change the views: the applier holds it (there is one per open store).
+pub struct StoreWriter {
+    store: Store,
+}
+
+impl StoreWriter {
+    /// The views as they stand, to read.
+    pub fn reader(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn put_step(&self, b: &mut StoreBatch, step: &StepEvent) {
+        let value = serde_json::to_vec(step).expect("steps serialize");
+        b.batch.put_cf(
+            self.store.cf(CF_STEPS),
+            keys::step_key(step.step_instance_id),
+            value,
+        );
+    }
+
+    /// Stores a row encoded by `HostRow::encode`.
+    pub fn put_row(&self, b: &mut StoreBatch, key: RowKey, encoded: &[u8]) {
+        b.batch
+            .put_cf(self.store.cf(CF_HOSTS), key.to_bytes(), encoded);
+    }
+
+    pub fn put_log(&self, b: &mut StoreBatch, key: RowKey, offset: i64, content: &str) {
+        b.batch.put_cf(
+            self.store.cf(CF_LOGS),
+            key.log_key(offset),
+            content.as_bytes(),
+        );
+    }
+
+    /// Records `next` as the offset to resume `topic`/`partition` from.
+    pub fn put_offset(&self, b: &mut StoreBatch, topic: &str, partition: i32, next: i64) {
+        b.batch.put_cf(
+            self.store.cf(CF_META),
+            keys::offset_key(topic, partition),
+            next.to_be_bytes(),
+        );
+    }
+
+    pub fn put_local_sequence(&self, b: &mut StoreBatch, next: i64) {
+        b.batch.put_cf(
+            self.store.cf(CF_META),
+            LOCAL_SEQUENCE_KEY,
+            next.to_be_bytes(),
+        );
+    }
+
+    /// Sets the clock of a step or job.
+    pub fn put_clock(&self, b: &mut StoreBatch, subject: Subject, clock: Clock) {
+        b.batch.put_cf(
+            self.store.cf(CF_CLOCKS),
+            keys::clock_key(subject),
+            clock.encode(),
+        );
+    }
+
+    pub fn delete_clock(&self, b: &mut StoreBatch, subject: Subject) {
+        b.batch
+            .delete_cf(self.store.cf(CF_CLOCKS), keys::clock_key(subject));
+    }
+
+    pub fn put_job(&self, b: &mut StoreBatch, job: &JobEvent) {
+        let value = serde_json::to_vec(job).expect("jobs serialize");
+        b.batch.put_cf(
+            self.store.cf(CF_JOBS),
+            keys::step_key(job.job_instance_id),
+            value,
+        );
+    }
+
+    /// Records that `step` belongs to `job` (a job's steps are listed from these).
+    pub fn put_job_step(&self, b: &mut StoreBatch, job: i64, step: i64) {
+        b.batch.put_cf(
+            self.store.cf(CF_JOB_STEPS),
+            keys::job_step_key(job, step),
+            [],
+        );
+    }
+
+    /// Deletes every view of `step` (its record, rows and logs, and its place in `job`), by
+    /// range deletes: RocksDB drops the data in compaction, and the write costs the same for 10
+    /// rows or a million.
+    pub fn delete_step(&self, b: &mut StoreBatch, step: i64, job: Option<i64>) {
+        let (start, end) = keys::id_range(step);
+        for name in [CF_STEPS, CF_HOSTS, CF_LOGS] {
+            b.batch.delete_range_cf(self.store.cf(name), start, end);
+        }
+        if let Some(job) = job {
+            b.batch
+                .delete_cf(self.store.cf(CF_JOB_STEPS), keys::job_step_key(job, step));
+        }
+    }
+
+    /// Deletes a job's record and its list of steps (the steps expire on their own).
+    pub fn delete_job(&self, b: &mut StoreBatch, job: i64) {
+        let (start, end) = keys::id_range(job);
+        b.batch
+            .delete_cf(self.store.cf(CF_JOBS), keys::step_key(job));
+        b.batch
+            .delete_range_cf(self.store.cf(CF_JOB_STEPS), start, end);
+    }
+
+    pub fn write(&self, b: StoreBatch) -> Result<()> {
+        self.store.db.write(b.batch).context("RocksDB write failed")
+    }
+
+    /// Flushes memtables to SST files (graceful shutdown; the WAL alone would also do).
+    pub fn flush(&self) -> Result<()> {
+        for name in ALL_CFS {
+            self.store
+                .db
+                .flush_cf(self.store.cf(name))
+                .context("RocksDB flush failed")?;
+        }
+        Ok(())
     }
 }
 

@@ -3,6 +3,9 @@
 use super::Telemetry;
 use std::time::{Duration, Instant};
 
+/// Log lines go under the part they are about (`STEPVIEW_LOG=stepview::cluster=debug`).
+const TARGET: &str = "stepview::cluster";
+
 /// At most one log line per this long about ignored records (a forger may write many).
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -41,6 +44,7 @@ impl RecordIgnored {
         *since += 1;
         if last.is_none_or(|at| at.elapsed() >= LOG_EVERY) {
             tracing::warn!(
+                target: TARGET,
                 reason = self.label(),
                 count = *since,
                 "ignored members-topic records (unsigned or forged records mean someone without \

@@ -4,6 +4,9 @@
 use super::Telemetry;
 use std::time::Duration;
 
+/// Log lines go under the part they are about (`STEPVIEW_LOG=stepview::http=debug`).
+const TARGET: &str = "stepview::http";
+
 /// An API request answered.
 pub struct RequestAnswered<'a> {
     pub route: &'a str,
@@ -16,6 +19,7 @@ pub struct RequestAnswered<'a> {
 impl RequestAnswered<'_> {
     pub fn emit(&self, t: &Telemetry) {
         tracing::debug!(
+            target: TARGET,
             request_id = self.request_id,
             route = self.route,
             status = self.status,
@@ -91,7 +95,7 @@ impl Forwarded<'_> {
                 "ok"
             }
             Forwarded::Error { member, why } => {
-                tracing::debug!(member, why, "forwarding failed");
+                tracing::debug!(target: TARGET, member, why, "forwarding failed");
                 "error"
             }
             Forwarded::Unavailable => "unavailable",

@@ -5,6 +5,9 @@ use super::Telemetry;
 use crate::events::BadReason;
 use std::time::Duration;
 
+/// Log lines go under the part they are about (`STEPVIEW_LOG=stepview::ingest=debug`).
+const TARGET: &str = "stepview::ingest";
+
 /// Events per kind that a batch changed, left unchanged, or dropped as expired.
 pub type KindCounts = std::collections::HashMap<&'static str, u64>;
 
@@ -31,6 +34,7 @@ impl BatchApplied<'_> {
             }
         }
         tracing::trace!(
+            target: TARGET,
             events = self.events,
             micros = self.took.as_micros() as u64,
             "batch applied"
@@ -47,6 +51,7 @@ impl ApplyFailed<'_> {
     pub fn emit(&self, t: &Telemetry) {
         t.apply_failures.inc();
         tracing::error!(
+            target: TARGET,
             error = format!("{:#}", self.error),
             "applying a batch failed; retrying"
         );
@@ -79,6 +84,7 @@ impl DeadLetterUnwritable {
     pub fn emit(&self, t: &Telemetry) {
         t.dead_letters_unwritable.inc();
         tracing::error!(
+            target: TARGET,
             partition = self.partition,
             offset = self.offset,
             "the dead-letter topic refuses even the headers of a bad message; it stays only in \
@@ -161,6 +167,7 @@ impl StepsExpired {
         t.forgotten_tombstones.inc_by(self.tombstones);
         if self.steps > 0 || self.tombstones > 0 {
             tracing::info!(
+                target: TARGET,
                 steps = self.steps,
                 tombstones = self.tombstones,
                 "steps past retention deleted"
