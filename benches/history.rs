@@ -16,7 +16,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod common;
 
-use common::free_port;
+use common::{free_port, status_mib};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use stepview::config::Config;
@@ -154,24 +154,6 @@ fn get(url: &str) -> Option<(u16, String)> {
     Some((code.parse().ok()?, body.to_owned()))
 }
 
-/// Resident and peak resident memory of a process, MiB.
-fn rss_mib(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| -> f64 {
-        let kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap()
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .unwrap();
-        kib / 1024.0
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 /// Bytes of the files under `dir`.
 fn walk_bytes(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir)
@@ -222,7 +204,7 @@ fn main() {
     }
 
     let (dir, steps, port, mut child) = largest.unwrap();
-    let (start_rss, _) = rss_mib(child.id());
+    let (start_rss, _) = rss_and_peak_mib(child.id());
     eprintln!("querying all {steps} steps (each loaded into the index) …");
     let mut first_query = Vec::new();
     for step in 1..=steps as i64 {
@@ -242,7 +224,7 @@ fn main() {
             .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .unwrap_or(f64::NAN)
     };
-    let (rss, peak) = rss_mib(child.id());
+    let (rss, peak) = rss_and_peak_mib(child.id());
     child.kill().unwrap();
     child.wait().unwrap();
     let disk: u64 = walk_bytes(dir.path());
@@ -280,4 +262,10 @@ fn main() {
         metric("stepview_index_loads_total"),
         metric("stepview_index_evictions_total")
     );
+}
+
+/// Resident and peak resident memory of a process, MiB.
+fn rss_and_peak_mib(pid: u32) -> (f64, f64) {
+    let pid = pid.to_string();
+    (status_mib(&pid, "VmRSS"), status_mib(&pid, "VmHWM"))
 }

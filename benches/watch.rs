@@ -15,11 +15,15 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod common;
+
+use common::status_mib;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use stepview::apply::Batch;
-use stepview::config::{AppConfig, Config};
+use stepview::config::Config;
 use stepview::events::{Event, HostResult, ScopeType, StepEvent, StepTargets, TargetHost};
+use stepview::http::AppConfig;
 use stepview::service::{self, Views};
 
 const STEPS: i64 = 100;
@@ -38,20 +42,6 @@ fn wall_us() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_micros() as u64
-}
-
-fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .unwrap();
-    kib / 1024.0
 }
 
 fn path(step: i64) -> String {
@@ -257,7 +247,7 @@ fn main() {
     };
 
     std::thread::sleep(Duration::from_millis(200));
-    let before = rss_mib();
+    let before = status_mib("self", "VmRSS");
     eprintln!("starting {n} waiters over {STEPS} steps …");
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .env("BENCH_WAITERS_OF", &addr)
@@ -269,7 +259,7 @@ fn main() {
     out.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "held");
     wait_held(n);
-    let during = rss_mib();
+    let during = status_mib("self", "VmRSS");
 
     // (step, when apply was called): waiters are woken inside apply, once the change is visible.
     let mut applied_at: Vec<(i64, u64)> = Vec::new();

@@ -8,7 +8,7 @@
 //! Must not: open anything.
 
 use crate::cluster::ClusterSettings;
-use crate::http::HttpSettings;
+use crate::http::{AppConfig, HttpSettings};
 use crate::index::IndexSettings;
 use crate::kafka::KafkaSettings;
 use crate::settings::{self, Described, Section};
@@ -37,16 +37,6 @@ pub struct Config {
     /// Apps allowed to call the API (config file only: `[[apps]]`).
     #[arg(skip)]
     pub apps: Vec<AppConfig>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct AppConfig {
-    pub code: String,
-    /// Hex SHA-256 of the app's secret; the secret itself is never stored.
-    pub secret_sha256: String,
-    /// `biz:2`, `biz_set:*`, `biz:*` or `*`.
-    pub scopes: Vec<String>,
 }
 
 /// The tables of the config file that are not flags: maps and lists of their own.

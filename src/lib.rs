@@ -36,7 +36,7 @@
 //!   and then answered here or forwarded; language, the JSON envelope; every view read on the
 //!   blocking pool, expensive queries bounded while rendered and written; rendered answers kept
 //!   until their step changes; signed routes between shards.
-//! - [`health`]: readiness.
+//! - [`health`] says whether this instance is ready (`/readyz`).
 //! - [`simulate`]: realistic event streams for demos, tests and benchmarks.
 //! - [`service`]: wires the parts into the running service; [`shutdown`]: the stop signal they
 //!   all watch.

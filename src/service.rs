@@ -8,8 +8,8 @@ use crate::cluster::{members, Cluster, ClusterTiming};
 use crate::config::Config;
 use crate::events::Subject;
 use crate::health::Health;
-use crate::http::forward::Forwarder;
-use crate::http::{self, AnswerCache, AppState, Auth, QueryLimits};
+
+use crate::http::{self, AnswerCache, AppState, Auth, Forwarder, QueryLimits};
 use crate::index::Index;
 use crate::ingest::kafka::source;
 use crate::ingest::Sink;

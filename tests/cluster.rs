@@ -10,7 +10,6 @@ use common::*;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use stepview::events::Event;
-use stepview::kafka::KafkaSettings;
 use stepview::simulate::{self, Workload};
 
 const PARTITIONS: i32 = 8;
@@ -109,14 +108,7 @@ async fn metric_of(client: &reqwest::Client, base: &str, series: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_divide_the_partitions_and_answer_every_step_through_joins_leaves_and_kills() {
-    let topic = unique_name("shards");
-    let settings = KafkaSettings {
-        brokers: brokers().to_owned(),
-        ..KafkaSettings::default()
-    };
-    stepview::kafka::ensure_topics(&settings, &[&topic], PARTITIONS)
-        .await
-        .unwrap();
+    let topic = new_topic("shards", PARTITIONS).await;
     let events = simulate::generate(&Workload {
         jobs: 6,
         steps_per_job: 3,
@@ -125,19 +117,7 @@ async fn shards_divide_the_partitions_and_answer_every_step_through_joins_leaves
         first_job_id: 1,
         ..Workload::default()
     });
-    let messages = simulate::to_messages(&events);
-    let t = topic.clone();
-    tokio::task::spawn_blocking(move || {
-        simulate::produce(
-            &stepview::kafka::KafkaSettings::of(brokers(), &t),
-            &messages,
-            0,
-            false,
-        )
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    produce(&topic, &events, 0).await;
     let qs = queries(&events);
     let want = expected(&events, &qs).await;
     let set = unique_name("set");
@@ -251,14 +231,7 @@ async fn shards_divide_the_partitions_and_answer_every_step_through_joins_leaves
 
 /// A topic of `PARTITIONS` partitions holding a small workload; its events.
 async fn small_topic(prefix: &str) -> (String, Vec<Event>) {
-    let topic = unique_name(prefix);
-    let settings = KafkaSettings {
-        brokers: brokers().to_owned(),
-        ..KafkaSettings::default()
-    };
-    stepview::kafka::ensure_topics(&settings, &[&topic], PARTITIONS)
-        .await
-        .unwrap();
+    let topic = new_topic(prefix, PARTITIONS).await;
     let events = simulate::generate(&Workload {
         jobs: 8,
         steps_per_job: 2,
@@ -266,19 +239,7 @@ async fn small_topic(prefix: &str) -> (String, Vec<Event>) {
         first_job_id: 1,
         ..Workload::default()
     });
-    let messages = simulate::to_messages(&events);
-    let t = topic.clone();
-    tokio::task::spawn_blocking(move || {
-        simulate::produce(
-            &stepview::kafka::KafkaSettings::of(brokers(), &t),
-            &messages,
-            0,
-            false,
-        )
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    produce(&topic, &events, 0).await;
     (topic, events)
 }
 

@@ -277,11 +277,7 @@ fn urls(base: &str, steps: &[i64]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_client_sees_a_step_go_back_through_joins_leaves_returns_and_kills() {
-    let topic = unique_name("history");
-    let kafka = kafka_settings(&topic);
-    stepview::kafka::ensure_topics(&kafka, &[&topic], PARTITIONS)
-        .await
-        .unwrap();
+    let topic = new_topic("history", PARTITIONS).await;
     let events = workload();
     let steps: Vec<i64> = (1..=JOBS)
         .flat_map(|j| (1..=STEPS_PER_JOB).map(move |n| step_id(j, n)))
@@ -305,16 +301,9 @@ async fn no_client_sees_a_step_go_back_through_joins_leaves_returns_and_kills() 
 
     // Events stream in over ~30 s while four clients poll.
     let producing = {
-        let (messages, t) = (stepview::simulate::to_messages(&events), topic.clone());
+        let (events, topic) = (events.clone(), topic.clone());
         let rate = (events.len() as u64 / 30).max(1);
-        tokio::task::spawn_blocking(move || {
-            stepview::simulate::produce(
-                &stepview::kafka::KafkaSettings::of(brokers(), &t),
-                &messages,
-                rate,
-                false,
-            )
-        })
+        tokio::spawn(async move { produce(&topic, &events, rate).await })
     };
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..4)
@@ -354,7 +343,7 @@ async fn no_client_sees_a_step_go_back_through_joins_leaves_returns_and_kills() 
     members.lock().unwrap().retain(|m| *m != c_base);
     drop(c.take());
 
-    producing.await.unwrap().unwrap();
+    producing.await.unwrap();
     let live: Vec<String> = members.lock().unwrap().clone();
     wait_ready(&http, &live).await;
     // The clients go on until every member answers every step.

@@ -51,11 +51,7 @@ fn forged_entry(url: &str, set: &str, seq: u64) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_members_draw_no_request_and_evict_nobody() {
-    let topic = unique_name("forged");
-    let kafka = kafka_settings(&topic);
-    stepview::kafka::ensure_topics(&kafka, &[&topic], PARTITIONS)
-        .await
-        .unwrap();
+    let topic = new_topic("forged", PARTITIONS).await;
     let events = simulate::generate(&Workload {
         jobs: 4,
         steps_per_job: 2,
@@ -63,19 +59,7 @@ async fn forged_members_draw_no_request_and_evict_nobody() {
         first_job_id: 1,
         ..Workload::default()
     });
-    let messages = simulate::to_messages(&events);
-    let t = topic.clone();
-    tokio::task::spawn_blocking(move || {
-        simulate::produce(
-            &stepview::kafka::KafkaSettings::of(brokers(), &t),
-            &messages,
-            0,
-            false,
-        )
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    produce(&topic, &events, 0).await;
     let queries: Vec<String> = steps_of(&events)
         .into_iter()
         .map(|(job, step)| {

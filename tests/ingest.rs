@@ -29,20 +29,12 @@ fn workload(first_job_id: i64, hosts: usize) -> Vec<Event> {
     })
 }
 
-async fn produce(topic: &str, messages: Vec<(String, Vec<u8>)>) {
+async fn produce_messages(topic: &str, messages: Vec<(String, Vec<u8>)>) {
     create_topic(topic).await;
-    let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || {
-        simulate::produce(
-            &stepview::kafka::KafkaSettings::of(brokers(), &topic),
-            &messages,
-            0,
-            false,
-        )
-        .unwrap()
-    })
-    .await
-    .unwrap();
+    let settings = kafka_settings(topic);
+    tokio::task::spawn_blocking(move || simulate::produce(&settings, &messages, 0, false).unwrap())
+        .await
+        .unwrap();
 }
 
 /// High watermark per partition of `topic`, as fetch responses report it (what stepview uses).
@@ -210,7 +202,7 @@ fn read_dead_letters(dlq: &str, n: usize) -> Vec<DeadLetter> {
 async fn consumed_views_equal_directly_applied_ones_and_replay() {
     let topic = unique_name("e2e");
     let events = workload(10, 300);
-    produce(&topic, simulate::to_messages(&events)).await;
+    produce_messages(&topic, simulate::to_messages(&events)).await;
 
     let live_dir = tempfile::tempdir().unwrap();
     let group = unique_name("g");
@@ -332,7 +324,7 @@ async fn bad_events_go_to_the_dead_letter_topic_and_the_rest_is_applied() {
         messages.push(("2001".to_owned(), format!("burst {i}").into_bytes()));
     }
     messages.extend(simulate::to_messages(&good[good.len() / 2..]));
-    produce(&topic, messages).await;
+    produce_messages(&topic, messages).await;
 
     let dir = tempfile::tempdir().unwrap();
     let svc = TestService::start(kafka_config(dir.path(), &topic, &unique_name("g"))).await;
@@ -394,7 +386,7 @@ async fn dead_letters_the_topic_refuses_are_cut_until_they_fit_and_nothing_stall
         messages.push(("2501".to_owned(), value.clone()));
     }
     messages.extend(simulate::to_messages(&good[good.len() / 2..]));
-    produce(&topic, messages).await;
+    produce_messages(&topic, messages).await;
 
     let dir = tempfile::tempdir().unwrap();
     let mut config = kafka_config(dir.path(), &topic, &unique_name("g"));
@@ -447,7 +439,7 @@ async fn two_replicas_read_every_partition_and_agree() {
     let group = unique_name("g");
     let a = TestService::start(kafka_config(dir_a.path(), &topic, &group)).await;
     let b = TestService::start(kafka_config(dir_b.path(), &topic, &group)).await;
-    produce(&topic, simulate::to_messages(&events)).await;
+    produce_messages(&topic, simulate::to_messages(&events)).await;
     wait_consumed(&[&a], &topic).await;
     wait_consumed(&[&b], &topic).await;
 
@@ -705,21 +697,6 @@ async fn a_frozen_broker_makes_the_service_unready_and_nothing_is_lost() {
     assert!(child.wait().unwrap().success());
 }
 
-/// Peak resident memory (VmHWM) of a process, in MiB.
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .unwrap();
-    kib / 1024.0
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_are_bounded_by_bytes_so_large_events_keep_memory_low() {
     let topic = unique_name("big-logs");
@@ -727,13 +704,13 @@ async fn batches_are_bounded_by_bytes_so_large_events_keep_memory_low() {
     let events: Vec<Event> = std::iter::once(step(950, 1, 2, 0, 1))
         .chain((0..400).map(|i| log(950, 0, 0, 1 + i % 40, (i / 40) * 900_000, &chunk)))
         .collect();
-    produce(&topic, simulate::to_messages(&events)).await;
+    produce_messages(&topic, simulate::to_messages(&events)).await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     // Default settings: without a byte budget, 5 000 events per batch would be 4.5 GB of logs.
     let mut child = spawn_serve_with(dir.path(), brokers(), &topic, port, &[]);
     wait_lag_zero(port).await;
-    let peak = peak_rss_mib(child.id());
+    let peak = status_mib(&child.id().to_string(), "VmHWM");
     eprintln!("peak RSS while ingesting 400 log chunks of 900 KB: {peak:.0} MiB");
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());

@@ -234,26 +234,10 @@ fn shard_config(dir: &std::path::Path) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_shard_every_route_and_the_members_route_keep_the_scope() {
-    let topic = unique_name("scope");
-    let kafka = kafka_settings(&topic);
-    stepview::kafka::ensure_topics(&kafka, &[&topic], 4)
-        .await
-        .unwrap();
+    let topic = new_topic("scope", 4).await;
     let mut events = own_scope();
     events.extend(other_scope());
-    let messages = stepview::simulate::to_messages(&events);
-    let t = topic.clone();
-    tokio::task::spawn_blocking(move || {
-        stepview::simulate::produce(
-            &stepview::kafka::KafkaSettings::of(brokers(), &t),
-            &messages,
-            0,
-            false,
-        )
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    produce(&topic, &events, 0).await;
     let config_dir = tempfile::tempdir().unwrap();
     let config = shard_config(config_dir.path());
     let set = unique_name("scope-set");

@@ -347,19 +347,7 @@ async fn two_instances_fed_the_same_topic_give_the_same_etag_and_a_lagging_one_n
         targets(107, 0, &[(1, 0, "10.0.0.1")]),
         Event::HostResult(result(107, 0, 0, 1, 9, "", 1)),
     ];
-    let messages = stepview::simulate::to_messages(&events);
-    let t = topic.clone();
-    tokio::task::spawn_blocking(move || {
-        stepview::simulate::produce(
-            &stepview::kafka::KafkaSettings::of(brokers(), &t),
-            &messages,
-            0,
-            false,
-        )
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    produce(&topic, &events, 0).await;
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let config = |dir: &std::path::Path, group: &str| {
         let mut c = test_config(dir);

@@ -5,8 +5,12 @@
 #[path = "../../tests/common/unique.rs"]
 mod unique;
 
+#[path = "../../tests/common/process.rs"]
+mod process;
+
 #[path = "../../tests/common/shard.rs"]
 mod shard;
 
+pub use process::status_mib;
 pub use shard::{Shard, SHARD_SECRET};
 pub use unique::{free_port, unique_name};

@@ -8,10 +8,13 @@
 use super::error::ApiError;
 use super::forward::{self, FORWARDED};
 use super::i18n::Lang;
-use super::{
-    authenticated, count, json, params, render, request_id, siblings, AppState, ROUTE,
-    SYSTEM_ROUTE, WATCH_ROUTE,
+use super::params;
+use super::render;
+use super::respond::{authenticated, count, json, request_id};
+use super::routes::{
+    BATCH_IP_LOG_ROUTE, IP_LOG_ROUTE, JOB_STATUS_ROUTE, ROUTE, SYSTEM_ROUTE, WATCH_ROUTE,
 };
+use super::state::AppState;
 use crate::cluster::Route;
 use crate::events::ScopeType;
 use crate::query::{BatchLogQuery, JobQuery, LogQuery, StepQuery};
@@ -75,9 +78,9 @@ impl Admitted {
 /// handling alike.
 pub fn parse(route: &str, query: Option<&str>, body: &[u8]) -> Result<Admitted, ApiError> {
     match route {
-        siblings::JOB_STATUS_ROUTE => params::job_query(query).map(Admitted::Job),
-        siblings::IP_LOG_ROUTE => params::log_query(query).map(Admitted::Log),
-        siblings::BATCH_IP_LOG_ROUTE => params::batch_log_query(body).map(Admitted::BatchLog),
+        JOB_STATUS_ROUTE => params::job_query(query).map(Admitted::Job),
+        IP_LOG_ROUTE => params::log_query(query).map(Admitted::Log),
+        BATCH_IP_LOG_ROUTE => params::batch_log_query(body).map(Admitted::BatchLog),
         ROUTE | SYSTEM_ROUTE | WATCH_ROUTE => params::step_query(query).map(Admitted::Step),
         _ => Err(ApiError::NoSuchApi),
     }
@@ -173,8 +176,8 @@ mod tests {
                 101,
             ),
         ] {
-            for route in [ROUTE, SYSTEM_ROUTE, WATCH_ROUTE, siblings::IP_LOG_ROUTE] {
-                let query = if route == siblings::IP_LOG_ROUTE {
+            for route in [ROUTE, SYSTEM_ROUTE, WATCH_ROUTE, IP_LOG_ROUTE] {
+                let query = if route == IP_LOG_ROUTE {
                     format!("{query}&bk_host_id=1")
                 } else {
                     query.clone()
@@ -189,12 +192,12 @@ mod tests {
                 assert_eq!(handled, want, "{route}?{query}");
             }
         }
-        assert_eq!(routed(siblings::JOB_STATUS_ROUTE, Some(base), b""), Some(1));
+        assert_eq!(routed(JOB_STATUS_ROUTE, Some(base), b""), Some(1));
         for body in [
             &br#"{"bk_scope_type":"biz","bk_scope_id":"2","job_instance_id":1,"step_instance_id":7,"host_id_list":[1]}"#[..],
             br#"{"bk_scope_type":"biz","bk_scope_id":"2","job_instance_id":1,"step_instance_id":"7","host_id_list":[1]}"#,
         ] {
-            assert_eq!(routed(siblings::BATCH_IP_LOG_ROUTE, None, body), Some(7));
+            assert_eq!(routed(BATCH_IP_LOG_ROUTE, None, body), Some(7));
         }
         // No id: nothing to route by, and the handler would refuse it too.
         assert_eq!(routed(ROUTE, Some(base), b""), None);

@@ -1,7 +1,6 @@
 //! Authentication (`X-Bkapi-Authorization`) and scope permission, per api.md "Authentication".
 
 use super::error::ApiError;
-use crate::config::AppConfig;
 use crate::events::ScopeType;
 use anyhow::{bail, Context, Result};
 use axum::http::HeaderMap;
@@ -9,6 +8,17 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use subtle::ConstantTimeEq;
+
+/// An app that may call the API (config file only: `[[apps]]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    pub code: String,
+    /// Hex SHA-256 of the app's secret; the secret itself is never stored.
+    pub secret_sha256: String,
+    /// `biz:2`, `biz_set:*`, `biz:*` or `*`.
+    pub scopes: Vec<String>,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Grant {

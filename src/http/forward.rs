@@ -10,8 +10,11 @@
 
 use super::error::ApiError;
 use super::i18n::Lang;
+use super::render;
+use super::respond::{json, request_id};
+use super::routes::WATCH_ROUTE;
+use super::state::AppState;
 use super::status::requested_wait;
-use super::{json, render, request_id, AppState, WATCH_ROUTE};
 use crate::telemetry::http::Forwarded;
 use axum::body::{Body, Bytes};
 use axum::http::request::Parts;
@@ -23,25 +26,6 @@ pub const FORWARDED: &str = "x-stepview-forwarded";
 
 /// Beyond the query's own time: the network and the member's queue.
 const FORWARD_SLACK: Duration = Duration::from_secs(2);
-
-/// The HTTP client requests to other members go through.
-pub struct Forwarder {
-    pub(super) client: reqwest::Client,
-}
-
-impl Default for Forwarder {
-    fn default() -> Self {
-        Forwarder {
-            client: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(1))
-                .pool_idle_timeout(Duration::from_secs(30))
-                .redirect(reqwest::redirect::Policy::none())
-                .no_proxy()
-                .build()
-                .expect("an HTTP client with these settings"),
-        }
-    }
-}
 
 /// 503: no live member serves the partition now (it is moving); the client tries again.
 pub fn moving(headers: &HeaderMap, partition: Option<i32>) -> Response {

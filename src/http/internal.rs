@@ -8,8 +8,11 @@
 use super::error::ApiError;
 use super::i18n::Lang;
 use super::limits::run;
+use super::params;
 use super::render::{self, JobStepPart};
-use super::{json, params, request_id, to_api_error, AppState};
+use super::respond::{json, request_id, to_api_error};
+use super::routes::JOB_PART_ROUTE;
+use super::state::AppState;
 use crate::cluster::secret::{SignedRequest, APP_HEADER, SIGNATURE_HEADER, TIME_HEADER};
 use crate::cluster::Cluster;
 use crate::query::{JobQuery, MAX_LOG_BYTES};
@@ -19,9 +22,6 @@ use axum::response::Response;
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// A member's part of a job: its steps of the partitions it was asked for.
-pub const JOB_PART_ROUTE: &str = "/internal/v1/job_steps";
 
 /// The query of a job part: the caller's job query, and the partitions asked for.
 fn part_query(q: &JobQuery, partitions: &[i32]) -> String {

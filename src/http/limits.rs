@@ -1,89 +1,18 @@
 //! How queries run: on the blocking pool (they take locks and read RocksDB), expensive ones
-//! (`StepQuery::is_expensive`, logs, jobs with every host) in one of a few turns, every one with
-//! a deadline (its wait for a turn included), and told to stop when their client goes away.
-//!
-//! An expensive answer keeps its turn while it is rendered and while its body is written: the
-//! turns bound how many large bodies exist at once, not only how many are computed. A large body
-//! is streamed in chunks; if its reader is too slow to take it by the deadline, the turn and the
-//! body are dropped and the connection is aborted (a cut-off body is never passed off as whole).
+//! (`StepQuery::is_expensive`, logs, jobs with every host) in one of a few turns (`turns`),
+//! every one with a deadline (its wait for a turn included), and told to stop when their client
+//! goes away. An expensive answer keeps its turn while it is rendered and written: the turns
+//! bound how many large bodies exist at once, not only how many are computed.
 
 use super::i18n::Lang;
 use super::render::RenderedStep;
-use super::AppState;
+use super::state::AppState;
+use super::turns::Turn;
 use crate::events::StepEvent;
 use crate::query::{Cancel, Position, QueryError, Reader, StepQuery};
 use crate::telemetry::http::QueryAbandoned;
-use axum::body::{Body, Bytes};
-use std::sync::atomic::{AtomicBool, Ordering};
+use axum::body::Body;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-pub struct QueryLimits {
-    pub expensive: Arc<Semaphore>,
-    pub timeout: Duration,
-}
-
-impl QueryLimits {
-    pub fn new(expensive_at_once: usize, timeout: Duration) -> QueryLimits {
-        QueryLimits {
-            expensive: Arc::new(Semaphore::new(expensive_at_once.max(1))),
-            timeout,
-        }
-    }
-}
-
-/// Bodies at least this large are streamed, holding their turn until written.
-const STREAM_FROM: usize = 1 << 20;
-/// What one chunk of a streamed body holds.
-const CHUNK: usize = 256 << 10;
-
-/// An expensive query's turn, held by its answer until the answer is written.
-pub struct Turn {
-    permit: Option<OwnedSemaphorePermit>,
-    /// How long writing a body may take.
-    write_within: Duration,
-}
-
-impl Turn {
-    /// The response body for `bytes`: as it is when small; else streamed in chunks by a task
-    /// that holds the turn until the body is written, or drops both (and aborts the connection)
-    /// when the reader has not taken it within the deadline.
-    pub fn body(self, bytes: Vec<u8>) -> Body {
-        if bytes.len() < STREAM_FROM {
-            return Body::from(bytes);
-        }
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(2);
-        let aborted = Arc::new(AtomicBool::new(false));
-        let writer_aborted = Arc::clone(&aborted);
-        tokio::spawn(async move {
-            let _turn = self.permit;
-            let until = tokio::time::Instant::now() + self.write_within;
-            for chunk in bytes.chunks(CHUNK) {
-                match tokio::time::timeout_at(until, tx.send(Bytes::copy_from_slice(chunk))).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return, // the client went away
-                    Err(_) => {
-                        tracing::debug!("a reader did not take its answer in time: aborted");
-                        writer_aborted.store(true, Ordering::SeqCst);
-                        return;
-                    }
-                }
-            }
-        });
-        let stream = futures_util::stream::poll_fn(move |cx| match rx.poll_recv(cx) {
-            std::task::Poll::Ready(Some(chunk)) => std::task::Poll::Ready(Some(Ok(chunk))),
-            std::task::Poll::Ready(None) if aborted.load(Ordering::SeqCst) => {
-                std::task::Poll::Ready(Some(Err(std::io::Error::other(
-                    "the answer was not read in time",
-                ))))
-            }
-            std::task::Poll::Ready(None) => std::task::Poll::Ready(None),
-            std::task::Poll::Pending => std::task::Poll::Pending,
-        });
-        Body::from_stream(stream)
-    }
-}
 
 /// Runs `query` within the limits (`expensive`: it may cost time proportional to a step); a
 /// query whose caller goes away (the future is dropped) or whose deadline passes is told to stop.

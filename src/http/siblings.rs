@@ -9,7 +9,9 @@ use super::i18n::Lang;
 use super::internal::fetch_part;
 use super::limits::run;
 use super::render::{self, JobStepPart};
-use super::{count, json, request_id, to_api_error, AppState};
+use super::respond::{count, json, request_id, to_api_error};
+use super::state::AppState;
+use super::turns::Turn;
 use crate::cluster::Route;
 use crate::query::{BatchLogQuery, JobQuery, LogQuery};
 use axum::body::Body;
@@ -19,10 +21,6 @@ use axum::response::Response;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
-
-pub const JOB_STATUS_ROUTE: &str = "/api/v3/get_job_instance_status";
-pub const IP_LOG_ROUTE: &str = "/api/v3/get_job_instance_ip_log";
-pub const BATCH_IP_LOG_ROUTE: &str = "/api/v3/batch_get_job_instance_ip_log";
 
 /// Answers one request: `answer` gives the body or the error; the rest is shared.
 async fn respond(
@@ -126,7 +124,7 @@ async fn local_part(
     q: JobQuery,
     held: impl Fn(i64) -> bool + Send + 'static,
     request_id: &str,
-) -> Result<(Vec<JobStepPart>, super::limits::Turn), ApiError> {
+) -> Result<(Vec<JobStepPart>, Turn), ApiError> {
     let expensive = q.return_ip_result;
     run(state, expensive, move |r, c| {
         let steps = r.job_steps(&q, held, c)?;

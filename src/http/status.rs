@@ -7,7 +7,9 @@
 use super::error::ApiError;
 use super::i18n::Lang;
 use super::limits::{run_answer, Answer};
-use super::{count, json, render, request_id, to_api_error, AppState};
+use super::render;
+use super::respond::{count, json, request_id, to_api_error};
+use super::state::AppState;
 use crate::query::{Position, QueryError, StepQuery};
 use axum::extract::{Extension, MatchedPath, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};

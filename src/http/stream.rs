@@ -7,8 +7,11 @@
 use super::error::ApiError;
 use super::i18n::Lang;
 use super::limits::{run_answer, Answer};
+use super::render;
+use super::respond::{count, json, request_id, to_api_error};
+use super::routes::WATCH_ROUTE;
+use super::state::AppState;
 use super::status::moved_away;
-use super::{count, json, render, request_id, to_api_error, AppState, WATCH_ROUTE};
 use crate::query::{is_finished, Position, StepQuery, Waiter};
 use crate::telemetry::Watching;
 use axum::extract::{Extension, State};

@@ -2,10 +2,11 @@
 //! `bk_host_id` order (in compact sorted chunks, `host_set`), with the bytes each change adds or
 //! frees (what the budget counts).
 
-use super::hot_rows::HotRows;
 use super::HostSet;
 use crate::store::keys::RowKey;
+use crate::store::row::StoredRow;
 use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -100,8 +101,54 @@ pub(super) fn move_host(
     (retry.insert(key.batch, new, key.host) - freed, hosts)
 }
 
+impl RetryGroups {
+    /// Replaces a hot copy of a row with the row as the store now holds it (`encoded`), if it
+    /// has one; the bytes (added, freed).
+    pub(super) fn refresh_hot_row(&mut self, key: RowKey, encoded: &[u8]) -> (usize, usize) {
+        let hot = self.hot.get_mut();
+        let Some(row) = hot.rows.get_mut(&(key.batch, key.host)) else {
+            return (0, 0);
+        };
+        let fresh = StoredRow::of_encoding(encoded);
+        let (before, after) = (hot_row_bytes(row), hot_row_bytes(&fresh));
+        *row = fresh;
+        hot.bytes = hot.bytes + after - before;
+        (after, before)
+    }
+
+    /// Drops the retry's hot rows as its step leaves memory (queries still holding it add no
+    /// more); the rows and bytes dropped.
+    pub(super) fn drop_hot_rows(&self) -> (usize, usize) {
+        let mut hot = self.hot.lock();
+        let dropped = std::mem::take(&mut *hot);
+        hot.gone = true;
+        (dropped.rows.len(), dropped.bytes)
+    }
+}
+
 /// A group entry: its key and set header in the batch's map, the tag's shared allocation (the
 /// set's ids count as `HostSet` reports them).
 const GROUP_BYTES: i64 = 112;
 /// A retry's map entry, lock and batch map.
 pub(super) const RETRY_BYTES: i64 = 160;
+
+/// Rows of one retry that capped queries returned, by (batch, host).
+#[derive(Debug, Default)]
+pub(super) struct HotRows {
+    /// Fx hashing: a capped poll looks up thousands of rows here, and SipHash was a third of it.
+    pub(super) rows: FxHashMap<(i32, i64), StoredRow>,
+    /// Their estimated bytes.
+    pub(super) bytes: usize,
+    /// When a query last used them (index clock), for eviction.
+    pub(super) used: u64,
+    /// The step left memory: queries still holding it must not add rows the budget no longer
+    /// counts.
+    pub(super) gone: bool,
+}
+
+pub(super) fn hot_row_bytes(row: &StoredRow) -> usize {
+    HOT_ROW_BYTES + row.encoded_len()
+}
+
+/// A hot row's map slot and shared allocation, beside its encoded bytes.
+const HOT_ROW_BYTES: usize = 48 + 16;

@@ -6,7 +6,7 @@
 //! under the write lock after the store has the new row; a query reads the store and adds hot
 //! rows under the read lock, so it either finishes before the refresh or reads the new row.
 
-use super::residency::{Slot, StepIndex};
+use super::groups::hot_row_bytes;
 use super::{Index, RetryGroups};
 use crate::store::keys::RowKey;
 use crate::store::row::StoredRow;
@@ -15,51 +15,7 @@ use rustc_hash::FxHashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// Rows of one retry that capped queries returned, by (batch, host).
-#[derive(Debug, Default)]
-pub(super) struct HotRows {
-    /// Fx hashing: a capped poll looks up thousands of rows here, and SipHash was a third of it.
-    rows: FxHashMap<(i32, i64), StoredRow>,
-    /// Their estimated bytes.
-    bytes: usize,
-    /// When a query last used them (index clock), for eviction.
-    used: u64,
-    /// The step left memory: queries still holding it must not add rows the budget no longer
-    /// counts.
-    gone: bool,
-}
-
-pub(super) fn hot_row_bytes(row: &StoredRow) -> usize {
-    HOT_ROW_BYTES + row.encoded_len()
-}
-
-/// A hot row's map slot and shared allocation, beside its encoded bytes.
-const HOT_ROW_BYTES: usize = 48 + 16;
-
 impl Index {
-    /// Drops the hot rows of a retry whose step leaves memory; queries still holding it add no
-    /// more.
-    pub(super) fn drop_hot_rows(&self, retry: &RetryGroups) {
-        let mut hot = retry.hot.lock();
-        let dropped = std::mem::take(&mut *hot);
-        hot.gone = true;
-        self.hot_rows
-            .fetch_sub(dropped.rows.len(), Ordering::Relaxed);
-        self.hot_bytes.fetch_sub(dropped.bytes, Ordering::Relaxed);
-    }
-
-    pub(super) fn refresh_hot_row(&self, retry: &mut RetryGroups, key: RowKey, encoded: &[u8]) {
-        let hot = retry.hot.get_mut();
-        if let Some(row) = hot.rows.get_mut(&(key.batch, key.host)) {
-            let fresh = StoredRow::of_encoding(encoded);
-            let (before, after) = (hot_row_bytes(row), hot_row_bytes(&fresh));
-            *row = fresh;
-            hot.bytes = hot.bytes + after - before;
-            self.hot_bytes.fetch_add(after, Ordering::Relaxed);
-            self.hot_bytes.fetch_sub(before, Ordering::Relaxed);
-        }
-    }
-
     /// The hot copies of `keys` (all of one retry), `None` where there is none.
     pub fn hot_rows(&self, retry: &RetryGroups, keys: &[RowKey]) -> Vec<Option<StoredRow>> {
         let mut hot = retry.hot.lock();
@@ -104,17 +60,9 @@ impl Index {
     /// Drops the hot rows of the least recently polled retries until 3/4 of the hot budget is
     /// used. Rare, and O(resident retries) when it happens.
     fn evict_hot_rows(&self, keep: &RetryGroups) {
-        let resident: Vec<Arc<StepIndex>> = self
-            .steps
-            .iter()
-            .filter_map(|e| match e.value() {
-                Slot::Resident(index) => Some(Arc::clone(index)),
-                Slot::Loading(_) => None,
-            })
-            .collect();
-        let mut by_age: Vec<(u64, Arc<RwLock<RetryGroups>>)> = resident
-            .iter()
-            .flat_map(|index| index.retries.read().values().cloned().collect::<Vec<_>>())
+        let mut by_age: Vec<(u64, Arc<RwLock<RetryGroups>>)> = self
+            .retries_in_memory()
+            .into_iter()
             .filter_map(|r| {
                 let used = r.try_read()?.hot.lock().used;
                 Some((used, r))

@@ -27,7 +27,7 @@ use std::sync::Arc;
 #[derive(Default)]
 pub struct StepIndex {
     record: RwLock<Option<Arc<StepEvent>>>,
-    pub(super) retries: RwLock<BTreeMap<i32, Arc<RwLock<RetryGroups>>>>,
+    retries: RwLock<BTreeMap<i32, Arc<RwLock<RetryGroups>>>>,
     /// The position of the last event that changed the step, once the change is visible.
     changed_at: Mutex<Position>,
     /// When a query last used it (index clock), for eviction.
@@ -376,7 +376,9 @@ impl Index {
     ) {
         match (target, retry) {
             (Target::Resident(index), Some(retry)) => {
-                self.refresh_hot_row(retry, key, encoded);
+                let (added, freed) = retry.refresh_hot_row(key, encoded);
+                self.hot_bytes.fetch_add(added, Ordering::Relaxed);
+                self.hot_bytes.fetch_sub(freed, Ordering::Relaxed);
                 let (bytes, hosts) = move_host(retry, key, old, new);
                 self.grow(index, bytes, hosts);
             }
@@ -437,8 +439,22 @@ impl Index {
         self.hosts
             .fetch_sub(index.hosts.load(Ordering::Relaxed), Ordering::Relaxed);
         for retry in index.retries.read().values() {
-            self.drop_hot_rows(&retry.read());
+            let (rows, bytes) = retry.read().drop_hot_rows();
+            self.hot_rows.fetch_sub(rows, Ordering::Relaxed);
+            self.hot_bytes.fetch_sub(bytes, Ordering::Relaxed);
         }
+    }
+
+    /// The retries of the steps in memory (for the hot rows' eviction).
+    pub(super) fn retries_in_memory(&self) -> Vec<Arc<RwLock<RetryGroups>>> {
+        self.steps
+            .iter()
+            .filter_map(|e| match e.value() {
+                Slot::Resident(index) => Some(Arc::clone(index)),
+                Slot::Loading(_) => None,
+            })
+            .flat_map(|index| index.retries.read().values().cloned().collect::<Vec<_>>())
+            .collect()
     }
 
     /// Evicts the least recently used steps (but `keep`) until 7/8 of the budget is used, when

@@ -77,6 +77,8 @@ pub struct BatchLogAnswer {
 struct LogStep {
     step: StepEvent,
     execute_count: i32,
+    /// A script or SQL step: its hosts have output.
+    script: bool,
 }
 
 impl HostRef {
@@ -163,16 +165,12 @@ impl Reader {
     /// `get_job_instance_ip_log`: one host's output for one retry and batch (by default the
     /// latest retry and the host's lowest batch).
     pub fn ip_log(&self, q: &LogQuery, cancel: &Cancel) -> Result<(bool, HostLog), QueryError> {
+        let ids = (q.job_instance_id, q.step_instance_id);
         let LogStep {
             step,
             execute_count,
-        } = self.log_step(
-            (q.scope_type, &q.scope_id),
-            q.job_instance_id,
-            q.step_instance_id,
-            q.execute_count,
-        )?;
-        let script = SCRIPT_TYPES.contains(&step.step_type);
+            script,
+        } = self.log_step(q.scope_type, &q.scope_id, ids, q.execute_count)?;
         let snapshot = self.store.snapshot();
         let rows = host_rows(&snapshot, &step, execute_count, &q.host, q.batch, cancel)?;
         let Some((key, row)) = rows.into_iter().next() else {
@@ -194,16 +192,12 @@ impl Reader {
         q: &BatchLogQuery,
         cancel: &Cancel,
     ) -> Result<BatchLogAnswer, QueryError> {
+        let ids = (q.job_instance_id, q.step_instance_id);
         let LogStep {
             step,
             execute_count,
-        } = self.log_step(
-            (q.scope_type, &q.scope_id),
-            q.job_instance_id,
-            q.step_instance_id,
-            q.execute_count,
-        )?;
-        let script = SCRIPT_TYPES.contains(&step.step_type);
+            script,
+        } = self.log_step(q.scope_type, &q.scope_id, ids, q.execute_count)?;
         if !script {
             return Ok(BatchLogAnswer {
                 script,
@@ -226,15 +220,16 @@ impl Reader {
         Ok(BatchLogAnswer { script, logs })
     }
 
-    /// The step of a log query: its job must be known in the scope (1244006), and the step be
-    /// the job's (1244007).
+    /// The step of a log query (its job and step ids, in a scope): its job must be known in the
+    /// scope (1244006), and the step be the job's (1244007).
     fn log_step(
         &self,
-        scope: (ScopeType, &str),
-        job: i64,
-        step: i64,
+        scope_type: ScopeType,
+        scope_id: &str,
+        (job, step): (i64, i64),
         execute_count: Option<i32>,
     ) -> Result<LogStep, QueryError> {
+        let scope = (scope_type, scope_id);
         let record = self.store.get_steps(&[step])?.remove(0);
         let job_record = self.store.get_jobs(&[job])?.remove(0);
         let job_scope = match &job_record {
@@ -260,6 +255,7 @@ impl Reader {
             .ok_or(QueryError::StepNotFound)?;
         Ok(LogStep {
             execute_count: execute_count.unwrap_or(step.execute_count),
+            script: SCRIPT_TYPES.contains(&step.step_type),
             step,
         })
     }

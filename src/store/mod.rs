@@ -160,32 +160,22 @@ impl Store {
 
     /// The step records of `ids`.
     pub fn get_steps(&self, ids: &[i64]) -> Result<Vec<Option<StepEvent>>> {
-        let mut steps = vec![None; ids.len()];
         self.multi_get(
             CF_STEPS,
             ids,
             |id| keys::step_key(*id),
-            |i, v| {
-                steps[i] = Some(decode_step(v)?);
-                Ok(())
-            },
-        )?;
-        Ok(steps)
+            |_, v| decode_step(v),
+        )
     }
 
     /// The job records of `ids`.
     pub fn get_jobs(&self, ids: &[i64]) -> Result<Vec<Option<JobEvent>>> {
-        let mut jobs = vec![None; ids.len()];
         self.multi_get(
             CF_JOBS,
             ids,
             |id| keys::step_key(*id),
-            |i, v| {
-                jobs[i] = Some(serde_json::from_slice(v).context("corrupt job record")?);
-                Ok(())
-            },
-        )?;
-        Ok(jobs)
+            |_, v| serde_json::from_slice(v).context("corrupt job record"),
+        )
     }
 
     /// The steps of `job`, by id.
@@ -202,17 +192,12 @@ impl Store {
 
     /// The clocks of `subjects`.
     pub fn get_clocks(&self, subjects: &[Subject]) -> Result<Vec<Option<Clock>>> {
-        let mut clocks = vec![None; subjects.len()];
         self.multi_get(
             CF_CLOCKS,
             subjects,
             |s| keys::clock_key(*s),
-            |i, v| {
-                clocks[i] = Some(Clock::decode(v).context("corrupt clock")?);
-                Ok(())
-            },
-        )?;
-        Ok(clocks)
+            |_, v| Clock::decode(v).context("corrupt clock"),
+        )
     }
 
     /// Visits every step's and job's clock (one entry each, small beside a step's rows).
@@ -235,23 +220,17 @@ impl Store {
         self.multi_get_rows(keys, StoredRow::new)
     }
 
-    fn multi_get_rows<T: Clone>(
+    fn multi_get_rows<T>(
         &self,
         keys: &[RowKey],
         decode: impl Fn(&[u8]) -> Option<T>,
     ) -> Result<Vec<Option<T>>> {
-        let mut rows: Vec<Option<T>> = vec![None; keys.len()];
         self.multi_get(
             CF_HOSTS,
             keys,
             |k| k.to_bytes(),
-            |i, v| {
-                rows[i] =
-                    Some(decode(v).with_context(|| format!("corrupt host row {:?}", keys[i]))?);
-                Ok(())
-            },
-        )?;
-        Ok(rows)
+            |k, v| decode(v).with_context(|| format!("corrupt host row {k:?}")),
+        )
     }
 
     /// Like `get_stored_rows`, by one scan of the retry (or batch) that holds all `keys`:
@@ -277,41 +256,33 @@ impl Store {
         Ok(rows)
     }
 
-    /// Which of these log chunks (row key, offset) are stored already.
+    /// Whether each of `chunks` (a row and an offset) is stored.
     pub fn logs_exist(&self, chunks: &[(RowKey, i64)]) -> Result<Vec<bool>> {
-        let mut exist = vec![false; chunks.len()];
-        self.multi_get(
-            CF_LOGS,
-            chunks,
-            |(k, o)| k.log_key(*o),
-            |i, _| {
-                exist[i] = true;
-                Ok(())
-            },
-        )?;
-        Ok(exist)
+        let found = self.multi_get(CF_LOGS, chunks, |(k, o)| k.log_key(*o), |_, _| Ok(()))?;
+        Ok(found.into_iter().map(|f| f.is_some()).collect())
     }
 
-    /// One batched multi-get of `keys` (encoded by `encode`), calling `found` with the position
-    /// of each key that holds a value. RocksDB wants the keys sorted; sorting their positions
+    /// One batched multi-get of `keys` (encoded by `encode`), each value found decoded by
+    /// `decode`; in the order of `keys`. RocksDB wants the keys sorted; sorting their positions
     /// here is cheaper than letting it sort its own key contexts.
-    fn multi_get<K: Ord, const N: usize>(
+    fn multi_get<K: Ord, T, const N: usize>(
         &self,
         cf: &str,
         keys: &[K],
         encode: impl Fn(&K) -> [u8; N],
-        mut found: impl FnMut(usize, &[u8]) -> Result<()>,
-    ) -> Result<()> {
+        decode: impl Fn(&K, &[u8]) -> Result<T>,
+    ) -> Result<Vec<Option<T>>> {
         let mut order: Vec<usize> = (0..keys.len()).collect();
         order.sort_unstable_by(|&a, &b| keys[a].cmp(&keys[b]));
         let raw: Vec<[u8; N]> = order.iter().map(|&i| encode(&keys[i])).collect();
         let values = self.db.batched_multi_get_cf(self.cf(cf), &raw, true);
+        let mut out: Vec<Option<T>> = std::iter::repeat_with(|| None).take(keys.len()).collect();
         for (value, &i) in values.into_iter().zip(&order) {
             if let Some(v) = value.context("RocksDB read failed")? {
-                found(i, &v)?;
+                out[i] = Some(decode(&keys[i], &v)?);
             }
         }
-        Ok(())
+        Ok(out)
     }
 
     /// Visits the encoded rows of one step's retry (or one batch of it), in key order.

@@ -3,17 +3,20 @@
 
 #![allow(dead_code, unused_imports)] // each test file uses its own part of this module
 
+mod process;
 mod shard;
 mod unique;
 
+pub use process::status_mib;
 pub use shard::{Shard, SHARD_SECRET};
 pub use unique::{free_port, unique_name};
 
 use serde_json::Value;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-use stepview::config::{AppConfig, Config};
+use stepview::config::Config;
 use stepview::events::Event;
+use stepview::http::AppConfig;
 use stepview::kafka::KafkaSettings;
 use stepview::service::{self, Views};
 use tokio::sync::oneshot;
@@ -293,6 +296,29 @@ pub async fn create_topic(topic: &str) {
     stepview::kafka::ensure_topics(&settings, &[topic], stepview::kafka::DEFAULT_PARTITIONS)
         .await
         .unwrap();
+}
+
+/// A new topic named after `prefix`, of `partitions` partitions, on the shared test broker.
+pub async fn new_topic(prefix: &str, partitions: i32) -> String {
+    let topic = unique_name(prefix);
+    stepview::kafka::ensure_topics(&kafka_settings(&topic), &[&topic], partitions)
+        .await
+        .unwrap();
+    topic
+}
+
+/// Produces `events` to `topic` on the shared test broker (keyed as events.md says), at `rate`
+/// events a second (0: at once), and returns once the broker has them all.
+pub async fn produce(topic: &str, events: &[Event], rate: u64) {
+    let (messages, settings) = (
+        stepview::simulate::to_messages(events),
+        kafka_settings(topic),
+    );
+    tokio::task::spawn_blocking(move || {
+        stepview::simulate::produce(&settings, &messages, rate, false).unwrap()
+    })
+    .await
+    .unwrap();
 }
 
 /// The value of one series in a Prometheus exposition, if it is there.
