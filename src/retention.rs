@@ -15,10 +15,12 @@ use crate::ingest::Sink;
 use crate::shutdown::Shutdown;
 use crate::store::StoreSettings;
 use anyhow::Result;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// How often the live service sweeps.
+/// How often the live service sweeps (the first time as soon as it is ready).
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How often it looks whether a sweep is due.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
 
 /// Expires, now, what the retention setting says has expired, of the steps and jobs `judged`
 /// keeps.
@@ -33,25 +35,30 @@ pub fn sweep(
     sink.expire(crate::now_ms(), keep_ms, judged)
 }
 
-/// Sweeps every minute until `shutdown` (a thread of its own), judging what `judged` keeps at
-/// each sweep.
+/// Sweeps as soon as `ready` says the instance has caught up, then every minute, until
+/// `shutdown` (a thread of its own), judging what `judged` keeps at each sweep.
 pub fn run(
     sink: &Sink,
     store: &StoreSettings,
     judged: impl Fn(Subject) -> bool,
+    ready: impl Fn() -> bool,
     shutdown: &Shutdown,
 ) {
     if store.retention_ms().is_none() {
         return;
     }
+    let mut due = Instant::now();
     loop {
-        if let Err(e) = sweep(sink, store, &judged) {
-            tracing::error!(
-                error = format!("{e:#}"),
-                "retention sweep failed; trying again"
-            );
+        if Instant::now() >= due && ready() {
+            if let Err(e) = sweep(sink, store, &judged) {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "retention sweep failed; trying again"
+                );
+            }
+            due = Instant::now() + SWEEP_EVERY;
         }
-        if shutdown.sleep(SWEEP_EVERY) {
+        if shutdown.sleep(LOOK_EVERY) {
             return;
         }
     }

@@ -214,7 +214,8 @@ pub async fn run(
                     .is_some_and(|p| cluster.caught_up(p)),
                 None => sink.health.readiness().is_ok(),
             };
-            retention::run(&sink, &store, judged, &shutdown)
+            let ready = || sink.health.readiness().is_ok();
+            retention::run(&sink, &store, judged, ready, &shutdown)
         })
     };
 

@@ -151,3 +151,56 @@ async fn replay_applies_the_same_rule_as_the_live_service() {
     .unwrap();
     assert_eq!(digest, live.views.store.digest().unwrap());
 }
+
+/// A step's clock is the broker time of its own newest event: produced in one batch with
+/// fresh ones, a 40-day-old finished step goes at the first sweep, as soon as the service has
+/// caught up; a 2-day-old one and a running one with a fresh event stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_expires_by_its_own_last_event_whatever_arrives_with_it() {
+    // One partition: the three steps' events come in one batch.
+    let topic = new_topic("clock", 1).await;
+    let now = stepview::now_ms();
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let send = |event: &Event, at: i64| {
+        let (key, value) = (event.key_id().to_string(), event.to_json());
+        producer
+            .send(
+                BaseRecord::<str, [u8]>::to(&topic)
+                    .key(&key)
+                    .payload(&value)
+                    .timestamp(at),
+            )
+            .unwrap();
+    };
+    for e in finished_step(31) {
+        send(&e, now - 40 * DAY_MS);
+    }
+    for e in finished_step(32) {
+        send(&e, now - 2 * DAY_MS);
+    }
+    send(&step_event(33, 2), now - 40 * DAY_MS);
+    send(&targets(33, 0, &[(1, 0, "10.0.0.1")]), now - 40 * DAY_MS);
+    send(&Event::HostResult(result(33, 0, 0, 1, 7, "", 1)), now);
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.kafka.brokers = brokers().to_owned();
+    config.kafka.topic = topic.clone();
+    config.kafka.ready_max_lag = 0;
+    let svc = TestService::start(config).await;
+    svc.wait_readyz(200, Duration::from_secs(60)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while svc.get(&q(31, "")).await.1["code"] != 1244007 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a 40-day-old step was still answered: it took the clock of what came with it"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(svc.get(&q(32, "")).await.1["code"], 0);
+    assert_eq!(svc.get(&q(33, "")).await.1["code"], 0);
+}
