@@ -97,10 +97,10 @@ fn main() {
     };
     config.apps = vec![AppConfig {
         code: "bench".into(),
-        secret_sha256: {
+        secret_sha256: Some({
             use sha2::Digest;
             hex::encode(sha2::Sha256::digest(SECRET.as_bytes()))
-        },
+        }),
         scopes: vec!["*".into()],
     }];
     let views = Views::open(&config).unwrap();

@@ -40,22 +40,26 @@ ensure_packages() {
   command -v cargo >/dev/null || die "cargo not found: install Rust (rustup) first"
 }
 
-# Python packages the tests run (schemathesis checks the OpenAPI document against a live
-# instance), decided by pip's own record of the package and version.
-SCHEMATHESIS_VERSION=4.32.5
+# Python packages the tests run, decided by pip's own record of the package and version:
+# schemathesis checks the OpenAPI document against a live instance; bkapi-client-core is
+# BlueKing's toolkit for API clients, with which a test calls stepview as a SaaS would.
+PYTHON_PACKAGES=("schemathesis==4.32.5" "bkapi-client-core==1.2.0")
 ensure_python_packages() {
-  # grep reads all of pip's output (no -q): with pipefail, pip writing into a closed pipe failed
-  # the check, and schemathesis was installed again on every run.
-  if ! python3 -m pip show schemathesis 2>/dev/null | grep -x "Version: $SCHEMATHESIS_VERSION" >/dev/null; then
-    say "installing schemathesis $SCHEMATHESIS_VERSION (PyPI)"
-    local flags=()
-    # Debian's own python3 refuses installs outside a virtualenv unless told (PEP 668).
-    if [ -e "$(python3 -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')/EXTERNALLY-MANAGED" ]; then
-      flags+=(--break-system-packages)
-    fi
-    python3 -m pip install -q --disable-pip-version-check "${flags[@]}" "schemathesis==$SCHEMATHESIS_VERSION" \
-      || die "cannot install schemathesis from PyPI (pip install schemathesis==$SCHEMATHESIS_VERSION)"
+  local wanted name version flags=()
+  # Debian's own python3 refuses installs outside a virtualenv unless told (PEP 668).
+  if [ -e "$(python3 -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')/EXTERNALLY-MANAGED" ]; then
+    flags+=(--break-system-packages)
   fi
+  for wanted in "${PYTHON_PACKAGES[@]}"; do
+    name="${wanted%%==*}" version="${wanted##*==}"
+    # grep reads all of pip's output (no -q): with pipefail, pip writing into a closed pipe
+    # failed the check, and the package was installed again on every run.
+    if ! python3 -m pip show "$name" 2>/dev/null | grep -x "Version: $version" >/dev/null; then
+      say "installing $wanted (PyPI)"
+      python3 -m pip install -q --disable-pip-version-check "${flags[@]}" "$wanted" \
+        || die "cannot install $name from PyPI (pip install $wanted)"
+    fi
+  done
   # pip may put its scripts outside PATH (user installs).
   PATH="$PATH:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
   export PATH

@@ -5,7 +5,7 @@
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 
-ensure_packages prometheus chromium
+ensure_packages prometheus chromium openssl
 ensure_python_packages
 announce_first_build
 ensure_tansu

@@ -71,6 +71,9 @@ enum Command {
         #[arg(long)]
         markdown: bool,
     },
+    /// Print the API gateway's resources for stepview's operations, in bk-job's format
+    /// (support-files/bk-api-gateway/resources.yaml).
+    GatewayResources,
 }
 
 impl Command {
@@ -81,9 +84,10 @@ impl Command {
             Command::Load { settings, .. } => ("load", settings),
             Command::Replay(s) => ("replay", s),
             Command::Simulate { settings, .. } => ("simulate", settings),
-            Command::Digest { .. } | Command::HashSecret { .. } | Command::Settings { .. } => {
-                return None
-            }
+            Command::Digest { .. }
+            | Command::HashSecret { .. }
+            | Command::Settings { .. }
+            | Command::GatewayResources => return None,
         };
         settings.config.clone().map(|path| (name, path))
     }
@@ -94,7 +98,10 @@ impl Command {
             Command::Load { settings, .. } | Command::Simulate { settings, .. } => {
                 Some(&mut settings.service)
             }
-            Command::Digest { .. } | Command::HashSecret { .. } | Command::Settings { .. } => None,
+            Command::Digest { .. }
+            | Command::HashSecret { .. }
+            | Command::Settings { .. }
+            | Command::GatewayResources => None,
         }
     }
 }
@@ -286,6 +293,10 @@ fn run(command: Command) -> Result<()> {
         Command::HashSecret { secret } => {
             use sha2::Digest;
             println!("{}", hex::encode(sha2::Sha256::digest(secret.as_bytes())));
+            Ok(())
+        }
+        Command::GatewayResources => {
+            print!("{}", crate::http::routes::gateway_resources());
             Ok(())
         }
         Command::Settings { markdown } => {

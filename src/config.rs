@@ -8,7 +8,7 @@
 //! Must not: open anything.
 
 use crate::cluster::ClusterSettings;
-use crate::http::{AppConfig, HttpSettings};
+use crate::http::{AppConfig, GatewayConfig, HttpSettings};
 use crate::index::IndexSettings;
 use crate::kafka::KafkaSettings;
 use crate::settings::{self, Described, Section};
@@ -37,6 +37,9 @@ pub struct Config {
     /// Apps allowed to call the API (config file only: `[[apps]]`).
     #[arg(skip)]
     pub apps: Vec<AppConfig>,
+    /// API gateways whose JWTs are taken (config file only: `[[gateways]]`).
+    #[arg(skip)]
+    pub gateways: Vec<GatewayConfig>,
 }
 
 /// The tables of the config file that are not flags: maps and lists of their own.
@@ -44,6 +47,8 @@ pub struct Config {
 struct FileOnly {
     #[serde(default)]
     apps: Vec<AppConfig>,
+    #[serde(default)]
+    gateways: Vec<GatewayConfig>,
     #[serde(default)]
     kafka: KafkaFileOnly,
 }
@@ -57,7 +62,7 @@ struct KafkaFileOnly {
 }
 
 /// Paths of the file-only tables (`settings::file_under_flags` leaves them to us).
-const FILE_ONLY: [&str; 3] = ["apps", "kafka.client", "kafka.dlq_producer"];
+const FILE_ONLY: [&str; 4] = ["apps", "gateways", "kafka.client", "kafka.dlq_producer"];
 
 /// The top level's own settings (not its sections').
 fn top_level(command: Command) -> Command {
@@ -135,6 +140,7 @@ impl ConfigFile {
             .try_into()
             .with_context(|| format!("invalid config file {}", self.path.display()))?;
         config.apps = only.apps;
+        config.gateways = only.gateways;
         config.kafka.client = only.kafka.client;
         config.kafka.dlq_producer = only.kafka.dlq_producer;
         Ok(())
@@ -143,8 +149,10 @@ impl ConfigFile {
     /// The file's file-only tables.
     fn only_tables(&self) -> toml::Table {
         let mut only = toml::Table::new();
-        if let Some(apps) = self.table.get("apps") {
-            only.insert("apps".into(), apps.clone());
+        for table in ["apps", "gateways"] {
+            if let Some(list) = self.table.get(table) {
+                only.insert(table.into(), list.clone());
+            }
         }
         if let Some(toml::Value::Table(kafka)) = self.table.get("kafka") {
             let maps: toml::Table = kafka

@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::events::Subject;
 use crate::health::Health;
 
-use crate::http::{self, AnswerCache, AppState, Auth, Forwarder, QueryLimits};
+use crate::http::{self, AnswerCache, AppState, Auth, AuthMode, Forwarder, QueryLimits};
 use crate::index::Index;
 use crate::ingest::kafka::source;
 use crate::ingest::Sink;
@@ -18,11 +18,13 @@ use crate::query::Reader;
 use crate::retention;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
+use crate::telemetry::http::GatewayKeysReloaded;
 use crate::telemetry::Telemetry;
 use crate::watch::Watches;
 use anyhow::{Context, Result};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
 
 /// Store, index and the applier over them, and the waiters apply wakes: what every command that
 /// reads or writes views opens.
@@ -86,9 +88,9 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let auth = Auth::new(config.http.auth, &config.apps)?;
-    if !auth.enabled() {
-        tracing::warn!("authentication is OFF (http.auth = false): anyone can read every scope");
+    let auth = Auth::new(config.http.auth, &config.apps, &config.gateways)?;
+    if auth.mode() == AuthMode::Off {
+        tracing::warn!("authentication is OFF (http.auth = off): anyone can read every scope");
     } else if config.apps.is_empty() {
         tracing::warn!("no apps configured: every API request will be refused with 401");
     }
@@ -237,6 +239,7 @@ pub async fn run(
         cluster,
         shutdown: shutdown.clone(),
     });
+    tokio::spawn(reload_keys_on_hangup(Arc::clone(&state)));
     let stopping = shutdown.clone();
     axum::serve(listener, http::router(state))
         .with_graceful_shutdown(async move { stopping.triggered().await })
@@ -276,6 +279,25 @@ async fn hand_off(cluster: &Cluster, most: Duration) {
     let deadline = tokio::time::Instant::now() + most;
     while !cluster.handed_off() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Reads the API gateways' public keys again on every SIGHUP (all or nothing), for key rotation.
+/// SIGHUP no longer ends the process.
+async fn reload_keys_on_hangup(state: Arc<AppState>) {
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot take SIGHUP: the gateways' keys cannot be reloaded");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        match state.auth.reload_keys() {
+            Ok(true) => GatewayKeysReloaded::Reloaded.emit(&state.telemetry),
+            Ok(false) => GatewayKeysReloaded::NoGateways.emit(&state.telemetry),
+            Err(error) => GatewayKeysReloaded::Kept { error: &error }.emit(&state.telemetry),
+        }
     }
 }
 

@@ -624,7 +624,7 @@ async fn authentication_and_scope_permission() {
 async fn authentication_can_be_switched_off_explicitly() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
-    config.http.auth = false;
+    config.http.auth = stepview::http::AuthMode::Off;
     let svc = TestService::start(config).await;
     svc.apply(&[step(21, 1, 2, 0, 1)]);
     let (status, body) = svc.get_with(&q(21, ""), &[]).await;

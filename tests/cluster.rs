@@ -49,7 +49,7 @@ async fn ask(client: &reqwest::Client, base: &str, query: &str) -> (u16, Value) 
 async fn expected(events: &[Event], qs: &[(i64, String)]) -> Vec<Value> {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
-    config.http.auth = false;
+    config.http.auth = stepview::http::AuthMode::Off;
     let single = TestService::start(config).await;
     single.apply(events);
     let mut out = Vec::new();

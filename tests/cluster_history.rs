@@ -370,7 +370,7 @@ async fn no_client_sees_a_step_go_back_through_joins_leaves_returns_and_kills() 
     // Every member answers every step and job as one instance fed the same topic.
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
-    config.http.auth = false;
+    config.http.auth = stepview::http::AuthMode::Off;
     config.kafka = kafka_settings(&topic);
     config.kafka.ready_max_lag = 0;
     let single = TestService::start(config).await;

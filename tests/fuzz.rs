@@ -151,7 +151,7 @@ fn router() -> axum::Router {
             views.sink.health.set_stored_only();
             http::router(Arc::new(AppState {
                 reader: views.reader(),
-                auth: Auth::new(true, &config.apps).unwrap(),
+                auth: Auth::new(stepview::http::AuthMode::AppSecret, &config.apps, &[]).unwrap(),
                 telemetry: Arc::clone(&views.sink.telemetry),
                 health: Arc::clone(&views.sink.health),
                 limits: QueryLimits::new(2, std::time::Duration::from_secs(10)),

@@ -224,7 +224,9 @@ fn shard_config(dir: &std::path::Path) -> std::path::PathBuf {
         .map(|a| {
             format!(
                 "[[apps]]\ncode = \"{}\"\nsecret_sha256 = \"{}\"\nscopes = {:?}\n",
-                a.code, a.secret_sha256, a.scopes
+                a.code,
+                a.secret_sha256.as_deref().unwrap_or_default(),
+                a.scopes
             )
         })
         .collect();

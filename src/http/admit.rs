@@ -10,17 +10,22 @@ use super::forward::{self, FORWARDED};
 use super::i18n::Lang;
 use super::params;
 use super::render;
-use super::respond::{authenticated, count, json, request_id};
+use super::respond::{
+    authenticated, json, request_id, usable_id, with_code, ApiCode, GATEWAY_REQUEST_ID,
+};
 use super::routes::{
-    BATCH_IP_LOG_ROUTE, IP_LOG_ROUTE, JOB_STATUS_ROUTE, ROUTE, SYSTEM_ROUTE, WATCH_ROUTE,
+    BACKEND_BATCH_IP_LOG_ROUTE, BACKEND_IP_LOG_ROUTE, BACKEND_JOB_STATUS_ROUTE, BACKEND_ROUTE,
+    BACKEND_WATCH_ROUTE, BATCH_IP_LOG_ROUTE, IP_LOG_ROUTE, JOB_STATUS_ROUTE, ROUTE, SYSTEM_ROUTE,
+    WATCH_ROUTE,
 };
 use super::state::AppState;
 use crate::cluster::Route;
 use crate::events::ScopeType;
 use crate::query::{BatchLogQuery, JobQuery, LogQuery, StepQuery};
-use crate::telemetry::http::Forwarded;
+use crate::telemetry::http::{Forwarded, RequestAnswered};
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 use std::sync::Arc;
@@ -38,10 +43,13 @@ pub enum Admitted {
     BatchLog(BatchLogQuery),
 }
 
-/// The app a request was admitted for (`None` with authentication off): what a member signs
-/// when it asks another on the caller's behalf.
+/// Who a request was admitted for (`None` with authentication off): what the request's log line
+/// says, and the app a member signs for when it asks another on the caller's behalf.
 #[derive(Debug, Clone)]
-pub struct CallerApp(pub Option<String>);
+pub struct CallerApp {
+    pub app: Option<String>,
+    pub user: Option<String>,
+}
 
 impl Admitted {
     /// The id that routes the request: the step's; the job's for `get_job_instance_status`.
@@ -78,16 +86,21 @@ impl Admitted {
 /// handling alike.
 pub fn parse(route: &str, query: Option<&str>, body: &[u8]) -> Result<Admitted, ApiError> {
     match route {
-        JOB_STATUS_ROUTE => params::job_query(query).map(Admitted::Job),
-        IP_LOG_ROUTE => params::log_query(query).map(Admitted::Log),
-        BATCH_IP_LOG_ROUTE => params::batch_log_query(body).map(Admitted::BatchLog),
-        ROUTE | SYSTEM_ROUTE | WATCH_ROUTE => params::step_query(query).map(Admitted::Step),
+        JOB_STATUS_ROUTE | BACKEND_JOB_STATUS_ROUTE => params::job_query(query).map(Admitted::Job),
+        IP_LOG_ROUTE | BACKEND_IP_LOG_ROUTE => params::log_query(query).map(Admitted::Log),
+        BATCH_IP_LOG_ROUTE | BACKEND_BATCH_IP_LOG_ROUTE => {
+            params::batch_log_query(body).map(Admitted::BatchLog)
+        }
+        ROUTE | SYSTEM_ROUTE | WATCH_ROUTE | BACKEND_ROUTE | BACKEND_WATCH_ROUTE => {
+            params::step_query(query).map(Admitted::Step)
+        }
         _ => Err(ApiError::NoSuchApi),
     }
 }
 
 /// Middleware on the API routes: admits the request, then answers it here, forwards it to the
-/// member serving its partition, or says that partition is moving.
+/// member serving its partition, or says that partition is moving; and writes the request's log
+/// line and metrics (with who asked) once it is answered here.
 pub async fn admit(
     State(state): State<Arc<AppState>>,
     route: MatchedPath,
@@ -97,29 +110,46 @@ pub async fn admit(
     let started = Instant::now();
     let route = route.as_str().to_owned();
     let (mut parts, body) = req.into_parts();
-    let refused = |e: ApiError, headers: &axum::http::HeaderMap| {
-        let request_id = request_id(headers);
+    // One id for the request, here and in its handler (and at the member it may go to).
+    let request_id = request_id(&parts.headers);
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        parts.headers.insert("x-request-id", v);
+    }
+    let gateway_request_id = usable_id(&parts.headers, GATEWAY_REQUEST_ID).map(str::to_owned);
+    let answered = |resp: &Response, caller: Option<&CallerApp>| {
+        let code = resp.extensions().get::<ApiCode>().map_or(0, |c| c.0);
+        RequestAnswered {
+            route: &route,
+            status: resp.status().as_u16(),
+            code,
+            took: started.elapsed(),
+            request_id: &request_id,
+            app: caller.and_then(|c| c.app.as_deref()),
+            user: caller.and_then(|c| c.user.as_deref()),
+            gateway_request_id: gateway_request_id.as_deref(),
+        }
+        .emit(&state.telemetry);
+    };
+    let refused = |e: ApiError, headers: &HeaderMap, caller: Option<&CallerApp>| {
         let body = render::failure(&e, Lang::of(headers), &request_id);
-        count(
-            &state,
-            &route,
-            e.http_status(),
-            e.code(),
-            started,
-            &request_id,
-        );
-        json(e.http_status(), body, &request_id)
+        let resp = with_code(json(e.http_status(), body, &request_id), e.code());
+        answered(&resp, caller);
+        resp
     };
     let caller = match authenticated(&state, &parts.headers) {
         Ok(caller) => caller,
-        Err(e) => return refused(e, &parts.headers),
+        Err(e) => return refused(e, &parts.headers, None),
+    };
+    let who = CallerApp {
+        app: caller.app.clone(),
+        user: caller.user.clone(),
     };
     // Read only for a caller that is known.
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(bytes) => bytes,
         Err(_) => {
             let why = format!("it is over {MAX_BODY} bytes, or could not be read");
-            return refused(ApiError::BadBody(why), &parts.headers);
+            return refused(ApiError::BadBody(why), &parts.headers, Some(&who));
         }
     };
     let admitted = parse(&route, parts.uri.query(), &body).and_then(|q| {
@@ -128,9 +158,8 @@ pub async fn admit(
     });
     let admitted = match admitted {
         Ok(q) => q,
-        Err(e) => return refused(e, &parts.headers),
+        Err(e) => return refused(e, &parts.headers, Some(&who)),
     };
-    let app = CallerApp(caller.app.map(str::to_owned));
     if let Some(cluster) = &state.cluster {
         let partition = cluster.partition_of(admitted.routing_id());
         let forwarded = parts.headers.contains_key(FORWARDED);
@@ -146,8 +175,10 @@ pub async fn admit(
         }
     }
     admitted.insert_into(&mut parts.extensions);
-    parts.extensions.insert(app);
-    next.run(Request::from_parts(parts, Body::from(body))).await
+    parts.extensions.insert(who.clone());
+    let resp = next.run(Request::from_parts(parts, Body::from(body))).await;
+    answered(&resp, Some(&who));
+    resp
 }
 
 #[cfg(test)]

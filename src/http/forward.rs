@@ -12,7 +12,7 @@ use super::error::ApiError;
 use super::i18n::Lang;
 use super::render;
 use super::respond::{json, request_id};
-use super::routes::WATCH_ROUTE;
+use super::routes::{BACKEND_WATCH_ROUTE, WATCH_ROUTE};
 use super::state::AppState;
 use super::status::requested_wait;
 use crate::telemetry::http::Forwarded;
@@ -57,7 +57,7 @@ fn hop_by_hop(name: &HeaderName) -> bool {
 /// The deadline of a forwarded request: none for an event stream, which lasts as long as it
 /// lasts.
 pub fn deadline_of(state: &AppState, path: &str, headers: &HeaderMap) -> Option<Duration> {
-    (path != WATCH_ROUTE)
+    (path != WATCH_ROUTE && path != BACKEND_WATCH_ROUTE)
         .then(|| state.limits.timeout + requested_wait(headers).unwrap_or_default() + FORWARD_SLACK)
 }
 

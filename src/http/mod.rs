@@ -24,6 +24,7 @@ mod error;
 mod forward;
 pub mod i18n;
 mod internal;
+mod jwt;
 mod limits;
 mod ops;
 mod params;
@@ -38,8 +39,9 @@ mod stream;
 mod turns;
 
 pub use answer_cache::AnswerCache;
-pub use auth::{AppConfig, Auth};
+pub use auth::{AppConfig, Auth, AuthMode};
 pub use client::Forwarder;
+pub use jwt::{GatewayAlgorithm, GatewayConfig};
 pub use settings::HttpSettings;
 pub use state::AppState;
 pub use turns::QueryLimits;
@@ -49,8 +51,9 @@ use axum::routing::{get, post};
 use axum::Router;
 use error::ApiError;
 use routes::{
-    BATCH_IP_LOG_ROUTE, IP_LOG_ROUTE, JOB_PART_ROUTE, JOB_STATUS_ROUTE, ROUTE, SYSTEM_ROUTE,
-    WATCH_ROUTE,
+    BACKEND_BATCH_IP_LOG_ROUTE, BACKEND_IP_LOG_ROUTE, BACKEND_JOB_STATUS_ROUTE, BACKEND_ROUTE,
+    BACKEND_WATCH_ROUTE, BATCH_IP_LOG_ROUTE, IP_LOG_ROUTE, JOB_PART_ROUTE, JOB_STATUS_ROUTE, ROUTE,
+    SYSTEM_ROUTE, WATCH_ROUTE,
 };
 use std::sync::Arc;
 
@@ -60,10 +63,15 @@ pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route(ROUTE, get(status::get))
         .route(SYSTEM_ROUTE, get(status::get))
+        .route(BACKEND_ROUTE, get(status::get))
         .route(WATCH_ROUTE, get(stream::watch))
+        .route(BACKEND_WATCH_ROUTE, get(stream::watch))
         .route(JOB_STATUS_ROUTE, get(siblings::job_status))
+        .route(BACKEND_JOB_STATUS_ROUTE, get(siblings::job_status))
         .route(IP_LOG_ROUTE, get(siblings::ip_log))
+        .route(BACKEND_IP_LOG_ROUTE, get(siblings::ip_log))
         .route(BATCH_IP_LOG_ROUTE, post(siblings::batch_ip_log))
+        .route(BACKEND_BATCH_IP_LOG_ROUTE, post(siblings::batch_ip_log))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             admit::admit,
@@ -82,7 +90,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(ops::readyz))
         .fallback(|headers: HeaderMap| async move { ops::no_route(&headers, ApiError::NoSuchApi) })
         .method_not_allowed_fallback(|uri: axum::http::Uri, headers: HeaderMap| async move {
-            let takes = if uri.path() == BATCH_IP_LOG_ROUTE {
+            let takes = if [BATCH_IP_LOG_ROUTE, BACKEND_BATCH_IP_LOG_ROUTE].contains(&uri.path()) {
                 "POST"
             } else {
                 "GET"

@@ -1,7 +1,7 @@
 //! The service's own routes, beside the API: `/metrics`, `/openapi.json`, the live step page,
 //! `/readyz`, and the envelope for unknown routes and panics.
 
-use super::auth;
+use super::auth::{self, AuthMode};
 use super::error::ApiError;
 use super::i18n::Lang;
 use super::render;
@@ -55,8 +55,13 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderM
 }
 
 /// The live step page: plain HTML, CSS and JavaScript shipped in the binary, reading the event
-/// stream route with the credentials typed in it.
-pub(super) async fn page() -> Response {
+/// stream route with the credentials typed in it. In gateway-only mode nothing it could send
+/// would be taken: it says so instead of asking for a secret.
+pub(super) async fn page(State(state): State<Arc<AppState>>) -> Response {
+    let page = match state.auth.mode() {
+        AuthMode::Gateway => GATEWAY_ONLY_PAGE,
+        _ => include_str!("page.html"),
+    };
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -65,10 +70,15 @@ pub(super) async fn page() -> Response {
                 "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
             ),
         ],
-        include_str!("page.html"),
+        page,
     )
         .into_response()
 }
+
+const GATEWAY_ONLY_PAGE: &str = "<!doctype html><meta charset=utf-8><title>stepview</title>\
+<p>This page reads a step with an app's secret, and this instance takes callers only through \
+BlueKing's API gateway (<code>http.auth = gateway</code>). Run it with <code>http.auth = \
+app_secret</code> or <code>both</code> to use the page.</p>";
 
 /// The OpenAPI 3.1 document of every route (`schemas/openapi.json`).
 pub(super) async fn openapi() -> Response {

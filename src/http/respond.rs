@@ -5,20 +5,29 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::state::AppState;
 use crate::query::QueryError;
-use crate::telemetry::http::RequestAnswered;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use std::time::Instant;
 
 pub(super) const JSON_UTF8: &str = "application/json; charset=utf-8";
 
-/// The caller's `X-Request-Id` when it is usable as a header value, else a new one.
+/// The request's id: the caller's `X-Request-Id`, else the API gateway's
+/// `X-Bkapi-Request-Id`, when usable as a header value; else a new one.
 pub(super) fn request_id(headers: &HeaderMap) -> String {
+    ["x-request-id", GATEWAY_REQUEST_ID]
+        .iter()
+        .find_map(|name| usable_id(headers, name))
+        .map_or_else(new_request_id, str::to_owned)
+}
+
+/// The header the API gateway names its request in.
+pub(super) const GATEWAY_REQUEST_ID: &str = "x-bkapi-request-id";
+
+/// A request-id header's value, when it can be echoed.
+pub(super) fn usable_id<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
-        .get("x-request-id")
+        .get(name)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map_or_else(new_request_id, str::to_owned)
 }
 
 pub(super) fn new_request_id() -> String {
@@ -61,21 +70,12 @@ pub(super) fn to_api_error(state: &AppState, e: QueryError, request_id: &str) ->
     }
 }
 
-/// Logs and counts one answered API request.
-pub(super) fn count(
-    state: &AppState,
-    route: &str,
-    status: StatusCode,
-    code: i64,
-    started: Instant,
-    request_id: &str,
-) {
-    RequestAnswered {
-        route,
-        status: status.as_u16(),
-        code,
-        took: started.elapsed(),
-        request_id,
-    }
-    .emit(&state.telemetry);
+/// The API code a response answers with, for the request's log line (admission writes it).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ApiCode(pub i64);
+
+/// `resp`, tagged with its API code.
+pub(super) fn with_code(mut resp: Response, code: i64) -> Response {
+    resp.extensions_mut().insert(ApiCode(code));
+    resp
 }

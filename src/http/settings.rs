@@ -1,5 +1,6 @@
 //! The `[http]` settings: where the API listens, who may call it, and what a query may cost.
 
+use super::auth::AuthMode;
 use crate::settings::{Mebibytes, Millis};
 use std::net::SocketAddr;
 
@@ -9,9 +10,11 @@ pub struct HttpSettings {
     /// HTTP listen address.
     #[arg(long, env = "STEPVIEW_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Require X-Bkapi-Authorization; false switches authentication off (with a warning).
-    #[arg(long, env = "STEPVIEW_AUTH", default_value = "true", action = clap::ArgAction::Set)]
-    pub auth: bool,
+    /// How callers authenticate: app_secret (X-Bkapi-Authorization; true means this too),
+    /// gateway (the API gateway's X-Bkapi-JWT only, with [[gateways]]), both (a request with a
+    /// JWT is judged by it alone), or off (false means this too; a warning at start).
+    #[arg(long, env = "STEPVIEW_AUTH", value_enum, default_value = "app_secret")]
+    pub auth: AuthMode,
     /// Most expensive queries (uncapped answers, caps over 1000, search_ip, keyword, logs)
     /// computed and written at once; more wait their turn. 0: one per CPU core.
     #[arg(long, env = "STEPVIEW_MAX_EXPENSIVE_QUERIES", default_value = "0")]

@@ -9,27 +9,23 @@ use super::i18n::Lang;
 use super::internal::fetch_part;
 use super::limits::run;
 use super::render::{self, JobStepPart};
-use super::respond::{count, json, request_id, to_api_error};
+use super::respond::{json, request_id, to_api_error, with_code};
 use super::state::AppState;
 use super::turns::Turn;
 use crate::cluster::Route;
 use crate::query::{BatchLogQuery, JobQuery, LogQuery};
 use axum::body::Body;
-use axum::extract::{Extension, MatchedPath, State};
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// Answers one request: `answer` gives the body or the error; the rest is shared.
 async fn respond(
-    state: &Arc<AppState>,
-    route: &str,
     headers: &HeaderMap,
     answer: impl std::future::Future<Output = Result<Body, ApiError>>,
 ) -> Response {
-    let started = Instant::now();
     let lang = Lang::of(headers);
     let request_id = request_id(headers);
     let (status, code, body) = match answer.await {
@@ -40,10 +36,9 @@ async fn respond(
             Body::from(render::failure(&e, lang, &request_id)),
         ),
     };
-    count(state, route, status, code, started, &request_id);
     let mut resp = json(status, Vec::new(), &request_id);
     *resp.body_mut() = body;
-    resp
+    with_code(resp, code)
 }
 
 /// The job's record is on the member owning the job id's partition (requests are routed there);
@@ -51,13 +46,12 @@ async fn respond(
 /// one member serving it now, and the answer is 503 while any partition has none.
 pub async fn job_status(
     State(state): State<Arc<AppState>>,
-    route: MatchedPath,
     Extension(q): Extension<JobQuery>,
-    Extension(CallerApp(app)): Extension<CallerApp>,
+    Extension(caller): Extension<CallerApp>,
     headers: HeaderMap,
 ) -> Response {
     let request_id = request_id(&headers);
-    respond(&state, route.as_str(), &headers, async {
+    respond(&headers, async {
         let lookup = q.clone();
         let (job, _) = run(&state, false, move |r, _| r.job(&lookup))
             .await
@@ -84,7 +78,7 @@ pub async fn job_status(
                 Route::Moving => return Err(ApiError::PartitionMoving(Some(p))),
             }
         }
-        let app = app.unwrap_or_default();
+        let app = caller.app.unwrap_or_default();
         let remote = futures_util::future::join_all(
             by_member
                 .iter()
@@ -136,12 +130,11 @@ async fn local_part(
 
 pub async fn ip_log(
     State(state): State<Arc<AppState>>,
-    route: MatchedPath,
     Extension(q): Extension<LogQuery>,
     headers: HeaderMap,
 ) -> Response {
     let request_id = request_id(&headers);
-    respond(&state, route.as_str(), &headers, async {
+    respond(&headers, async {
         let rid = request_id.clone();
         let (body, turn) = run(&state, true, move |r, c| {
             let (script, log) = r.ip_log(&q, c)?;
@@ -156,12 +149,11 @@ pub async fn ip_log(
 
 pub async fn batch_ip_log(
     State(state): State<Arc<AppState>>,
-    route: MatchedPath,
     Extension(q): Extension<BatchLogQuery>,
     headers: HeaderMap,
 ) -> Response {
     let request_id = request_id(&headers);
-    respond(&state, route.as_str(), &headers, async {
+    respond(&headers, async {
         let (job, step) = (q.job_instance_id, q.step_instance_id);
         let rid = request_id.clone();
         let (body, turn) = run(&state, true, move |r, c| {

@@ -8,14 +8,14 @@ use super::error::ApiError;
 use super::i18n::Lang;
 use super::limits::{run_answer, Answer};
 use super::render;
-use super::respond::{count, json, request_id, to_api_error};
+use super::respond::{json, request_id, to_api_error, with_code};
 use super::state::AppState;
 use crate::query::{Position, QueryError, StepQuery};
-use axum::extract::{Extension, MatchedPath, State};
+use axum::extract::{Extension, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Longest a request may be held.
 const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -59,11 +59,9 @@ enum Outcome {
 
 pub async fn get(
     State(state): State<Arc<AppState>>,
-    route: MatchedPath,
     Extension(q): Extension<StepQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let started = Instant::now();
     let lang = Lang::of(&headers);
     let request_id = request_id(&headers);
     let conditions = Conditions::of(&headers);
@@ -98,15 +96,7 @@ pub async fn get(
             HeaderValue::from_str(&applied).expect("ASCII"),
         );
     }
-    count(
-        &state,
-        route.as_str(),
-        resp.status(),
-        code,
-        started,
-        &request_id,
-    );
-    resp
+    with_code(resp, code)
 }
 
 fn validators(resp: &mut Response, position: Position) {

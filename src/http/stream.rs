@@ -8,8 +8,7 @@ use super::error::ApiError;
 use super::i18n::Lang;
 use super::limits::{run_answer, Answer};
 use super::render;
-use super::respond::{count, json, request_id, to_api_error};
-use super::routes::WATCH_ROUTE;
+use super::respond::{json, request_id, to_api_error, with_code};
 use super::state::AppState;
 use super::status::moved_away;
 use crate::query::{is_finished, Position, StepQuery, Waiter};
@@ -20,7 +19,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// At most one event per this long: changes in between are sent together.
 const COALESCE: Duration = Duration::from_millis(200);
@@ -31,7 +30,6 @@ pub async fn watch(
     Extension(q): Extension<StepQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let started = Instant::now();
     let lang = Lang::of(&headers);
     let request_id = request_id(&headers);
     let last_event = headers
@@ -39,20 +37,8 @@ pub async fn watch(
         .and_then(|v| v.to_str().ok())
         .and_then(Position::of_etag);
     let failed = |e: ApiError| {
-        let resp = json(
-            e.http_status(),
-            render::failure(&e, lang, &request_id),
-            &request_id,
-        );
-        count(
-            &state,
-            WATCH_ROUTE,
-            resp.status(),
-            e.code(),
-            started,
-            &request_id,
-        );
-        resp
+        let body = render::failure(&e, lang, &request_id);
+        with_code(json(e.http_status(), body, &request_id), e.code())
     };
     let waiter = state.reader.waiter(q.step_instance_id);
     let dropped = state.cluster.as_ref().map(|c| c.dropped());
@@ -60,7 +46,6 @@ pub async fn watch(
         Ok(a) => a,
         Err(e) => return failed(to_api_error(&state, e, &request_id)),
     };
-    count(&state, WATCH_ROUTE, StatusCode::OK, 0, started, &request_id);
     if is_finished(first.step().status) && last_event == Some(first.position()) {
         // Nothing new and nothing to come: tells an EventSource to stop.
         return StatusCode::NO_CONTENT.into_response();

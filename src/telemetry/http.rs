@@ -14,6 +14,11 @@ pub struct RequestAnswered<'a> {
     pub code: i64,
     pub took: Duration,
     pub request_id: &'a str,
+    /// Who asked (`None` before authentication, or with it off).
+    pub app: Option<&'a str>,
+    pub user: Option<&'a str>,
+    /// The API gateway's request id, when the request came through it.
+    pub gateway_request_id: Option<&'a str>,
 }
 
 impl RequestAnswered<'_> {
@@ -22,6 +27,9 @@ impl RequestAnswered<'_> {
             target: TARGET,
             request_id = self.request_id,
             route = self.route,
+            app = self.app,
+            user = self.user,
+            gateway_request_id = self.gateway_request_id,
             status = self.status,
             code = self.code,
             micros = self.took.as_micros() as u64,
@@ -101,5 +109,40 @@ impl Forwarded<'_> {
             Forwarded::Unavailable => "unavailable",
         };
         t.forwarded.with_label_values(&[outcome]).inc();
+    }
+}
+
+/// The API gateways' public keys read again (SIGHUP).
+pub enum GatewayKeysReloaded<'a> {
+    /// Every key file read; verified tokens forgotten.
+    Reloaded,
+    /// A key file did not parse: every old key stays.
+    Kept { error: &'a anyhow::Error },
+    /// No gateway is configured (the mode takes no JWT).
+    NoGateways,
+}
+
+impl GatewayKeysReloaded<'_> {
+    pub fn emit(&self, t: &Telemetry) {
+        let outcome = match self {
+            GatewayKeysReloaded::Reloaded => {
+                tracing::info!(target: TARGET, "the API gateways' public keys were read again");
+                "reloaded"
+            }
+            GatewayKeysReloaded::Kept { error } => {
+                tracing::error!(
+                    target: TARGET,
+                    error = format!("{error:#}"),
+                    "the API gateways' keys were not reloaded (the old keys stay): fix the file \
+                     and send SIGHUP again"
+                );
+                "kept"
+            }
+            GatewayKeysReloaded::NoGateways => {
+                tracing::info!(target: TARGET, "SIGHUP: no API gateway keys to read again");
+                "no_gateways"
+            }
+        };
+        t.gateway_key_reloads.with_label_values(&[outcome]).inc();
     }
 }

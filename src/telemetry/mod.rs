@@ -76,6 +76,7 @@ pub struct Telemetry {
     forwarded: IntCounterVec,
     forward_duration: Histogram,
     members_ignored: IntCounterVec,
+    gateway_key_reloads: IntCounterVec,
     /// At most one log line per this long about ignored members-topic records.
     members_ignored_logged: parking_lot::Mutex<(Option<std::time::Instant>, u64)>,
     members: IntGauge,
@@ -256,6 +257,12 @@ impl Telemetry {
                 &["reason"],
             ),
             members_ignored_logged: parking_lot::Mutex::new((None, 0)),
+            gateway_key_reloads: s.counters(
+                "stepview_gateway_key_reloads_total",
+                "SIGHUP reloads of the API gateways' public keys: reloaded, kept (a file did not \
+                 parse: the old keys stay), no_gateways.",
+                &["outcome"],
+            ),
             members: s.gauge(
                 "stepview_cluster_members",
                 "Live members of this shard set heard from (this one excluded).",

@@ -46,12 +46,12 @@ pub fn test_config(data_dir: &std::path::Path) -> Config {
     c.apps = vec![
         AppConfig {
             code: APP.into(),
-            secret_sha256: sha256_hex(SECRET),
+            secret_sha256: Some(sha256_hex(SECRET)),
             scopes: vec!["*".into()],
         },
         AppConfig {
             code: BIZ2_APP.into(),
-            secret_sha256: sha256_hex(SECRET),
+            secret_sha256: Some(sha256_hex(SECRET)),
             scopes: vec!["biz:2".into()],
         },
     ];
