@@ -133,7 +133,11 @@ async fn gateway_tokens_are_checked_as_the_spec_says() {
     let keys = tempfile::tempdir().unwrap();
     let (private, public) = key_pair(keys.path(), "gateway");
     let (other_private, _) = key_pair(keys.path(), "other");
-    let (_dir, svc) = service(AuthMode::Both, vec![gateway_config(&[public.clone()])]).await;
+    let (_dir, svc) = service(
+        AuthMode::Both,
+        vec![gateway_config(std::slice::from_ref(&public))],
+    )
+    .await;
     let query = q(101, "max_host_num_per_group=10");
 
     // Accepted: the same answer as with the app's secret.
