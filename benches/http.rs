@@ -6,6 +6,10 @@
 //! work behind it. The ratio is how much of the machine's HTTP capacity for that many bytes an
 //! answer leaves.
 //!
+//! Then the same repeated polls as a caller behind BlueKing's API gateway makes them (the
+//! gateway's JWT in `X-Bkapi-JWT`, RS512) against the same polls with an app's secret, same run
+//! (gateway.md: within 10%).
+//!
 //! Driven by wrk (one thread, 32 connections; BENCH_SECONDS=10 each). `benches/http.sh`
 //! installs wrk when it is missing and runs this; or `cargo bench --bench http`.
 
@@ -24,10 +28,11 @@ struct Rate {
     p99: String,
 }
 
-fn wrk(url: &str, seconds: u64) -> Rate {
+fn wrk(url: &str, seconds: u64, header: Option<&str>) -> Rate {
     let out = Command::new("wrk")
         .args(["-t1", "-c", CONNECTIONS, "--latency"])
         .arg(format!("-d{seconds}s"))
+        .args(header.map(|h| ["-H", h]).into_iter().flatten())
         .arg(url)
         .output()
         .expect("wrk not found: benches/http.sh installs it (apt-get install wrk)");
@@ -100,10 +105,11 @@ fn main() {
                 bodies.push((cap, body.unwrap().to_vec()));
             }
         }
-        measured.push(caps.map(|cap| wrk(&url(cap), seconds)));
+        measured.push(caps.map(|cap| wrk(&url(cap), seconds, None)));
     }
     let statics = static_server(&rt, &bodies);
-    let baselines = caps.map(|cap| wrk(&format!("{statics}/static/{cap}"), seconds));
+    let baselines = caps.map(|cap| wrk(&format!("{statics}/static/{cap}"), seconds, None));
+    let credentials = behind_the_gateway(&rt, &client, data, work.path(), seconds);
 
     println!(
         "HTTP benchmark: one step of 100 000 hosts, wrk -t1 -c{CONNECTIONS}, {seconds} s each, \
@@ -126,9 +132,93 @@ fn main() {
             );
         }
     }
+    println!("repeated polls with credentials (answer cache), mode both:");
+    for (cap, [secret, jwt]) in caps.iter().zip(&credentials) {
+        for (what, rate) in [("app secret", secret), ("gateway JWT", jwt)] {
+            println!(
+                "  cap {cap:>3} {what:<12} {:>8.0} req/s (p50 {}, p99 {})",
+                rate.per_second, rate.p50, rate.p99
+            );
+        }
+        println!(
+            "  cap {cap:>3} JWT / secret: {:.2}",
+            jwt.per_second / secret.per_second
+        );
+    }
     println!(
-        "targets (architecture.md): ≥ 20 000 req/s at cap 1; at cap 100 ≥ 0.5 × the static body"
+        "targets (architecture.md): ≥ 20 000 req/s at cap 1; at cap 100 ≥ 0.8 × the static body; \
+         the JWT within 10% of the secret (gateway.md)"
     );
+}
+
+/// Repeated polls at each cap with an app's secret, then with a gateway's JWT, against one
+/// `stepview serve` in `both` mode (keys made with openssl, a token signed RS512).
+fn behind_the_gateway(
+    rt: &tokio::runtime::Runtime,
+    client: &reqwest::Client,
+    data: &str,
+    work: &std::path::Path,
+    seconds: u64,
+) -> [[Rate; 2]; 2] {
+    let (private, public) = (work.join("gateway.key"), work.join("gateway.pub"));
+    let openssl = |args: &[&str]| {
+        assert!(Command::new("openssl")
+            .args(args)
+            .status()
+            .unwrap()
+            .success());
+    };
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        private.to_str().unwrap(),
+    ]);
+    openssl(&[
+        "pkey",
+        "-pubout",
+        "-in",
+        private.to_str().unwrap(),
+        "-out",
+        public.to_str().unwrap(),
+    ]);
+    let secret_hash = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(b"bench-secret"))
+    };
+    let config = work.join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nauth = \"both\"\n[[apps]]\ncode = \"bench\"\nsecret_sha256 = \"{secret_hash}\"\n\
+             scopes = [\"*\"]\n[[gateways]]\nname = \"bk-job\"\npublic_key_files = [{:?}]\n",
+            public.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS512);
+    header.kid = Some("bk-job".into());
+    let exp = stepview::now_ms() / 1000 + 3600;
+    let claims = serde_json::json!({
+        "app": {"bk_app_code": "bench", "verified": true},
+        "user": {"bk_username": "admin", "verified": true},
+        "iss": "APIGW", "exp": exp,
+    });
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&std::fs::read(&private).unwrap()).unwrap();
+    let jwt = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+    let (_service, api) = serve(rt, client, data, &["--config", config.to_str().unwrap()]);
+    let secret = r#"X-Bkapi-Authorization: {"bk_app_code":"bench","bk_app_secret":"bench-secret"}"#;
+    let jwt = format!("X-Bkapi-JWT: {jwt}");
+    [1u32, 100].map(|cap| {
+        let url = format!("{api}&max_host_num_per_group={cap}");
+        [
+            wrk(&url, seconds, Some(secret)),
+            wrk(&url, seconds, Some(&jwt)),
+        ]
+    })
 }
 
 /// Starts `stepview serve` on `data` with `extra` flags; the service and its status URL.
@@ -139,8 +229,14 @@ fn serve(
     extra: &[&str],
 ) -> (Service, String) {
     let listen = format!("127.0.0.1:{}", free_port());
+    let auth: &[&str] = if extra.contains(&"--config") {
+        &[]
+    } else {
+        &["--auth", "false"]
+    };
     let service = Service(
-        stepview(&["serve", "--auth", "false", "--data-dir", data])
+        stepview(&["serve", "--data-dir", data])
+            .args(auth)
             .args(["--listen", &listen])
             .args(extra)
             .spawn()
