@@ -228,6 +228,7 @@ impl Config {
             }
         }
         out.push_str(APPS_FILE_ONLY);
+        out.push_str(GATEWAYS_FILE_ONLY);
         out
     }
 
@@ -251,7 +252,10 @@ impl Config {
              properties for every Kafka client (security, timeouts …; they win over \
              stepview's own), and for the dead-letter producer only |\n\
              | `[[apps]]` | file only | none: every request gets 401 | the apps that may call \
-             the API: `code`, `secret_sha256`, `scopes` |\n",
+             the API: `code`, `secret_sha256`, `scopes` |\n\
+             | `[[gateways]]` | file only | none: no JWT is taken | the API gateways whose \
+             `X-Bkapi-JWT` is taken: `name` (the tokens' `kid`), `public_key_files`, \
+             `algorithm`, `issuer` |\n",
         );
         out
     }
@@ -312,6 +316,18 @@ const APPS_FILE_ONLY: &str = "
 code = \"bk-job\"
 secret_sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"
 scopes = [\"biz:2\"]
+";
+
+const GATEWAYS_FILE_ONLY: &str = "
+# API gateways whose X-Bkapi-JWT is taken (file only; with http.auth = \"gateway\" or \"both\").
+# name: the gateway's name, as its tokens' kid header says. public_key_files: its public keys
+# (PEM); a token verifies against any of them, so a rotation lists the old and the new key, and
+# SIGHUP reloads them. algorithm: RS512 (BlueKing's) or RS256. issuer: when set, the tokens' iss.
+# [[gateways]]
+# name = \"bk-job\"
+# public_key_files = [\"/etc/stepview/bk-job-apigw.pub\"]
+# algorithm = \"RS512\"
+# issuer = \"APIGW\"
 ";
 
 #[cfg(test)]

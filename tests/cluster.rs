@@ -86,17 +86,6 @@ async fn round(
     (right, wrong)
 }
 
-/// How many partitions a shard reads (its per-partition lag series).
-async fn partitions_read(client: &reqwest::Client, base: &str) -> usize {
-    let text = match client.get(format!("{base}/metrics")).send().await {
-        Ok(resp) => resp.text().await.unwrap_or_default(),
-        Err(_) => String::new(),
-    };
-    text.lines()
-        .filter(|l| l.starts_with("stepview_consumer_lag_messages{"))
-        .count()
-}
-
 /// A series' value on a shard (0 when it is not there, or the shard not listening yet).
 async fn metric_of(client: &reqwest::Client, base: &str, series: &str) -> f64 {
     let text = match client.get(format!("{base}/metrics")).send().await {

@@ -2,7 +2,8 @@
 //! says with keys this test generates; every refusal in its list answered 401 (1240005); an
 //! unlisted app or a narrow app's other scope 403; the modes; key rotation by SIGHUP; bk-job's
 //! backend paths answered like the `/api/v3/` routes; the gateway's resource files agreeing
-//! with the router; the gateway's request id as `job_request_id`.
+//! with the router; the gateway's request id as `job_request_id`; shards forwarding the JWT to
+//! an owner that judges it again.
 
 mod common;
 
@@ -520,4 +521,125 @@ fn keys_rotate_on_sighup_and_a_broken_file_keeps_the_old_ones() {
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Shards (cluster.md) forward a request with its JWT, and the owner judges it again: shard A
+/// takes the first key only, shard B both. A token of the first key is answered by A for every
+/// step (B's steps forwarded); a token of the second key is refused by A for every step and
+/// never forwarded, while B answers its own steps and forwards A's, which A refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_forward_the_jwt_and_the_owner_judges_it_again() {
+    const PARTITIONS: i32 = 4;
+    const FORWARDED: &str = "x-stepview-forwarded";
+    let keys = tempfile::tempdir().unwrap();
+    let (first_private, first_public) = key_pair(keys.path(), "first");
+    let (second_private, second_public) = key_pair(keys.path(), "second");
+    let config = |name: &str, key_files: &[&Path]| {
+        let files: Vec<String> = key_files
+            .iter()
+            .map(|k| format!("{:?}", k.display().to_string()))
+            .collect();
+        let path = keys.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "[http]\nauth = \"gateway\"\n[[apps]]\ncode = \"{APP}\"\nscopes = [\"*\"]\n\
+                 [[gateways]]\nname = \"{GATEWAY}\"\npublic_key_files = [{}]\n",
+                files.join(", ")
+            ),
+        )
+        .unwrap();
+        path.display().to_string()
+    };
+    let config_a = config("a.toml", &[&first_public]);
+    let config_b = config("b.toml", &[&first_public, &second_public]);
+
+    let topic = new_topic("gateway-shards", PARTITIONS).await;
+    let events = stepview::simulate::generate(&stepview::simulate::Workload {
+        jobs: 8,
+        steps_per_job: 2,
+        hosts: 5,
+        first_job_id: 1,
+        ..Default::default()
+    });
+    produce(&topic, &events, 0).await;
+    let set = unique_name("gateway-set");
+    let a = Shard::start(brokers(), &topic, &set, &["--config", &config_a]);
+    let b = Shard::start(brokers(), &topic, &set, &["--config", &config_b]);
+
+    let client = reqwest::Client::new();
+    let first = token(&first_private, GATEWAY, Algorithm::RS512, &claims(APP));
+    let second = token(&second_private, GATEWAY, Algorithm::RS512, &claims(APP));
+    let queries: Vec<String> = steps_of(&events)
+        .into_iter()
+        .map(|(job, step)| {
+            format!("bk_scope_type=biz&bk_scope_id=2&job_instance_id={job}&step_instance_id={step}")
+        })
+        .collect();
+    // (status, API code, forwarded) of `query` asked of `base` with `jwt`.
+    let ask = |base: String, query: String, jwt: String| {
+        let client = client.clone();
+        async move {
+            let resp = client
+                .get(format!("{base}{STATUS}?{query}"))
+                .header("X-Bkapi-JWT", jwt)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let forwarded = resp.headers().contains_key(FORWARDED);
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            (status, body["code"].as_i64(), forwarded)
+        }
+    };
+
+    // The two divide the partitions, and A answers every step with the first key.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let owned_by_b = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the shards never divided the partitions"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (read_a, read_b) = (
+            partitions_read(&client, &a.base).await,
+            partitions_read(&client, &b.base).await,
+        );
+        if read_a == 0 || read_b == 0 || read_a + read_b != PARTITIONS as usize {
+            continue;
+        }
+        let mut owned_by_b = Vec::new();
+        let mut all_answered = true;
+        for query in &queries {
+            let (status, _, forwarded) = ask(a.base.clone(), query.clone(), first.clone()).await;
+            all_answered &= status == 200;
+            if forwarded {
+                owned_by_b.push(query.clone());
+            }
+        }
+        if all_answered && !owned_by_b.is_empty() && owned_by_b.len() < queries.len() {
+            break owned_by_b;
+        }
+    };
+
+    for query in &queries {
+        let of_b = owned_by_b.contains(query);
+        // A refuses the second key itself: nothing it cannot verify leaves it.
+        assert_eq!(
+            ask(a.base.clone(), query.clone(), second.clone()).await,
+            (401, Some(1240005), false),
+            "{query}"
+        );
+        // B answers its own steps with the second key; A, their owner, refuses B's forwards.
+        let want = if of_b {
+            (200, Some(0), false)
+        } else {
+            (401, Some(1240005), true)
+        };
+        assert_eq!(
+            ask(b.base.clone(), query.clone(), second.clone()).await,
+            want,
+            "{query}"
+        );
+    }
 }

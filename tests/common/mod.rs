@@ -307,6 +307,18 @@ pub async fn new_topic(prefix: &str, partitions: i32) -> String {
     topic
 }
 
+/// How many partitions the instance at `base` reads (its per-partition lag series; 0 while it
+/// does not listen).
+pub async fn partitions_read(client: &reqwest::Client, base: &str) -> usize {
+    let text = match client.get(format!("{base}/metrics")).send().await {
+        Ok(resp) => resp.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    text.lines()
+        .filter(|l| l.starts_with("stepview_consumer_lag_messages{"))
+        .count()
+}
+
 /// Produces `events` to `topic` on the shared test broker (keyed as events.md says), at `rate`
 /// events a second (0: at once), and returns once the broker has them all.
 pub async fn produce(topic: &str, events: &[Event], rate: u64) {
