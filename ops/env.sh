@@ -77,13 +77,16 @@ announce_first_build() {
 }
 
 # Test and benchmark binaries pile up in the shared build directory, about 400 MB each: every
-# clone at another path (CI's) links a new set, and an old set is never read again. Those not
-# rebuilt for a day go (proc-macro libraries stay: everything depends on them); cargo links again
-# any it still needs. (The directory once filled a disk.)
+# clone at another path (CI's) and every change links a new set, and an old set is never read
+# again. Of each test or benchmark only the newest binary stays (proc-macro libraries, *.so,
+# stay: everything depends on them); cargo links again any it still needs. (The directory
+# filled a disk twice.)
 prune_build_dir() {
-  local deps="$CARGO_TARGET_DIR/release/deps"
+  local deps="$CARGO_TARGET_DIR/release/deps" name
   [ -d "$deps" ] || return 0
-  find "$deps" -maxdepth 1 -type f -executable ! -name '*.so' -mmin +1440 -delete 2>/dev/null || true
+  for name in $(find "$deps" -maxdepth 1 -type f -executable ! -name '*.*' -printf '%f\n' | sed 's/-[0-9a-f]*$//' | sort -u); do
+    ls -t "$deps" | grep -E "^$name-[0-9a-f]+$" | tail -n +2 | sed "s|^|$deps/|" | xargs -r rm -f
+  done
 }
 
 # The local Kafka-protocol broker (Tansu, from crates.io), decided by what cargo installed.
