@@ -44,7 +44,8 @@ enum Command {
     },
     /// Rebuild every view from the topic's earliest retained offset into a data directory.
     Replay(Settings),
-    /// Print a content digest of a data directory's views (equal digests: equal views).
+    /// Print a content digest of a data directory's views (equal digests: equal views). It only
+    /// reads: run it on a checkpoint (POST /admin/checkpoint) while the instance runs on.
     Digest {
         /// The data directory.
         data_dir: PathBuf,
@@ -242,7 +243,7 @@ fn run(command: Command) -> Result<()> {
                 "{} is not a data directory",
                 data_dir.display()
             );
-            let (store, _) = crate::store::Store::open(&data_dir, &Default::default())?;
+            let store = crate::store::Store::open_read_only(&data_dir)?;
             println!("{}", store.digest()?);
             Ok(())
         }

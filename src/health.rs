@@ -1,6 +1,7 @@
 //! Liveness and readiness: what `/healthz` and `/readyz` report.
 //!
-//! Ready means: ingest is running and its last apply succeeded; and, when a topic is read, this instance sees its partitions' ends (fetch responses
+//! Ready means: ingest is running and its last apply succeeded (else the cause is told, RocksDB's
+//! words included); and, when a topic is read, this instance sees its partitions' ends (fetch responses
 //! keep coming) and has caught up to within the configured lag since it last started seeing them.
 //! A broker that stops answering makes the instance unready after [`ENDS_STALE`]; it is ready
 //! again once it has caught up. Queries are answered from the views all the while.
@@ -16,7 +17,8 @@ pub const ENDS_STALE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Default)]
 pub struct Health {
-    apply_failing: AtomicBool,
+    /// Why the last apply failed; `None` once one succeeds.
+    apply_failure: Mutex<Option<String>>,
     ingest_stopped: AtomicBool,
     source: Mutex<Source>,
 }
@@ -37,8 +39,9 @@ enum Source {
 }
 
 impl Health {
-    pub fn set_apply_failing(&self, failing: bool) {
-        self.apply_failing.store(failing, Ordering::SeqCst);
+    /// The last apply failed, and why (`None`: it succeeded).
+    pub fn set_apply_failure(&self, cause: Option<String>) {
+        *self.apply_failure.lock() = cause;
     }
 
     /// Ingest stopped for good (the process is about to exit with an error).
@@ -79,8 +82,10 @@ impl Health {
         if self.ingest_stopped.load(Ordering::SeqCst) {
             return Err("ingest stopped (see the log); the process is exiting".into());
         }
-        if self.apply_failing.load(Ordering::SeqCst) {
-            return Err("applying events fails".into());
+        if let Some(cause) = &*self.apply_failure.lock() {
+            return Err(format!(
+                "applying events fails, and is retried until it succeeds: {cause}"
+            ));
         }
         match *self.source.lock() {
             Source::StoredOnly => Ok(()),

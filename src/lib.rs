@@ -17,7 +17,9 @@
 //! - [`kafka`]: Kafka as every part talks to it: settings, clients, admin, the producers'
 //!   partitioner, partition watermarks.
 //! - [`store`]: RocksDB column families for jobs, steps, host rows, logs, clocks, a job's steps
-//!   and offsets; a read handle for everyone and one `StoreWriter`, held by `apply`.
+//!   and offsets; a read handle for everyone and one `StoreWriter`, held by `apply`; the format
+//!   version settled at open (`format`), failures told in RocksDB's words (`failure`), and
+//!   checkpoints of the live store (`checkpoint`).
 //! - [`index`]: the steps being read, in memory within a byte budget: their (status, tag) groups
 //!   (`groups`), which steps are resident (`residency`: loaded on first query, least recently used
 //!   evicted), and the rows of polled answers (`hot_rows`).
@@ -35,7 +37,7 @@
 //! - [`http`]: axum routes; every API request admitted first (authentication, parameters, scope)
 //!   and then answered here or forwarded; language, the JSON envelope; every view read on the
 //!   blocking pool, expensive queries bounded while rendered and written; rendered answers kept
-//!   until their step changes; signed routes between shards.
+//!   until their step changes; signed routes between shards; the operator's checkpoint route.
 //! - [`health`] says whether this instance is ready (`/readyz`).
 //! - [`simulate`]: realistic event streams for demos, tests and benchmarks.
 //! - [`service`]: wires the parts into the running service; [`shutdown`]: the stop signal they

@@ -40,7 +40,12 @@ impl Views {
     /// Opens the store; nothing proportional to what it holds is read (steps are loaded into
     /// memory on their first query).
     pub fn open(config: &Config) -> Result<Views> {
-        let (store, writer) = Store::open(&config.data_dir, &config.store.options())?;
+        let telemetry = Arc::new(Telemetry::new());
+        let (store, writer) = Store::open(
+            &config.data_dir,
+            &config.store.options(&config.data_dir),
+            &telemetry,
+        )?;
         let index = Arc::new(Index::new(
             config.index.memory_mb.bytes(),
             config.index.hot_rows_mb.bytes(),
@@ -49,7 +54,7 @@ impl Views {
         let applier = Applier::new(writer, Arc::clone(&index), Arc::clone(&watches));
         let sink = Sink {
             applier: Arc::new(applier),
-            telemetry: Arc::new(Telemetry::new()),
+            telemetry,
             health: Arc::new(Health::default()),
         };
         Ok(Views {
@@ -235,11 +240,16 @@ pub async fn run(
             Arc::clone(&views.sink.telemetry),
         )),
         metrics_token,
+        admin_token: config
+            .http
+            .admin_token_sha256
+            .as_deref()
+            .and_then(http::auth::parse_sha256),
         forwarder: cluster.as_ref().map(|_| Forwarder::default()),
         cluster,
         shutdown: shutdown.clone(),
     });
-    tokio::spawn(reload_keys_on_hangup(Arc::clone(&state)));
+    tokio::spawn(reload_keys_on_hangup(Arc::clone(&state), shutdown.clone()));
     let stopping = shutdown.clone();
     axum::serve(listener, http::router(state))
         .with_graceful_shutdown(async move { stopping.triggered().await })
@@ -282,9 +292,10 @@ async fn hand_off(cluster: &Cluster, most: Duration) {
     }
 }
 
-/// Reads the API gateways' public keys again on every SIGHUP (all or nothing), for key rotation.
-/// SIGHUP no longer ends the process.
-async fn reload_keys_on_hangup(state: Arc<AppState>) {
+/// Reads the API gateways' public keys again on every SIGHUP (all or nothing), for key rotation,
+/// until the service stops (then it lets go of the state, and with it the store). SIGHUP no
+/// longer ends the process.
+async fn reload_keys_on_hangup(state: Arc<AppState>, shutdown: Shutdown) {
     let mut hangups = match signal(SignalKind::hangup()) {
         Ok(hangups) => hangups,
         Err(e) => {
@@ -292,7 +303,11 @@ async fn reload_keys_on_hangup(state: Arc<AppState>) {
             return;
         }
     };
-    while hangups.recv().await.is_some() {
+    loop {
+        tokio::select! {
+            hangup = hangups.recv() => if hangup.is_none() { return },
+            () = shutdown.triggered() => return,
+        }
         match state.auth.reload_keys() {
             Ok(true) => GatewayKeysReloaded::Reloaded.emit(&state.telemetry),
             Ok(false) => GatewayKeysReloaded::NoGateways.emit(&state.telemetry),

@@ -157,6 +157,7 @@ fn router() -> axum::Router {
                 limits: QueryLimits::new(2, std::time::Duration::from_secs(10)),
                 answers: Arc::new(AnswerCache::new(1 << 20, Arc::clone(&views.sink.telemetry))),
                 metrics_token: None,
+                admin_token: Some([7; 32]),
                 cluster: None,
                 forwarder: None,
                 shutdown: stepview::shutdown::Shutdown::new(),

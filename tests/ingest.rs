@@ -10,7 +10,6 @@ use rdkafka::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use stepview::config::Config;
 use stepview::events::Event;
 use stepview::kafka::KafkaSettings;
 use stepview::kafka::{consumer_config, WatermarkContext, Watermarks, DEFAULT_PARTITIONS};
@@ -92,15 +91,6 @@ async fn wait_consumed(services: &[&TestService], topic: &str) {
     }
 }
 
-fn kafka_config(dir: &std::path::Path, topic: &str, group: &str) -> Config {
-    let mut c = test_config(dir);
-    c.kafka.brokers = brokers().to_owned();
-    c.kafka.topic = topic.to_owned();
-    c.kafka.group_id = group.to_owned();
-    c.kafka.batch_max = 500;
-    c
-}
-
 /// Queries over every step of the workload, of several shapes.
 fn queries(events: &[Event]) -> Vec<String> {
     let mut steps: Vec<(i64, i64, i32)> = events
@@ -133,19 +123,6 @@ async fn answers(svc: &TestService, queries: &[String]) -> Vec<serde_json::Value
         out.push(without_total_time(svc.data(q).await));
     }
     out
-}
-
-/// Replays `topic` into a fresh directory; the events read and the digest.
-async fn replay_digest(topic: &str) -> (u64, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = kafka_config(dir.path(), topic, "unused");
-    tokio::task::spawn_blocking(move || {
-        let views = stepview::service::Views::open(&cfg).unwrap();
-        let s = stepview::ingest::replay::replay(&cfg.kafka, &views.sink, false).unwrap();
-        (s.messages, views.store.digest().unwrap())
-    })
-    .await
-    .unwrap()
 }
 
 /// A consumer of `topic` from its start (dead letters, committed offsets).
@@ -456,68 +433,14 @@ async fn two_replicas_read_every_partition_and_agree() {
 }
 
 /// Runs `stepview serve` as its own process (so that it can be killed), with small batches.
-fn spawn_serve(
+/// `stepview serve` with small batches (several per second at these rates).
+fn spawn_serve_small_batches(
     dir: &std::path::Path,
     brokers: &str,
     topic: &str,
     port: u16,
 ) -> std::process::Child {
-    spawn_serve_with(dir, brokers, topic, port, &["--batch-max", "200"])
-}
-
-fn spawn_serve_with(
-    dir: &std::path::Path,
-    brokers: &str,
-    topic: &str,
-    port: u16,
-    settings: &[&str],
-) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_stepview"))
-        .args(["serve", "--auth", "false"])
-        .args(settings)
-        .args(["--data-dir", dir.to_str().unwrap(), "--brokers", brokers])
-        .args(["--topic", topic, "--listen", &format!("127.0.0.1:{port}")])
-        .env("STEPVIEW_LOG", "warn")
-        .spawn()
-        .unwrap()
-}
-
-/// Per-partition consumer lag as `/metrics` reports it, once every partition has a figure.
-async fn reported_lag(port: u16) -> Option<HashMap<String, i64>> {
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    let lag: HashMap<String, i64> = text
-        .lines()
-        .filter(|l| l.starts_with("stepview_consumer_lag_messages{"))
-        .map(|l| {
-            let p = l
-                .split("partition=\"")
-                .nth(1)
-                .unwrap()
-                .split('"')
-                .next()
-                .unwrap()
-                .to_owned();
-            (p, l.rsplit(' ').next().unwrap().parse().unwrap())
-        })
-        .collect();
-    (lag.len() == DEFAULT_PARTITIONS as usize).then_some(lag)
-}
-
-async fn wait_lag_zero(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let lag = reported_lag(port).await;
-        if lag.as_ref().is_some_and(|l| l.values().all(|v| *v == 0)) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "did not catch up: lag {lag:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    spawn_serve(dir, brokers, topic, port, &["--batch-max", "200"])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -543,7 +466,7 @@ async fn sigkill_and_sigterm_at_random_moments_lose_nothing_and_apply_nothing_tw
     let port = free_port();
     let mut rng = rand::rng();
     for round in 0..20 {
-        let mut child = spawn_serve(dir.path(), brokers(), &topic, port);
+        let mut child = spawn_serve_small_batches(dir.path(), brokers(), &topic, port);
         let wait = rng.random_range(800..3000);
         tokio::time::sleep(Duration::from_millis(wait)).await;
         if round % 4 != 3 {
@@ -561,13 +484,13 @@ async fn sigkill_and_sigterm_at_random_moments_lose_nothing_and_apply_nothing_tw
     }
     producer.await.unwrap().unwrap();
     // A last run to the end (lag 0 on every partition), stopped by SIGTERM.
-    let mut child = spawn_serve(dir.path(), brokers(), &topic, port);
-    wait_lag_zero(port).await;
+    let mut child = spawn_serve_small_batches(dir.path(), brokers(), &topic, port);
+    wait_lag_zero(port, DEFAULT_PARTITIONS as usize).await;
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
 
     // The views equal a clean replay's, and the stored offsets are the topic's ends.
-    let (store, _) = stepview::store::Store::open(dir.path(), &Default::default()).unwrap();
+    let store = stepview::store::Store::open_read_only(dir.path()).unwrap();
     let (_, replayed) = replay_digest(&topic).await;
     assert_eq!(store.digest().unwrap(), replayed);
     let mut stored: Vec<(i32, i64)> = store
@@ -635,7 +558,7 @@ async fn a_frozen_broker_makes_the_service_unready_and_nothing_is_lost() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = spawn_serve(dir.path(), &broker.addr, &topic, port);
+    let mut child = spawn_serve_small_batches(dir.path(), &broker.addr, &topic, port);
     let base = format!("http://127.0.0.1:{port}");
     let readyz = || async {
         match reqwest::get(format!("{base}/readyz")).await {
@@ -708,14 +631,14 @@ async fn batches_are_bounded_by_bytes_so_large_events_keep_memory_low() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     // Default settings: without a byte budget, 5 000 events per batch would be 4.5 GB of logs.
-    let mut child = spawn_serve_with(dir.path(), brokers(), &topic, port, &[]);
-    wait_lag_zero(port).await;
+    let mut child = spawn_serve(dir.path(), brokers(), &topic, port, &[]);
+    wait_lag_zero(port, DEFAULT_PARTITIONS as usize).await;
     let peak = status_mib(&child.id().to_string(), "VmHWM");
     eprintln!("peak RSS while ingesting 400 log chunks of 900 KB: {peak:.0} MiB");
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
     assert!(peak < 600.0, "peak RSS {peak:.0} MiB");
-    let (store, _) = stepview::store::Store::open(dir.path(), &Default::default()).unwrap();
+    let store = stepview::store::Store::open_read_only(dir.path()).unwrap();
     let mut chunks = 0;
     store
         .snapshot()

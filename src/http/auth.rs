@@ -234,6 +234,16 @@ pub fn digest_matches(secret: &str, expected: &[u8; 32]) -> bool {
     offered.ct_eq(expected).into()
 }
 
+/// Whether `headers` carry `Authorization: Bearer <token>` with the token hashing to `want`.
+pub fn bearer_matches(headers: &axum::http::HeaderMap, want: &[u8; 32]) -> bool {
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    digest_matches(given, want)
+}
+
 /// A hex SHA-256 from the configuration.
 pub fn parse_sha256(hex_digest: &str) -> Option<[u8; 32]> {
     hex::decode(hex_digest)

@@ -1,6 +1,6 @@
 //! The HTTP surface (axum): both `get_step_instance_status` routes (with ETags and held
 //! long-polls), the server-sent events route, the sibling APIs, the live step page (`/`),
-//! `/openapi.json`, `/metrics`, `/healthz`, `/readyz`.
+//! `/openapi.json`, `/metrics`, `/healthz`, `/readyz`, and the operator's `/admin/checkpoint`.
 //!
 //! Owns: routing, authentication, parameters, language, request ids, the JSON envelope, rendered
 //! answers kept until their step changes (`answer_cache`), mapping every failure to api.md's
@@ -13,9 +13,11 @@
 //! Must not: know how answers are computed or touch the views except through `query::Reader`,
 //! or change state.
 //!
-//! This file only routes; the route files (`status`, `stream`, `siblings`, `internal`, `ops`)
+//! This file only routes; the route files (`status`, `stream`, `siblings`, `internal`, `ops`,
+//! `admin`)
 //! take what they share from the files below them (`state`, `respond`, `routes`, `limits` …).
 
+mod admin;
 mod admit;
 mod answer_cache;
 pub mod auth;
@@ -51,9 +53,9 @@ use axum::routing::{get, post};
 use axum::Router;
 use error::ApiError;
 use routes::{
-    BACKEND_BATCH_IP_LOG_ROUTE, BACKEND_IP_LOG_ROUTE, BACKEND_JOB_STATUS_ROUTE, BACKEND_ROUTE,
-    BACKEND_WATCH_ROUTE, BATCH_IP_LOG_ROUTE, IP_LOG_ROUTE, JOB_PART_ROUTE, JOB_STATUS_ROUTE, ROUTE,
-    SYSTEM_ROUTE, WATCH_ROUTE,
+    ADMIN_CHECKPOINT_ROUTE, BACKEND_BATCH_IP_LOG_ROUTE, BACKEND_IP_LOG_ROUTE,
+    BACKEND_JOB_STATUS_ROUTE, BACKEND_ROUTE, BACKEND_WATCH_ROUTE, BATCH_IP_LOG_ROUTE, IP_LOG_ROUTE,
+    JOB_PART_ROUTE, JOB_STATUS_ROUTE, ROUTE, SYSTEM_ROUTE, WATCH_ROUTE,
 };
 use std::sync::Arc;
 
@@ -88,9 +90,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", get(ops::page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ops::readyz))
+        .route(ADMIN_CHECKPOINT_ROUTE, post(admin::checkpoint))
         .fallback(|headers: HeaderMap| async move { ops::no_route(&headers, ApiError::NoSuchApi) })
         .method_not_allowed_fallback(|uri: axum::http::Uri, headers: HeaderMap| async move {
-            let takes = if [BATCH_IP_LOG_ROUTE, BACKEND_BATCH_IP_LOG_ROUTE].contains(&uri.path()) {
+            let posted = [
+                BATCH_IP_LOG_ROUTE,
+                BACKEND_BATCH_IP_LOG_ROUTE,
+                ADMIN_CHECKPOINT_ROUTE,
+            ];
+            let takes = if posted.contains(&uri.path()) {
                 "POST"
             } else {
                 "GET"

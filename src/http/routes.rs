@@ -1,4 +1,5 @@
-//! The paths of the API, as api.md and siblings.md give them, and of the routes between members.
+//! The paths of the API, as api.md and siblings.md give them, of the routes between members, and
+//! of the operator's.
 
 pub const ROUTE: &str = "/api/v3/get_step_instance_status";
 pub const SYSTEM_ROUTE: &str = "/api/v3/system/get_step_instance_status";
@@ -18,6 +19,9 @@ pub const BACKEND_BATCH_IP_LOG_ROUTE: &str =
 
 /// A member's part of a job (`internal`), for the member answering the job.
 pub const JOB_PART_ROUTE: &str = "/internal/v1/job_steps";
+
+/// A checkpoint of this instance's store, on the operator's request (`admin`).
+pub const ADMIN_CHECKPOINT_ROUTE: &str = "/admin/checkpoint";
 
 /// One operation of the API as bk-apigateway publishes it (gateway.md, "What stepview ships").
 pub struct Operation {

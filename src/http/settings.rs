@@ -30,6 +30,11 @@ pub struct HttpSettings {
     /// /metrics is open.
     #[arg(long, env = "STEPVIEW_METRICS_TOKEN_SHA256", value_parser = sha256_hex)]
     pub metrics_token_sha256: Option<String>,
+    /// Hex SHA-256 of the bearer token the admin routes (POST /admin/checkpoint) require
+    /// (`stepview hash-secret TOKEN`); unset: they refuse everyone. App grants are not admin
+    /// rights.
+    #[arg(long, env = "STEPVIEW_ADMIN_TOKEN_SHA256", value_parser = sha256_hex)]
+    pub admin_token_sha256: Option<String>,
 }
 
 fn at_least_a_ms(s: &str) -> Result<Millis, String> {

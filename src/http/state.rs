@@ -23,6 +23,8 @@ pub struct AppState {
     pub answers: Arc<AnswerCache>,
     /// SHA-256 of the bearer token `/metrics` wants, if any.
     pub metrics_token: Option<[u8; 32]>,
+    /// SHA-256 of the bearer token the admin routes want; none: they refuse everyone.
+    pub admin_token: Option<[u8; 32]>,
     /// On a shard: where queries go, and the client that forwards them.
     pub cluster: Option<Arc<Cluster>>,
     pub forwarder: Option<Forwarder>,

@@ -46,12 +46,12 @@ impl Sink {
                         expired: &stats.expired,
                     }
                     .emit(&self.telemetry);
-                    self.health.set_apply_failing(false);
+                    self.health.set_apply_failure(None);
                     return true;
                 }
                 Err(error) => {
                     ApplyFailed { error: &error }.emit(&self.telemetry);
-                    self.health.set_apply_failing(true);
+                    self.health.set_apply_failure(Some(format!("{error:#}")));
                     if stop.sleep(backoff) {
                         return false;
                     }

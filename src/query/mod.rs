@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 pub use crate::store::clock::Position;
 pub use crate::store::row::RowView;
+pub use crate::store::CheckpointMade;
 pub use crate::watch::Waiter;
 
 mod jobs;
@@ -260,7 +261,14 @@ impl Reader {
             index: self.index.figures(),
             members: None,
             rocksdb: self.store.figures(),
+            checkpoints: self.store.checkpoint_figures(),
         }
+    }
+
+    /// A checkpoint of the views (`store::checkpoint`): a complete data directory of this
+    /// moment. It reads the store and writes nothing to it.
+    pub fn checkpoint(&self) -> anyhow::Result<CheckpointMade> {
+        self.store.checkpoint()
     }
 
     /// Sizes from the index; rows read only for the hosts returned.

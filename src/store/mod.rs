@@ -5,20 +5,31 @@
 //! Two handles: [`Store`] reads (queries, loads, digests: as many as like), [`StoreWriter`]
 //! writes, and there is one, which the applier holds: "apply is the only writer" is a type.
 //!
-//! Owns: the on-disk layout (`keys`, `row`, `clock`), RocksDB tuning (all its memory in one block
-//! cache: data, index and filter blocks and the write buffers), and atomic batch writes. Must
-//! not: decide what an event means (that is `apply`) or hold query logic (that is `query`).
+//! Owns: the on-disk layout (`keys`, `row`, `clock`) and its version (`format`), RocksDB tuning
+//! (all its memory in one block cache: data, index and filter blocks and the write buffers),
+//! atomic batch writes, what a failure tells the operator (`failure`), and checkpoints
+//! (`checkpoint`). Must not: decide what an event means (that is `apply`) or hold query logic
+//! (that is `query`).
 
+pub mod checkpoint;
 pub mod clock;
+pub mod failure;
+pub mod format;
 pub mod keys;
 pub mod row;
 pub mod settings;
 
+pub use checkpoint::{CheckpointMade, CheckpointPlace};
+pub use failure::StoreFailure;
 pub use settings::StoreSettings;
 
 use crate::events::{JobEvent, StepEvent, Subject};
+use crate::telemetry::store::{CheckpointMade as CheckpointMadeEvent, StoreFailed};
+use crate::telemetry::{CheckpointFigures, Telemetry};
 use anyhow::{Context, Result};
+use checkpoint::Checkpoints;
 use clock::Clock;
+use failure::StoreOp;
 use keys::{RowKey, LOCAL_SEQUENCE_KEY, OFFSET_PREFIX, ROW_KEY_LEN};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, Direction, IteratorMode, Options,
@@ -26,7 +37,7 @@ use rocksdb::{
 };
 use row::{HostRow, StoredRow};
 use sha2::{Digest, Sha256};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const CF_STEPS: &str = "steps";
@@ -49,12 +60,13 @@ const ALL_CFS: [&str; 7] = [
     CF_CLOCKS,
 ];
 
-/// Memory bounds for RocksDB: one block cache and one write-buffer budget shared by all column
-/// families.
+/// Memory bounds for RocksDB (one block cache and one write-buffer budget shared by all column
+/// families), and where checkpoints go (`None`: this store makes none).
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     pub block_cache_bytes: usize,
     pub write_buffer_bytes: usize,
+    pub checkpoints: Option<CheckpointPlace>,
 }
 
 impl Default for StoreOptions {
@@ -62,6 +74,7 @@ impl Default for StoreOptions {
         StoreOptions {
             block_cache_bytes: 256 << 20,
             write_buffer_bytes: 256 << 20,
+            checkpoints: None,
         }
     }
 }
@@ -71,6 +84,9 @@ impl Default for StoreOptions {
 pub struct Store {
     db: Arc<DB>,
     cache: Cache,
+    dir: Arc<PathBuf>,
+    telemetry: Arc<Telemetry>,
+    checkpoints: Option<Arc<Checkpoints>>,
 }
 
 /// One atomic write: state changes and consumer offsets together (the durability rule).
@@ -86,10 +102,20 @@ impl StoreBatch {
 }
 
 impl Store {
-    /// Opens (or creates) the store at `path`: a handle to read it, and the one to write it.
-    pub fn open(path: &Path, opts: &StoreOptions) -> Result<(Store, StoreWriter)> {
+    /// Opens (or creates) the store at `path` and settles its format (`format`): a handle to
+    /// read it, and the one to write it. Failures are reported to `telemetry`.
+    pub fn open(
+        path: &Path,
+        opts: &StoreOptions,
+        telemetry: &Arc<Telemetry>,
+    ) -> Result<(Store, StoreWriter)> {
         std::fs::create_dir_all(path)
             .with_context(|| format!("cannot create data directory {}", path.display()))?;
+        let checkpoints = opts
+            .checkpoints
+            .as_ref()
+            .map(|place| Checkpoints::prepare(place, path).map(Arc::new))
+            .transpose()?;
         keep_freed_c_memory(opts.write_buffer_bytes);
         let cache = Cache::new_lru_cache(opts.block_cache_bytes);
         let wbm = WriteBufferManager::new_write_buffer_manager_with_cache(
@@ -131,11 +157,81 @@ impl Store {
         let store = Store {
             db: Arc::new(db),
             cache,
+            dir: Arc::new(path.to_owned()),
+            telemetry: Arc::clone(telemetry),
+            checkpoints,
         };
+        format::settle(&store.db, path, store.cf(CF_META), &store.all_cfs())?;
         let writer = StoreWriter {
             store: store.clone(),
         };
         Ok((store, writer))
+    }
+
+    /// Opens the store at `path` to read only (a digest of a copy or a checkpoint): nothing is
+    /// written to it, so nothing is migrated; a format it cannot read as it is is refused.
+    pub fn open_read_only(path: &Path) -> Result<Store> {
+        let cache = Cache::new_lru_cache(64 << 20);
+        let cfs = ALL_CFS.map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let db = DB::open_cf_descriptors_read_only(&Options::default(), path, cfs, false)
+            .with_context(|| format!("cannot open RocksDB at {} to read", path.display()))?;
+        let store = Store {
+            db: Arc::new(db),
+            cache,
+            dir: Arc::new(path.to_owned()),
+            telemetry: Arc::new(Telemetry::new()),
+            checkpoints: None,
+        };
+        format::check_readable(&store.db, path, store.cf(CF_META), &store.all_cfs())?;
+        Ok(store)
+    }
+
+    fn all_cfs(&self) -> Vec<&rocksdb::ColumnFamily> {
+        ALL_CFS.iter().map(|name| self.cf(name)).collect()
+    }
+
+    /// `error` as a [`StoreFailure`] of `op`, counted and logged.
+    fn failed(&self, op: StoreOp, error: rocksdb::Error) -> anyhow::Error {
+        let failure = StoreFailure::new(op, &self.dir, &error);
+        StoreFailed {
+            op: failure.op.label(),
+            kind: failure.kind.label(),
+            dir: &failure.dir,
+            message: &failure.message,
+        }
+        .emit(&self.telemetry);
+        failure.into()
+    }
+
+    /// Makes a checkpoint (`checkpoint`): a complete data directory of this moment, offsets
+    /// included, under `store.checkpoint_dir`.
+    pub fn checkpoint(&self) -> Result<CheckpointMade> {
+        let checkpoints = self
+            .checkpoints
+            .as_ref()
+            .context("this store makes no checkpoints")?;
+        let made = checkpoints.make(
+            |path| {
+                rocksdb::checkpoint::Checkpoint::new(&self.db)
+                    .and_then(|c| c.create_checkpoint(path))
+                    .map_err(|e| self.failed(StoreOp::Checkpoint, e))
+            },
+            |path| Store::open_read_only(path)?.offsets(),
+        )?;
+        CheckpointMadeEvent {
+            name: &made.name,
+            took: made.took,
+            files: made.files,
+            bytes: made.bytes,
+            removed: &made.removed,
+        }
+        .emit(&self.telemetry);
+        Ok(made)
+    }
+
+    /// What the checkpoints cost, when this store makes them.
+    pub fn checkpoint_figures(&self) -> Option<CheckpointFigures> {
+        self.checkpoints.as_ref().map(|c| c.figures())
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -149,7 +245,7 @@ impl Store {
         let value = self
             .db
             .get_cf(self.cf(CF_META), LOCAL_SEQUENCE_KEY)
-            .context("RocksDB read failed")?;
+            .map_err(|e| self.failed(StoreOp::Read, e))?;
         match value {
             None => Ok(0),
             Some(v) => Ok(i64::from_be_bytes(
@@ -182,7 +278,7 @@ impl Store {
     pub fn job_steps(&self, job: i64) -> Result<Vec<i64>> {
         let mut steps = Vec::new();
         let it = self.db.raw_iterator_cf(self.cf(CF_JOB_STEPS));
-        scan_prefix(it, &keys::step_key(job), |k, _| {
+        scan_prefix(self, it, &keys::step_key(job), |k, _| {
             let step = k.get(8..16).context("corrupt job step key")?;
             steps.push(i64::from_be_bytes(step.try_into()?));
             Ok(())
@@ -203,7 +299,7 @@ impl Store {
     /// Visits every step's and job's clock (one entry each, small beside a step's rows).
     pub fn for_each_clock(&self, mut f: impl FnMut(Subject, Clock)) -> Result<()> {
         let it = self.db.raw_iterator_cf(self.cf(CF_CLOCKS));
-        scan_prefix(it, &[], |k, v| {
+        scan_prefix(self, it, &[], |k, v| {
             let subject = keys::subject_of_clock_key(k).context("corrupt clock key")?;
             f(subject, Clock::decode(v).context("corrupt clock")?);
             Ok(())
@@ -278,7 +374,7 @@ impl Store {
         let values = self.db.batched_multi_get_cf(self.cf(cf), &raw, true);
         let mut out: Vec<Option<T>> = std::iter::repeat_with(|| None).take(keys.len()).collect();
         for (value, &i) in values.into_iter().zip(&order) {
-            if let Some(v) = value.context("RocksDB read failed")? {
+            if let Some(v) = value.map_err(|e| self.failed(StoreOp::Read, e))? {
                 out[i] = Some(decode(&keys[i], &v)?);
             }
         }
@@ -294,7 +390,7 @@ impl Store {
         f: impl FnMut(RowKey, &[u8]) -> Result<()>,
     ) -> Result<()> {
         let it = self.db.raw_iterator_cf(self.cf(CF_HOSTS));
-        visit_rows(it, &keys::retry_prefix(step, execute_count, batch), f)
+        visit_rows(self, it, &keys::retry_prefix(step, execute_count, batch), f)
     }
 
     /// A consistent view of the store at this moment, for answers that read rows and logs
@@ -314,7 +410,7 @@ impl Store {
             IteratorMode::From(OFFSET_PREFIX, Direction::Forward),
         );
         for item in it {
-            let (k, v) = item.context("RocksDB read failed")?;
+            let (k, v) = item.map_err(|e| self.failed(StoreOp::Read, e))?;
             let Some(rest) = k.strip_prefix(OFFSET_PREFIX) else {
                 break;
             };
@@ -332,7 +428,7 @@ impl Store {
         for name in VIEW_CFS {
             h.update(name.as_bytes());
             for item in self.db.iterator_cf(self.cf(name), IteratorMode::Start) {
-                let (k, v) = item.context("RocksDB read failed")?;
+                let (k, v) = item.map_err(|e| self.failed(StoreOp::Read, e))?;
                 h.update((k.len() as u64).to_be_bytes());
                 h.update(&k);
                 h.update((v.len() as u64).to_be_bytes());
@@ -342,23 +438,32 @@ impl Store {
         Ok(hex::encode(h.finalize()))
     }
 
-    /// RocksDB's figures for `/metrics`, by label: properties summed over the column
-    /// families, and the block cache's usage.
+    /// RocksDB's figures for `/metrics`, by label: properties of each column family summed,
+    /// the database's own, and the block cache's usage.
     pub fn figures(&self) -> Vec<(&'static str, i64)> {
-        [
+        let per_family = [
             ("live_sst_bytes", "rocksdb.live-sst-files-size"),
             ("estimate_keys", "rocksdb.estimate-num-keys"),
             (
                 "pending_compaction_bytes",
                 "rocksdb.estimate-pending-compaction-bytes",
             ),
+        ]
+        .map(|(label, property)| (label, self.property_sum(property) as i64));
+        let whole_db = [
             ("write_stopped", "rocksdb.is-write-stopped"),
             ("delayed_write_rate", "rocksdb.actual-delayed-write-rate"),
+            ("background_errors", "rocksdb.background-errors"),
         ]
-        .into_iter()
-        .map(|(label, property)| (label, self.property_sum(property) as i64))
-        .chain([("block_cache_usage_bytes", self.cache.get_usage() as i64)])
-        .collect()
+        .map(|(label, property)| {
+            let value = self.db.property_int_value(property).ok().flatten();
+            (label, value.unwrap_or(0) as i64)
+        });
+        per_family
+            .into_iter()
+            .chain(whole_db)
+            .chain([("block_cache_usage_bytes", self.cache.get_usage() as i64)])
+            .collect()
     }
 
     /// A RocksDB integer property summed over the column families.
@@ -482,7 +587,10 @@ impl StoreWriter {
     }
 
     pub fn write(&self, b: StoreBatch) -> Result<()> {
-        self.store.db.write(b.batch).context("RocksDB write failed")
+        self.store
+            .db
+            .write(b.batch)
+            .map_err(|e| self.store.failed(StoreOp::Write, e))
     }
 
     /// Flushes memtables to SST files (graceful shutdown; the WAL alone would also do).
@@ -491,7 +599,7 @@ impl StoreWriter {
             self.store
                 .db
                 .flush_cf(self.store.cf(name))
-                .context("RocksDB flush failed")?;
+                .map_err(|e| self.store.failed(StoreOp::Flush, e))?;
         }
         Ok(())
     }
@@ -509,7 +617,7 @@ impl StoreSnapshot<'_> {
         let value = self
             .snapshot
             .get_cf(self.store.cf(CF_STEPS), keys::step_key(step))
-            .context("RocksDB read failed")?;
+            .map_err(|e| self.store.failed(StoreOp::Read, e))?;
         value.map(|v| decode_step(&v)).transpose()
     }
 
@@ -521,7 +629,7 @@ impl StoreSnapshot<'_> {
                 self.store.cf(CF_CLOCKS),
                 keys::clock_key(Subject::Step(step)),
             )
-            .context("RocksDB read failed")?;
+            .map_err(|e| self.store.failed(StoreOp::Read, e))?;
         value
             .map(|v| Clock::decode(&v).context("corrupt step clock"))
             .transpose()
@@ -535,7 +643,7 @@ impl StoreSnapshot<'_> {
         let it = self
             .snapshot
             .raw_iterator_cf_opt(self.store.cf(CF_HOSTS), ro);
-        visit_rows(it, &keys::step_key(step), |key, v| {
+        visit_rows(self.store, it, &keys::step_key(step), |key, v| {
             let (status, tag) = row::decode_head(v).context("corrupt host row")?;
             f(key, status, tag);
             Ok(())
@@ -553,6 +661,7 @@ impl StoreSnapshot<'_> {
     ) -> Result<()> {
         let it = self.snapshot.raw_iterator_cf(self.store.cf(CF_HOSTS));
         visit_rows(
+            self.store,
             it,
             &keys::retry_prefix(step, execute_count, batch),
             |key, v| f(key, StoredRow::new(v).context("corrupt host row")?),
@@ -581,7 +690,7 @@ impl StoreSnapshot<'_> {
         mut f: impl FnMut(i64, &[u8]) -> Result<()>,
     ) -> Result<()> {
         let it = self.snapshot.raw_iterator_cf(self.store.cf(CF_LOGS));
-        scan_prefix(it, &row.to_bytes(), |k, v| {
+        scan_prefix(self.store, it, &row.to_bytes(), |k, v| {
             let offset =
                 i64::from_be_bytes(k[ROW_KEY_LEN..].try_into().context("corrupt log key")?);
             f(offset, v)
@@ -599,6 +708,7 @@ impl StoreSnapshot<'_> {
     ) -> Result<()> {
         let it = self.snapshot.raw_iterator_cf(self.store.cf(CF_LOGS));
         scan_prefix(
+            self.store,
             it,
             &keys::retry_prefix(step, execute_count, batch),
             |k, v| {
@@ -633,17 +743,19 @@ fn decode_step(bytes: &[u8]) -> Result<StepEvent> {
 }
 
 fn visit_rows(
+    store: &Store,
     it: rocksdb::DBRawIterator<'_>,
     prefix: &[u8],
     mut f: impl FnMut(RowKey, &[u8]) -> Result<()>,
 ) -> Result<()> {
-    scan_prefix(it, prefix, |k, v| {
+    scan_prefix(store, it, prefix, |k, v| {
         f(RowKey::from_bytes(k).context("corrupt host row key")?, v)
     })
 }
 
 /// Visits every entry under `prefix`, in key order, until `f` fails.
 fn scan_prefix(
+    store: &Store,
     mut it: rocksdb::DBRawIterator<'_>,
     prefix: &[u8],
     mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
@@ -656,5 +768,5 @@ fn scan_prefix(
         f(k, v)?;
         it.next();
     }
-    it.status().context("RocksDB read failed")
+    it.status().map_err(|e| store.failed(StoreOp::Read, e))
 }

@@ -6,6 +6,7 @@
 //! - [`ingest`]: batches applied, events dead-lettered or cut, partitions' lag, expiry.
 //! - [`http`]: requests answered, queries abandoned, the answer cache, forwarding.
 //! - [`cluster`]: members-topic records ignored.
+//! - [`store`]: RocksDB operations that failed, checkpoints made.
 //!
 //! Owns: metric names, labels, buckets and the log lines that go with them. Must not: compute
 //! anything a part does not report; the gauges read at scrape time come as [`ViewFigures`],
@@ -14,6 +15,7 @@
 pub mod cluster;
 pub mod http;
 pub mod ingest;
+pub mod store;
 
 use prometheus::core::Collector;
 use prometheus::{
@@ -35,6 +37,19 @@ pub struct IndexFigures {
     pub evictions: u64,
 }
 
+/// What the store's checkpoints cost, read at scrape time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckpointFigures {
+    pub count: usize,
+    /// Bytes of their files (each file once, however many checkpoints link it).
+    pub bytes: u64,
+    /// Bytes of the files the live store no longer has: what the checkpoints alone keep on
+    /// disk.
+    pub pinned_bytes: u64,
+    /// When the newest was made, Unix ms.
+    pub last_unix_ms: Option<i64>,
+}
+
 /// Figures of the views, read at scrape time (see `query::Reader::figures`).
 pub struct ViewFigures {
     pub index: IndexFigures,
@@ -42,6 +57,8 @@ pub struct ViewFigures {
     pub members: Option<usize>,
     /// RocksDB figures by label (`store::Store::figures`).
     pub rocksdb: Vec<(&'static str, i64)>,
+    /// The checkpoints', when this store makes them.
+    pub checkpoints: Option<CheckpointFigures>,
 }
 
 /// One held long-poll or open event stream, counted while it lives.
@@ -90,6 +107,11 @@ pub struct Telemetry {
     hot_rows: IntGauge,
     hot_row_bytes: IntGauge,
     rocksdb: IntGaugeVec,
+    store_errors: IntCounterVec,
+    checkpoints_made: IntCounter,
+    checkpoints: IntGauge,
+    checkpoint_bytes: IntGaugeVec,
+    checkpoint_last: IntGauge,
 }
 
 impl Default for Telemetry {
@@ -302,8 +324,33 @@ impl Telemetry {
             rocksdb: s.gauges(
                 "stepview_rocksdb",
                 "RocksDB figures, by property (live_sst_bytes, block_cache_usage_bytes, \
-                 estimate_keys, pending_compaction_bytes, write_stopped, delayed_write_rate).",
+                 estimate_keys, pending_compaction_bytes, write_stopped, delayed_write_rate, \
+                 background_errors).",
                 &["property"],
+            ),
+            store_errors: s.counters(
+                "stepview_store_errors_total",
+                "RocksDB operations that failed, by operation (write, read, flush, checkpoint) \
+                 and kind (no_space, io, corruption, busy, other).",
+                &["op", "kind"],
+            ),
+            checkpoints_made: s.counter(
+                "stepview_checkpoints_made_total",
+                "Checkpoints of the store made on request.",
+            ),
+            checkpoints: s.gauge(
+                "stepview_checkpoints",
+                "Checkpoints kept under store.checkpoint_dir.",
+            ),
+            checkpoint_bytes: s.gauges(
+                "stepview_checkpoints_bytes",
+                "Bytes of the checkpoints' files: all of them (each file once), and pinned: \
+                 those the live store no longer has, which only the checkpoints keep on disk.",
+                &["files"],
+            ),
+            checkpoint_last: s.gauge(
+                "stepview_checkpoint_last_timestamp_seconds",
+                "When the newest checkpoint kept was made, Unix seconds (0: none).",
             ),
         }
     }
@@ -334,6 +381,17 @@ impl Telemetry {
             .inc_by(index.evictions.saturating_sub(self.index_evictions.get()));
         for (label, value) in &views.rocksdb {
             self.rocksdb.with_label_values(&[label]).set(*value);
+        }
+        if let Some(c) = &views.checkpoints {
+            self.checkpoints.set(c.count as i64);
+            self.checkpoint_bytes
+                .with_label_values(&["all"])
+                .set(c.bytes as i64);
+            self.checkpoint_bytes
+                .with_label_values(&["pinned"])
+                .set(c.pinned_bytes as i64);
+            self.checkpoint_last
+                .set(c.last_unix_ms.map_or(0, |ms| ms / 1000));
         }
         let mut out = Vec::new();
         TextEncoder::new()

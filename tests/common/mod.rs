@@ -4,10 +4,12 @@
 #![allow(dead_code, unused_imports)] // each test file uses its own part of this module
 
 mod process;
+mod serve;
 mod shard;
 mod unique;
 
 pub use process::status_mib;
+pub use serve::{kafka_config, replay_digest, reported_lag, spawn_serve, wait_lag_zero};
 pub use shard::{Shard, SHARD_SECRET};
 pub use unique::{free_port, unique_name};
 
@@ -30,7 +32,7 @@ pub fn auth_header(app: &str, secret: &str) -> String {
     format!(r#"{{"bk_app_code":"{app}","bk_app_secret":"{secret}","bk_username":"admin"}}"#)
 }
 
-fn sha256_hex(s: &str) -> String {
+pub fn sha256_hex(s: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(s.as_bytes()))
 }
@@ -342,6 +344,26 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
 
 /// An answer's `data` with `total_time` cleared: for a running step it is "now − start", which
 /// moves between two otherwise equal answers.
+/// An answer without what differs from one request to the next: the request id, and the
+/// running time of whatever is still running (no `end_time`).
+pub fn settled(mut answer: Value) -> Value {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(o) => {
+                if o.get("end_time").is_some_and(Value::is_null) && o.contains_key("total_time") {
+                    o.insert("total_time".into(), Value::Null);
+                }
+                o.values_mut().for_each(walk);
+            }
+            Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    answer["job_request_id"] = Value::Null;
+    walk(&mut answer);
+    answer
+}
+
 pub fn without_total_time(mut data: Value) -> Value {
     data["total_time"] = Value::Null;
     data
