@@ -5,7 +5,9 @@
 //! hosts), then `stepview serve` is started on it and timed from spawn to `/readyz` 200 (target
 //! ≤ 5 s, and flat in the size). With the largest, every step is queried (each is loaded into the
 //! 256 MiB index and older ones leave) while the process's peak RSS is read (target ≤ 1 GiB with
-//! ≥ 50 M rows stored); the baseline in the same run is its RSS right after start.
+//! ≥ 50 M rows stored); the baseline in the same run is its RSS right after start. At each
+//! size a checkpoint is made through `POST /admin/checkpoint` of the running instance, against
+//! `cp -a` of the same directory (what a backup without checkpoints costs), same run.
 //!
 //! `cargo bench --bench history` (BENCH_ROWS=1000000,10000000 for a quicker run; the directories
 //! go under BENCH_DIR, default the system's temporary directory, and are removed afterwards).
@@ -24,6 +26,7 @@ use stepview::events::{Event, HostResult, ScopeType, StepEvent, StepTargets, Tar
 use stepview::service::Views;
 
 const HOSTS_PER_STEP: i64 = 100_000;
+const ADMIN_TOKEN: &str = "the history benchmark's admin token";
 
 fn step_events(step: i64) -> Vec<Event> {
     let mut events = vec![Event::Step(StepEvent {
@@ -129,7 +132,8 @@ fn binary() -> &'static std::path::Path {
     })
 }
 
-fn serve(dir: &std::path::Path, port: u16) -> Child {
+fn serve(dir: &std::path::Path, checkpoints: &std::path::Path, port: u16) -> Child {
+    use sha2::Digest;
     Command::new(binary())
         .args([
             "serve",
@@ -137,6 +141,11 @@ fn serve(dir: &std::path::Path, port: u16) -> Child {
             "false",
             "--data-dir",
             dir.to_str().unwrap(),
+        ])
+        .args(["--checkpoint-dir", checkpoints.to_str().unwrap()])
+        .args([
+            "--admin-token-sha256",
+            &hex::encode(sha2::Sha256::digest(ADMIN_TOKEN)),
         ])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .env("STEPVIEW_LOG", "warn")
@@ -152,6 +161,36 @@ fn get(url: &str) -> Option<(u16, String)> {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n')?;
     Some((code.parse().ok()?, body.to_owned()))
+}
+
+/// A checkpoint of the instance on `port`, and how long the request took.
+fn checkpoint(port: u16) -> (Duration, serde_json::Value) {
+    let started = Instant::now();
+    let out = Command::new("curl")
+        .args(["-sf", "-X", "POST", "-H"])
+        .arg(format!("Authorization: Bearer {ADMIN_TOKEN}"))
+        .arg(format!("http://127.0.0.1:{port}/admin/checkpoint"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "checkpoint refused");
+    (
+        started.elapsed(),
+        serde_json::from_slice(&out.stdout).unwrap(),
+    )
+}
+
+/// How long `cp -a` of `dir` takes (the copy is removed).
+fn copy_time(dir: &std::path::Path) -> Duration {
+    let copy = tempfile::tempdir_in(dir.parent().unwrap()).unwrap();
+    let started = Instant::now();
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(dir)
+        .arg(copy.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    started.elapsed()
 }
 
 /// Bytes of the files under `dir`.
@@ -179,14 +218,16 @@ fn main() {
     let base = std::env::var("BENCH_DIR").map_or_else(|_| std::env::temp_dir(), Into::into);
     binary();
     let mut restarts = Vec::new();
+    let mut checkpoints = Vec::new();
     let mut largest = None;
     for rows in &sizes {
         let dir = tempfile::tempdir_in(&base).unwrap();
+        let checkpoint_dir = tempfile::tempdir_in(&base).unwrap();
         eprintln!("filling a data directory with {rows} host rows …");
         let steps = fill(dir.path(), *rows);
         let port = free_port();
         let started = Instant::now();
-        let mut child = serve(dir.path(), port);
+        let mut child = serve(dir.path(), checkpoint_dir.path(), port);
         let ready = loop {
             if get(&format!("http://127.0.0.1:{port}/readyz")).is_some_and(|(c, _)| c == 200) {
                 break started.elapsed();
@@ -195,6 +236,8 @@ fn main() {
             std::thread::sleep(Duration::from_millis(5));
         };
         restarts.push((*rows, ready));
+        let (took, made) = checkpoint(port);
+        checkpoints.push((*rows, took, made, copy_time(dir.path())));
         if Some(rows) == sizes.iter().max() {
             largest = Some((dir, steps, port, child));
         } else {
@@ -238,6 +281,17 @@ fn main() {
         println!(
             "restart to ready with {rows:>11} stored host rows: {:>7.1} ms (target ≤ 5 s, flat)",
             ready.as_secs_f64() * 1e3
+        );
+    }
+    for (rows, took, made, copy) in &checkpoints {
+        println!(
+            "checkpoint with {rows:>11} stored host rows: {:>7.1} ms over HTTP ({} files, {:.0} \
+             MiB linked, none copied); cp -a of the directory {:>7.1} ms: {:.3}× of it",
+            took.as_secs_f64() * 1e3,
+            made["files"],
+            made["bytes"].as_f64().unwrap() / 1048576.0,
+            copy.as_secs_f64() * 1e3,
+            took.as_secs_f64() / copy.as_secs_f64()
         );
     }
     first_query.sort_by(|a, b| a.partial_cmp(b).unwrap());
