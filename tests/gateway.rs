@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+use stepview::cluster::owners::owner;
 use stepview::http::{AuthMode, GatewayConfig};
 
 const GATEWAY: &str = "bk-job";
@@ -564,8 +565,24 @@ async fn shards_forward_the_jwt_and_the_owner_judges_it_again() {
     });
     produce(&topic, &events, 0).await;
     let set = unique_name("gateway-set");
-    let a = Shard::start(brokers(), &topic, &set, &["--config", &config_a]);
-    let b = Shard::start(brokers(), &topic, &set, &["--config", &config_b]);
+    // Rendezvous hashing gives one of two members all four partitions one time in eight; this
+    // test needs each to own some, so it picks ports that divide them.
+    let (port_a, port_b) = loop {
+        let ports = (free_port(), free_port());
+        let urls = [ports.0, ports.1].map(|port| format!("http://127.0.0.1:{port}"));
+        let owners: std::collections::BTreeSet<&str> = (0..PARTITIONS)
+            .filter_map(|p| owner(p, urls.iter().map(String::as_str)))
+            .collect();
+        if ports.0 != ports.1 && owners.len() == 2 {
+            break ports;
+        }
+    };
+    let start = |port, config: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        Shard::start_in(dir, port, brokers(), &topic, &set, &["--config", config])
+    };
+    let mut a = start(port_a, &config_a);
+    let mut b = start(port_b, &config_b);
 
     let client = reqwest::Client::new();
     let first = token(&first_private, GATEWAY, Algorithm::RS512, &claims(APP));
@@ -595,28 +612,34 @@ async fn shards_forward_the_jwt_and_the_owner_judges_it_again() {
 
     // The two divide the partitions, and A answers every step with the first key.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
     let owned_by_b = loop {
         assert!(
             std::time::Instant::now() < deadline,
-            "the shards never divided the partitions"
+            "the shards never divided the partitions: {last} (A {:?}, B {:?})",
+            a.child.try_wait(),
+            b.child.try_wait()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
         let (read_a, read_b) = (
             partitions_read(&client, &a.base).await,
             partitions_read(&client, &b.base).await,
         );
+        last = format!("A reads {read_a} partitions, B {read_b}");
         if read_a == 0 || read_b == 0 || read_a + read_b != PARTITIONS as usize {
             continue;
         }
         let mut owned_by_b = Vec::new();
-        let mut all_answered = true;
+        let mut answers = Vec::new();
         for query in &queries {
-            let (status, _, forwarded) = ask(a.base.clone(), query.clone(), first.clone()).await;
-            all_answered &= status == 200;
+            let (status, code, forwarded) = ask(a.base.clone(), query.clone(), first.clone()).await;
+            answers.push((status, code));
             if forwarded {
                 owned_by_b.push(query.clone());
             }
         }
+        let all_answered = answers.iter().all(|(status, _)| *status == 200);
+        last += &format!(", A answers {answers:?}, {} forwarded", owned_by_b.len());
         if all_answered && !owned_by_b.is_empty() && owned_by_b.len() < queries.len() {
             break owned_by_b;
         }
