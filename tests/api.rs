@@ -421,6 +421,127 @@ async fn a_repeated_poll_comes_from_the_answer_cache_until_the_step_changes() {
     );
 }
 
+/// A GET of the status route with `accept_encoding` (if any) and a fixed request id: the
+/// response's status, `Content-Encoding`, `Vary` and body, gunzipped when it says gzip (its
+/// `Content-Length` checked against the bytes on the wire).
+async fn get_coded(
+    svc: &TestService,
+    query: &str,
+    accept_encoding: Option<&str>,
+) -> (u16, Option<String>, String, Vec<u8>) {
+    use std::io::Read;
+    let mut req = svc
+        .client
+        .get(format!(
+            "{}/api/v3/get_step_instance_status?{query}",
+            svc.base
+        ))
+        .header("X-Bkapi-Authorization", auth_header(APP, SECRET))
+        .header("X-Request-Id", "the-same-request");
+    if let Some(value) = accept_encoding {
+        req = req.header("Accept-Encoding", value);
+    }
+    let resp = req.send().await.unwrap();
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let (status, coding, vary) = (
+        resp.status().as_u16(),
+        header("content-encoding"),
+        header("vary").unwrap_or_default(),
+    );
+    let length = header("content-length");
+    let wire = resp.bytes().await.unwrap().to_vec();
+    if let Some(length) = length {
+        assert_eq!(length.parse::<usize>().unwrap(), wire.len());
+    }
+    let body = match coding.as_deref() {
+        Some("gzip") => {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&wire[..])
+                .read_to_end(&mut out)
+                .expect("a valid gzip body");
+            assert!(
+                wire.len() * 4 < out.len(),
+                "{} -> {}",
+                out.len(),
+                wire.len()
+            );
+            out
+        }
+        _ => wire,
+    };
+    (status, coding, vary, body)
+}
+
+#[tokio::test]
+async fn answers_are_gzipped_for_clients_that_ask_and_only_for_them() {
+    let (_dir, svc) = service().await;
+    let hosts: Vec<(i64, i32, String)> = (1..=3000)
+        .map(|h| (h, 0, format!("10.0.{}.{}", h / 256, h % 256)))
+        .collect();
+    let hosts: Vec<(i64, i32, &str)> = hosts
+        .iter()
+        .map(|(h, b, ip)| (*h, *b, ip.as_str()))
+        .collect();
+    // 950 finished (its uncapped answer is kept), 951 running (rendered for each request).
+    for (id, status) in [(950, 3), (951, 2)] {
+        svc.apply(&[step(id, 1, status, 0, 1), targets(id, 0, &hosts)]);
+        let results: Vec<Event> = (1..=3000)
+            .filter(|h| id == 950 || h % 2 == 0)
+            .map(|h| hr(result(id, 0, 0, h, if h % 7 == 0 { 4 } else { 9 }, "", 2)))
+            .collect();
+        svc.apply(&results);
+    }
+    let hit = r#"stepview_http_answer_cache_total{outcome="hit"}"#;
+    for id in [950, 951] {
+        let query = q(id, "");
+        let (status, coding, vary, plain) = get_coded(&svc, &query, None).await;
+        assert_eq!((status, coding), (200, None));
+        assert!(vary.contains("Accept-Encoding"), "{vary}");
+        let plain: Value = serde_json::from_slice(&plain).unwrap();
+        let listed: usize = plain["data"]["step_result_group_list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["host_result_list"].as_array().unwrap().len())
+            .sum();
+        assert_eq!(listed, 3000);
+        for asked in ["gzip", "br;q=1, gzip;q=0.5", "*"] {
+            let hits = svc.metric(hit).await.unwrap_or(0.0);
+            let (status, coding, vary, body) = get_coded(&svc, &query, Some(asked)).await;
+            assert_eq!((status, coding.as_deref()), (200, Some("gzip")), "{asked}");
+            assert!(vary.contains("Accept-Encoding"), "{vary}");
+            let body: Value = serde_json::from_slice(&body).unwrap();
+            if id == 950 {
+                // The kept answer: byte for byte the same JSON, from the cache.
+                assert_eq!(body, plain);
+                assert_eq!(svc.metric(hit).await.unwrap_or(0.0), hits + 1.0);
+            } else {
+                assert_eq!(
+                    without_total_time(body["data"].clone()),
+                    without_total_time(plain["data"].clone())
+                );
+                assert_eq!(body["job_request_id"], "the-same-request");
+            }
+        }
+        for refused in ["gzip;q=0", "identity", "zstd", "gzip;q=0, *"] {
+            let (status, coding, _, body) = get_coded(&svc, &query, Some(refused)).await;
+            assert_eq!((status, coding), (200, None), "{refused}");
+            let body: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(
+                without_total_time(body["data"].clone()),
+                without_total_time(plain["data"].clone())
+            );
+        }
+    }
+    // Small bodies (an error) are sent as they are.
+    let (status, coding, _, _) = get_coded(&svc, &q(999, ""), Some("gzip")).await;
+    assert_eq!((status, coding), (200, None));
+}
+
 #[tokio::test]
 async fn another_scope_or_job_answers_like_a_missing_step() {
     let (_dir, svc) = service().await;

@@ -45,9 +45,10 @@ async fn etags_change_with_the_step_and_a_client_that_has_it_gets_304() {
     assert_eq!(first.status(), 200);
     let tag = etag(&first);
     assert!(tag.starts_with("W/\""), "{tag}");
+    // api.md's two, and Accept-Encoding: a client that asks gets the answer gzipped.
     assert_eq!(
         first.headers()["vary"],
-        "Blueking-Language, Accept-Language"
+        "Blueking-Language, Accept-Language, Accept-Encoding"
     );
     // Unchanged: the same ETag (another query shape too), and 304 with no body.
     assert_eq!(

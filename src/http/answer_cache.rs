@@ -10,7 +10,7 @@
 
 use super::i18n::Lang;
 use super::render::RenderedStep;
-use crate::query::{Reader, StepAnswer, StepQuery};
+use crate::query::{is_finished, Reader, StepAnswer, StepQuery};
 use crate::telemetry::http::AnswerLookup;
 use crate::telemetry::Telemetry;
 use quick_cache::sync::Cache;
@@ -33,8 +33,12 @@ impl Equivalent<Key> for KeyRef<'_> {
 pub struct AnswerCache {
     /// `None`: the cache is off (`http.answer_cache_mb = 0`).
     entries: Option<Cache<Key, Arc<RenderedStep>, ByBytes>>,
-    /// Larger answers are not kept (uncapped answers of big steps would push out many polls).
+    /// Larger answers of running steps are not kept (uncapped answers of big steps, which
+    /// change with every batch, would push out many polls).
     most_bytes_per_entry: usize,
+    /// Answers of finished steps may take up to this much: they change no more (unless the
+    /// step is retried), and their uncapped answers are the ones polled whole.
+    most_bytes_per_finished: usize,
     telemetry: Arc<Telemetry>,
 }
 
@@ -61,12 +65,13 @@ impl AnswerCache {
         AnswerCache {
             entries,
             most_bytes_per_entry: bytes / 16,
+            most_bytes_per_finished: bytes / 2,
             telemetry,
         }
     }
 
-    /// The kept answer to `q` in `lang` if its step has not changed since (a view read: on the
-    /// blocking pool).
+    /// The kept answer to `q` in `lang` if its step has not changed since (memory only: the
+    /// step's position in the index).
     pub fn get(&self, reader: &Reader, q: &StepQuery, lang: Lang) -> Option<Arc<RenderedStep>> {
         let kept = self.entries.as_ref()?.get(&KeyRef(q, lang))?;
         let unchanged = reader.position_of(q.step_instance_id) == Some(kept.position);
@@ -83,7 +88,12 @@ impl AnswerCache {
         };
         AnswerLookup::Miss.emit(&self.telemetry);
         let hosts: usize = answer.groups.iter().map(|g| g.hosts.len()).sum();
-        let keep = hosts * HOST_JSON_BYTES <= self.most_bytes_per_entry;
+        let most_bytes = if is_finished(answer.step.status) {
+            self.most_bytes_per_finished
+        } else {
+            self.most_bytes_per_entry
+        };
+        let keep = hosts * HOST_JSON_BYTES <= most_bytes;
         let rendered = Arc::new(RenderedStep::of(answer, lang, keep));
         let key = (q, lang);
         // The first answer kept at a position stays: while apply places a batch, before it
@@ -92,7 +102,7 @@ impl AnswerCache {
         let first = entries
             .get(&key)
             .is_none_or(|kept| kept.position != rendered.position);
-        if keep && first && rendered.weight() <= self.most_bytes_per_entry {
+        if keep && first && rendered.weight() <= most_bytes {
             entries.insert(key, Arc::clone(&rendered));
         }
         rendered

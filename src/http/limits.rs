@@ -4,6 +4,7 @@
 //! goes away. An expensive answer keeps its turn while it is rendered and written: the turns
 //! bound how many large bodies exist at once, not only how many are computed.
 
+use super::encoding::{self, Coding};
 use super::i18n::Lang;
 use super::render::RenderedStep;
 use super::state::AppState;
@@ -82,13 +83,16 @@ impl Drop for CancelOnDrop {
 
 /// A `get_step_instance_status` answer, ready to write.
 pub enum Answer {
-    /// Rendered groups (kept, or cheap to render per request).
+    /// Rendered groups (kept, or cheap to render per request), compressed for the coding the
+    /// request asked for if they are kept.
     Rendered(Arc<RenderedStep>),
-    /// An expensive answer rendered whole for one request, in its turn, which it holds.
+    /// An expensive answer rendered whole for one request (and coded as it asked), in its
+    /// turn, which it holds.
     Whole {
         position: Position,
         step: Arc<StepEvent>,
         body: Vec<u8>,
+        coding: Coding,
         turn: Turn,
     },
 }
@@ -108,15 +112,22 @@ impl Answer {
         }
     }
 
-    /// The body, and what holds the turn while it is written.
-    pub fn into_body(self, request_id: &str) -> Body {
+    /// The body coded as `coding` asks (as asked of [`run_answer`]), and what holds the turn
+    /// while it is written; the coding used.
+    pub fn into_body(self, request_id: &str, coding: Coding) -> (Body, Coding) {
         match self {
-            Answer::Rendered(a) => Body::from(a.body(request_id, crate::now_ms())),
-            Answer::Whole { body, turn, .. } => turn.body(body),
+            Answer::Rendered(a) => {
+                let (parts, coding) = a.parts(request_id, crate::now_ms(), coding);
+                (parts.into_body(), coding)
+            }
+            Answer::Whole {
+                body, coding, turn, ..
+            } => (turn.body(body), coding),
         }
     }
 
-    /// The body as bytes (an event of a stream), releasing any turn.
+    /// The body as bytes (an event of a stream, asked for as `Coding::Identity`), releasing
+    /// any turn.
     pub fn into_bytes(self, request_id: &str) -> Vec<u8> {
         match self {
             Answer::Rendered(a) => a.body(request_id, crate::now_ms()),
@@ -125,53 +136,68 @@ impl Answer {
     }
 }
 
-/// The step status answer to `q` in `lang`, within the limits: from the answer cache while the
-/// step has not changed. A cheap fresh answer is rendered on the event loop, like any response
-/// body (rendered on the blocking pool by dozens of threads at once, 170-KB answers took the
-/// cores from the event loop: benches/http, cap 100 uncached: p99 19 -> 74-146 ms); an
-/// expensive one is rendered whole in its turn, for `request_id`.
+/// The step status answer to `q` in `lang`, within the limits, for a body coded as `coding`.
+/// A kept answer is looked up on the event loop (memory only: a poll that hits costs no hop to
+/// the blocking pool, and no turn however expensive its query), its groups compressed once on
+/// the blocking pool for the first client that asks for gzip. A cheap fresh answer is rendered
+/// on the event loop, like any response body (rendered on the blocking pool by dozens of
+/// threads at once, 170-KB answers took the cores from the event loop: benches/http, cap 100
+/// uncached: p99 19 -> 74-146 ms); an expensive one in its turn, kept if it may be (a finished
+/// step's), else rendered and coded whole for `request_id`.
 pub async fn run_answer(
     state: &Arc<AppState>,
     q: StepQuery,
     lang: Lang,
     request_id: &str,
+    coding: Coding,
 ) -> Result<Answer, QueryError> {
-    enum Found {
-        Kept(Arc<RenderedStep>),
-        Fresh(crate::query::StepAnswer),
-        /// Not kept, and expensive: computed in a turn of its own.
-        Expensive,
-    }
-    let answers = Arc::clone(&state.answers);
-    let (asked, expensive) = (q.clone(), q.is_expensive());
-    // A kept answer costs no turn, however expensive its query was.
-    let (found, _) = run(state, false, move |reader, cancel| {
-        match answers.get(reader, &asked, lang) {
-            Some(kept) => Ok(Found::Kept(kept)),
-            None if expensive => Ok(Found::Expensive),
-            None => reader.answer(&asked, cancel).map(Found::Fresh),
-        }
-    })
-    .await?;
-    match found {
-        Found::Kept(kept) => Ok(Answer::Rendered(kept)),
-        Found::Fresh(answer) => Ok(Answer::Rendered(state.answers.render(q, lang, answer))),
-        Found::Expensive => {
-            let answers = Arc::clone(&state.answers);
-            let request_id = request_id.to_owned();
-            let ((position, step, body), turn) = run(state, true, move |reader, cancel| {
-                let answer = reader.answer(&q, cancel)?;
-                let rendered = answers.render(q, lang, answer);
-                let body = rendered.body(&request_id, crate::now_ms());
-                Ok((rendered.position, Arc::clone(&rendered.step), body))
+    if let Some(kept) = state.answers.get(&state.reader, &q, lang) {
+        if !kept.prepared(coding) {
+            let (ready, _) = run(state, false, move |_, _| {
+                kept.prepare(coding);
+                Ok(kept)
             })
             .await?;
-            Ok(Answer::Whole {
-                position,
-                step,
-                body,
-                turn,
-            })
+            return Ok(Answer::Rendered(ready));
         }
+        return Ok(Answer::Rendered(kept));
     }
+    if !q.is_expensive() {
+        let asked = q.clone();
+        let (answer, _) = run(state, false, move |reader, cancel| {
+            reader.answer(&asked, cancel)
+        })
+        .await?;
+        return Ok(Answer::Rendered(state.answers.render(q, lang, answer)));
+    }
+    let answers = Arc::clone(&state.answers);
+    let request_id = request_id.to_owned();
+    let (rendered, turn) = run(state, true, move |reader, cancel| {
+        let answer = reader.answer(&q, cancel)?;
+        let rendered = answers.render(q, lang, answer);
+        if rendered.is_rendered() {
+            // Kept: written from the shared groups, like a hit.
+            rendered.prepare(coding);
+            return Ok(Ok(rendered));
+        }
+        let body = rendered.body(&request_id, crate::now_ms());
+        let (body, coding) = encoding::encode(body, coding);
+        Ok(Err((
+            rendered.position,
+            Arc::clone(&rendered.step),
+            body,
+            coding,
+        )))
+    })
+    .await?;
+    Ok(match rendered {
+        Ok(kept) => Answer::Rendered(kept),
+        Err((position, step, body, coding)) => Answer::Whole {
+            position,
+            step,
+            body,
+            coding,
+            turn,
+        },
+    })
 }

@@ -22,6 +22,7 @@ mod admit;
 mod answer_cache;
 pub mod auth;
 mod client;
+mod encoding;
 mod error;
 mod forward;
 pub mod i18n;

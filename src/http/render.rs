@@ -1,6 +1,7 @@
 //! The JSON bodies of api.md, "Response" (the envelope, the step, its groups and hosts), and of
 //! the sibling APIs (siblings.md).
 
+use super::encoding::{self, Coding, Deflated, Parts};
 use super::error::ApiError;
 use super::i18n::{host_status_desc, Lang};
 use crate::events::JobEvent;
@@ -9,9 +10,10 @@ use crate::query::{
     job_total_time, step_total_time, BatchLogAnswer, GroupAnswer, HostAnswer, HostLog, JobStep,
     Position, StepAnswer,
 };
+use axum::body::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 #[derive(Serialize)]
 struct Envelope<'a, T> {
@@ -86,7 +88,8 @@ fn host(host: &HostAnswer, lang: Lang) -> HostOut<'_> {
 /// A `get_step_instance_status` answer ready to be written: the step that the body's head comes
 /// from, and its groups (nearly all of the bytes). What differs per request (the request id, a
 /// running step's `total_time`) is written per request, so that one rendering of the groups can
-/// answer many polls (`answer_cache`).
+/// answer many polls (`answer_cache`): a body is then a small head, the shared groups and a
+/// tail, never a copy of them (`encoding::Parts`).
 pub struct RenderedStep {
     /// Where the step stood when the answer was read (its ETag).
     pub position: Position,
@@ -95,12 +98,19 @@ pub struct RenderedStep {
     groups: Groups,
 }
 
-/// The groups as JSON, rendered once for an answer that is kept; or as read, for an answer sent
-/// once (rendering a 24-MB answer to JSON and then into its body took a tenth of its time).
+/// The groups as JSON, rendered once for an answer that is kept (and compressed once, for the
+/// first client that asks for gzip); or as read, for an answer sent once (rendering a 24-MB
+/// answer to JSON and then into its body took a tenth of its time).
 enum Groups {
-    Json(Box<RawValue>),
+    Json {
+        json: Bytes,
+        gzip: OnceLock<Deflated>,
+    },
     Read(Vec<GroupAnswer>, Lang),
 }
+
+/// What closes a body after its groups: `data`, then the envelope.
+const TAIL: &[u8] = b"}}";
 
 fn group_outs(groups: &[GroupAnswer], lang: Lang) -> Vec<GroupOut<'_>> {
     groups
@@ -119,9 +129,12 @@ impl RenderedStep {
     /// `keep`: the groups are rendered to JSON now, for many bodies; else at `body`, once.
     pub fn of(answer: StepAnswer, lang: Lang, keep: bool) -> RenderedStep {
         let groups = if keep {
-            let json = group_outs(&answer.groups, lang);
-            // Not `RawValue::from_string`: it parses what it is given again.
-            Groups::Json(serde_json::value::to_raw_value(&json).expect("groups always serialize"))
+            let json = serde_json::to_vec(&group_outs(&answer.groups, lang))
+                .expect("groups always serialize");
+            Groups::Json {
+                json: json.into(),
+                gzip: OnceLock::new(),
+            }
         } else {
             Groups::Read(answer.groups, lang)
         };
@@ -133,14 +146,75 @@ impl RenderedStep {
         }
     }
 
-    /// The response body, as api.md's "Response" gives it, at `now_ms`.
+    /// The response body, as api.md's "Response" gives it, at `now_ms`, in one buffer.
     pub fn body(&self, request_id: &str, now_ms: i64) -> Vec<u8> {
         match &self.groups {
-            Groups::Json(json) => self.body_with(&**json, request_id, now_ms),
+            Groups::Json { json, .. } => {
+                let mut body = self.head(request_id, now_ms);
+                body.extend_from_slice(json);
+                body.extend_from_slice(TAIL);
+                body
+            }
             Groups::Read(groups, lang) => {
                 self.body_with(group_outs(groups, *lang), request_id, now_ms)
             }
         }
+    }
+
+    /// Whether the groups are rendered (a kept answer, written from shared bytes).
+    pub fn is_rendered(&self) -> bool {
+        matches!(self.groups, Groups::Json { .. })
+    }
+
+    /// Whether a body coded as `coding` is made without compressing the groups now.
+    pub fn prepared(&self, coding: Coding) -> bool {
+        match (coding, &self.groups) {
+            (Coding::Gzip, Groups::Json { gzip, .. }) => gzip.get().is_some(),
+            _ => true,
+        }
+    }
+
+    /// Compresses the rendered groups for gzip bodies unless done already (a kept answer: on
+    /// the blocking pool before its first gzip body, which then costs only its head).
+    pub fn prepare(&self, coding: Coding) {
+        if let (Coding::Gzip, Groups::Json { json, gzip }) = (coding, &self.groups) {
+            gzip.get_or_init(|| Deflated::of(json));
+        }
+    }
+
+    /// The response body at `now_ms` coded as `coding` asks; the coding used. Rendered groups
+    /// are shared with the body, not copied.
+    pub fn parts(&self, request_id: &str, now_ms: i64, coding: Coding) -> (Parts, Coding) {
+        let Groups::Json { json, gzip } = &self.groups else {
+            let (body, coding) = encoding::encode(self.body(request_id, now_ms), coding);
+            return (Parts::from(Bytes::from(body)), coding);
+        };
+        let head = self.head(request_id, now_ms);
+        match coding {
+            Coding::Gzip => {
+                let kept = gzip.get_or_init(|| Deflated::of(json));
+                (encoding::gzip(&head, Some(kept), TAIL), Coding::Gzip)
+            }
+            Coding::Identity => {
+                let mut parts = Parts::from(Bytes::from(head));
+                parts.push(json.clone());
+                parts.push(Bytes::from_static(TAIL));
+                (parts, Coding::Identity)
+            }
+        }
+    }
+
+    /// The body up to its groups: the envelope and the step, up to `"step_result_group_list":`.
+    fn head(&self, request_id: &str, now_ms: i64) -> Vec<u8> {
+        const EMPTY: &str = "[]";
+        let empty: &RawValue = serde_json::from_str(EMPTY).expect("valid JSON");
+        let mut head = self.body_with(empty, request_id, now_ms);
+        // The groups are the step's last field and the step the envelope's: the body ends
+        // with them and the tail.
+        let cut = head.len() - EMPTY.len() - TAIL.len();
+        debug_assert!(head.ends_with(b"[]}}"));
+        head.truncate(cut);
+        head
     }
 
     fn body_with<G: Serialize>(&self, groups: G, request_id: &str, now_ms: i64) -> Vec<u8> {
@@ -160,11 +234,13 @@ impl RenderedStep {
         succeeded(data, request_id)
     }
 
-    /// Bytes held by rendered groups (the step is shared with the index); 0 for groups as read,
-    /// which are never kept.
+    /// Bytes held by rendered groups, and by their compressed form (counted as an eighth of
+    /// them before it exists: entries are weighed once); 0 for groups as read, never kept.
     pub fn weight(&self) -> usize {
         match &self.groups {
-            Groups::Json(json) => json.get().len() + std::mem::size_of::<RenderedStep>(),
+            Groups::Json { json, .. } => {
+                json.len() + json.len() / 8 + std::mem::size_of::<RenderedStep>()
+            }
             Groups::Read(..) => 0,
         }
     }

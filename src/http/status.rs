@@ -4,6 +4,7 @@
 //! the position it compares against, never an answer; it is answered 304 at once when this
 //! instance stops serving the step's partition or shuts down.
 
+use super::encoding::Coding;
 use super::error::ApiError;
 use super::i18n::Lang;
 use super::limits::{run_answer, Answer};
@@ -65,13 +66,19 @@ pub async fn get(
     let lang = Lang::of(&headers);
     let request_id = request_id(&headers);
     let conditions = Conditions::of(&headers);
-    let outcome = respond(&state, q, lang, &conditions, &request_id).await;
+    let asked = Coding::negotiate(&headers);
+    let outcome = respond(&state, q, lang, &conditions, &request_id, asked).await;
     let code = outcome.as_ref().err().map_or(0, ApiError::code);
     let mut resp = match outcome {
         Ok(Outcome::Fresh(answer)) => {
             let position = answer.position();
             let mut resp = json(StatusCode::OK, Vec::new(), &request_id);
-            *resp.body_mut() = answer.into_body(&request_id);
+            let (body, coding) = answer.into_body(&request_id, asked);
+            *resp.body_mut() = body;
+            if let Some(coding) = coding.content_encoding() {
+                resp.headers_mut()
+                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding));
+            }
             validators(&mut resp, position);
             resp
         }
@@ -107,7 +114,7 @@ fn validators(resp: &mut Response, position: Position) {
     );
     h.insert(
         header::VARY,
-        HeaderValue::from_static("Blueking-Language, Accept-Language"),
+        HeaderValue::from_static("Blueking-Language, Accept-Language, Accept-Encoding"),
     );
 }
 
@@ -136,6 +143,7 @@ async fn read(
     lang: Lang,
     seen: Option<Position>,
     request_id: &str,
+    coding: Coding,
 ) -> Result<Read, QueryError> {
     let unchanged = seen.and_then(|seen| {
         let at = state.reader.position_for(q)?;
@@ -143,7 +151,7 @@ async fn read(
     });
     match unchanged {
         Some(unchanged) => Ok(unchanged),
-        None => run_answer(state, q.clone(), lang, request_id)
+        None => run_answer(state, q.clone(), lang, request_id, coding)
             .await
             .map(Read::Answer),
     }
@@ -155,6 +163,7 @@ async fn respond(
     lang: Lang,
     conditions: &Conditions,
     request_id: &str,
+    coding: Coding,
 ) -> Result<Outcome, ApiError> {
     let deadline = conditions.wait.map(|w| tokio::time::Instant::now() + w);
     // Made before the first answer is read, so that no change in between is missed.
@@ -162,7 +171,7 @@ async fn respond(
     let mut dropped = state.cluster.as_ref().map(|c| c.dropped());
     let _held = waiter.as_ref().map(|_| state.telemetry.watching());
     loop {
-        let found = read(state, &q, lang, conditions.seen, request_id).await;
+        let found = read(state, &q, lang, conditions.seen, request_id, coding).await;
         let position = match &found {
             Ok(Read::Unchanged { at, .. }) => Some(*at),
             Ok(Read::Answer(a)) => Some(a.position()),
@@ -193,7 +202,7 @@ async fn respond(
                 (Some(at), Some(seen)) => Ok(Outcome::NotModified(not_older(at, seen))),
                 // A step still missing: answered as usual.
                 _ => {
-                    let last = read(state, &q, lang, conditions.seen, request_id).await;
+                    let last = read(state, &q, lang, conditions.seen, request_id, coding).await;
                     finish(state, last, conditions, request_id)
                 }
             };

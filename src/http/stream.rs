@@ -4,6 +4,7 @@
 //! A stream ends when this instance stops serving the step's partition (the client reconnects
 //! and lands on the new owner) and when the service stops.
 
+use super::encoding::Coding;
 use super::error::ApiError;
 use super::i18n::Lang;
 use super::limits::{run_answer, Answer};
@@ -42,7 +43,7 @@ pub async fn watch(
     };
     let waiter = state.reader.waiter(q.step_instance_id);
     let dropped = state.cluster.as_ref().map(|c| c.dropped());
-    let first = match run_answer(&state, q.clone(), lang, &request_id).await {
+    let first = match run_answer(&state, q.clone(), lang, &request_id, Coding::Identity).await {
         Ok(a) => a,
         Err(e) => return failed(to_api_error(&state, e, &request_id)),
     };
@@ -122,7 +123,14 @@ impl Events {
                     if let Some(at) = self.sent_at {
                         tokio::time::sleep_until(at + COALESCE).await;
                     }
-                    match run_answer(&self.state, self.q.clone(), self.lang, &self.request_id).await
+                    match run_answer(
+                        &self.state,
+                        self.q.clone(),
+                        self.lang,
+                        &self.request_id,
+                        Coding::Identity,
+                    )
+                    .await
                     {
                         Ok(a) => a,
                         Err(e) => {

@@ -45,14 +45,16 @@ impl Turn {
         if bytes.len() < STREAM_FROM {
             return Body::from(bytes);
         }
+        let bytes = Bytes::from(bytes);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(2);
         let aborted = Arc::new(AtomicBool::new(false));
         let writer_aborted = Arc::clone(&aborted);
         tokio::spawn(async move {
             let _turn = self.permit;
             let until = tokio::time::Instant::now() + self.write_within;
-            for chunk in bytes.chunks(CHUNK) {
-                match tokio::time::timeout_at(until, tx.send(Bytes::copy_from_slice(chunk))).await {
+            for start in (0..bytes.len()).step_by(CHUNK) {
+                let chunk = bytes.slice(start..(start + CHUNK).min(bytes.len()));
+                match tokio::time::timeout_at(until, tx.send(chunk)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return, // the client went away
                     Err(_) => {
