@@ -158,7 +158,8 @@ fn main() {
     );
 }
 
-/// Polls of the uncapped answer, each measured by Python's `requests`: ms per poll.
+/// Polls of the uncapped answer, each measured by Python's `requests` (and the repeated ones
+/// and the static body by a Rust client too, reqwest: what the server side costs): ms per poll.
 struct Uncapped {
     bytes: usize,
     first: f64,
@@ -167,6 +168,27 @@ struct Uncapped {
     gzip_bytes: usize,
     gzip: Vec<f64>,
     uncached: Vec<f64>,
+    rust_cached: Vec<f64>,
+    rust_statics: Vec<f64>,
+}
+
+/// Times `polls` GETs of `url` by reqwest over one keep-alive connection, each body read whole.
+fn rust_polls(
+    rt: &tokio::runtime::Runtime,
+    client: &reqwest::Client,
+    url: &str,
+    polls: usize,
+) -> Vec<f64> {
+    (0..polls)
+        .map(|_| {
+            let started = Instant::now();
+            let body = rt
+                .block_on(async { client.get(url).send().await?.bytes().await })
+                .unwrap();
+            assert!(body.starts_with(b"{"));
+            started.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect()
 }
 
 const UNCAPPED_POLLS: usize = 30;
@@ -185,7 +207,7 @@ fn python_polls(url: &str, polls: usize, headers: &str) -> (Vec<f64>, usize) {
          \x20   body = r.content\n\
          \x20   times.append((time.perf_counter() - t) * 1000)\n\
          \x20   assert r.status_code == 200 and body.startswith(b'{{'), r.status_code\n\
-         \x20   wire = int(r.headers['Content-Length'])\n\
+         \x20   wire = int(r.headers.get('Content-Length', len(body)))\n\
          print(json.dumps([times, wire]))\n"
     );
     let out = Command::new("python3")
@@ -217,8 +239,10 @@ fn uncapped_polls(rt: &tokio::runtime::Runtime, client: &reqwest::Client, data: 
     let body = rt
         .block_on(async { client.get(&api).send().await?.bytes().await })
         .unwrap();
-    let statics = static_server(rt, &[(0, body.to_vec())]);
-    let (statics, _) = python_polls(&format!("{statics}/static/0"), UNCAPPED_POLLS, identity);
+    let rust_cached = rust_polls(rt, client, &api, UNCAPPED_POLLS);
+    let statics = format!("{}/static/0", static_server(rt, &[(0, body.to_vec())]));
+    let rust_statics = rust_polls(rt, client, &statics, UNCAPPED_POLLS);
+    let (statics, _) = python_polls(&statics, UNCAPPED_POLLS, identity);
     drop(_service);
     let (_service, api) = serve(rt, client, data, &["--answer-cache-mb", "0"]);
     let (uncached, _) = python_polls(&api, UNCAPPED_POLLS / 3, identity);
@@ -230,6 +254,8 @@ fn uncapped_polls(rt: &tokio::runtime::Runtime, client: &reqwest::Client, data: 
         gzip_bytes,
         gzip,
         uncached,
+        rust_cached,
+        rust_statics,
     }
 }
 
@@ -261,6 +287,15 @@ impl Uncapped {
             median(self.gzip.clone()),
             self.gzip_bytes,
             self.bytes as f64 / self.gzip_bytes as f64
+        );
+        let (cached, statics) = (
+            median(self.rust_cached.clone()),
+            median(self.rust_statics.clone()),
+        );
+        println!(
+            "  the same by reqwest (Rust): repeated poll {cached:.1} ms, static body {statics:.1} ms \
+             ({:.2}×)",
+            cached / statics
         );
     }
 }

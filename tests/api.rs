@@ -542,6 +542,46 @@ async fn answers_are_gzipped_for_clients_that_ask_and_only_for_them() {
     assert_eq!((status, coding), (200, None));
 }
 
+/// A large answer (3 000 hosts, ~0.8 MB, over what one of the polls' shards of a 4-MiB cache
+/// takes) is kept when its step has finished, and not while it runs.
+#[tokio::test]
+async fn large_answers_of_finished_steps_are_kept_and_of_running_steps_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.http.answer_cache_mb = stepview::settings::Mebibytes(4);
+    let svc = TestService::start(config).await;
+    let hosts: Vec<(i64, i32, String)> = (1..=3000)
+        .map(|h| (h, 0, format!("10.1.{}.{}", h / 256, h % 256)))
+        .collect();
+    let hosts: Vec<(i64, i32, &str)> = hosts
+        .iter()
+        .map(|(h, b, ip)| (*h, *b, ip.as_str()))
+        .collect();
+    for (id, status) in [(960, 3), (961, 2)] {
+        svc.apply(&[step(id, 1, status, 0, 1), targets(id, 0, &hosts)]);
+    }
+    let hit = r#"stepview_http_answer_cache_total{outcome="hit"}"#;
+    for (id, kept) in [(960, true), (961, false)] {
+        let (_, first) = svc.get(&q(id, "")).await;
+        let listed = first["data"]["step_result_group_list"][0]["host_result_list"]
+            .as_array()
+            .unwrap()
+            .len();
+        assert_eq!(listed, 3000);
+        let hits = svc.metric(hit).await.unwrap_or(0.0);
+        let (_, again) = svc.get(&q(id, "")).await;
+        assert_eq!(
+            svc.metric(hit).await.unwrap_or(0.0),
+            hits + f64::from(u8::from(kept)),
+            "step {id}"
+        );
+        assert_eq!(
+            without_total_time(first["data"].clone()),
+            without_total_time(again["data"].clone())
+        );
+    }
+}
+
 #[tokio::test]
 async fn another_scope_or_job_answers_like_a_missing_step() {
     let (_dir, svc) = service().await;

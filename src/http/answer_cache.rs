@@ -9,7 +9,7 @@
 //! the same body the query would give (`RenderedStep` writes the per-request parts).
 
 use super::i18n::Lang;
-use super::render::RenderedStep;
+use super::render::{RenderedStep, HOST_JSON_BYTES};
 use crate::query::{is_finished, Reader, StepAnswer, StepQuery};
 use crate::telemetry::http::AnswerLookup;
 use crate::telemetry::Telemetry;
@@ -32,14 +32,23 @@ impl Equivalent<Key> for KeyRef<'_> {
 
 pub struct AnswerCache {
     /// `None`: the cache is off (`http.answer_cache_mb = 0`).
-    entries: Option<Cache<Key, Arc<RenderedStep>, ByBytes>>,
-    /// Larger answers of running steps are not kept (uncapped answers of big steps, which
-    /// change with every batch, would push out many polls).
-    most_bytes_per_entry: usize,
-    /// Answers of finished steps may take up to this much: they change no more (unless the
-    /// step is retried), and their uncapped answers are the ones polled whole.
-    most_bytes_per_finished: usize,
+    tiers: Option<Tiers>,
     telemetry: Arc<Telemetry>,
+}
+
+/// Half the budget for the answers polls ask for (capped ones, mostly), in shards that many
+/// threads reach at once; half for large answers of finished steps, in one shard (a shard keeps
+/// only what fits in it: a sharded cache never keeps an entry of more than its shard's share).
+struct Tiers {
+    polls: Cache<Key, Arc<RenderedStep>, ByBytes>,
+    /// Answers up to this many bytes go to `polls`; larger answers of running steps are not
+    /// kept (uncapped answers of big steps, which change with every batch, would push out
+    /// many polls).
+    most_bytes_per_poll: usize,
+    large: Cache<Key, Arc<RenderedStep>, ByBytes>,
+    /// Answers of finished steps up to this many bytes go to `large`: they change no more
+    /// (unless the step is retried), and their uncapped answers are the ones polled whole.
+    most_bytes_per_large: usize,
 }
 
 #[derive(Clone)]
@@ -53,27 +62,47 @@ impl Weighter<Key, Arc<RenderedStep>> for ByBytes {
 
 /// A guess of a typical entry's size, for the cache's initial table.
 const TYPICAL_ENTRY_BYTES: usize = 16 << 10;
-/// About what one host of an answer renders to (benches/http: 169 KB for 600 hosts): answers
-/// estimated larger than an entry may be are not rendered for keeping.
-const HOST_JSON_BYTES: usize = 300;
+/// Shards of the polls' tier.
+const POLL_SHARDS: usize = 8;
+/// The share of a shard one entry may take (the cache keeps a small part of each shard for
+/// entries just added).
+const ENTRY_SHARE: f64 = 0.9;
+
+fn cache(
+    bytes: usize,
+    shards: usize,
+    typical_entry: usize,
+) -> Cache<Key, Arc<RenderedStep>, ByBytes> {
+    let options = quick_cache::OptionsBuilder::new()
+        .estimated_items_capacity(bytes / typical_entry + 16)
+        .weight_capacity(bytes as u64)
+        .shards(shards)
+        .build()
+        .expect("every option set");
+    Cache::with_options(options, ByBytes, Default::default(), Default::default())
+}
 
 impl AnswerCache {
     /// A cache of at most `bytes` of answers (0: off), reporting its outcomes to `telemetry`.
     pub fn new(bytes: usize, telemetry: Arc<Telemetry>) -> AnswerCache {
-        let entries = (bytes > 0)
-            .then(|| Cache::with_weighter(bytes / TYPICAL_ENTRY_BYTES + 16, bytes as u64, ByBytes));
-        AnswerCache {
-            entries,
-            most_bytes_per_entry: bytes / 16,
-            most_bytes_per_finished: bytes / 2,
-            telemetry,
-        }
+        let tiers = (bytes > 0).then(|| {
+            let half = bytes / 2;
+            Tiers {
+                polls: cache(half, POLL_SHARDS, TYPICAL_ENTRY_BYTES),
+                most_bytes_per_poll: (half as f64 / POLL_SHARDS as f64 * ENTRY_SHARE) as usize,
+                large: cache(half, 1, half),
+                most_bytes_per_large: (half as f64 * ENTRY_SHARE) as usize,
+            }
+        });
+        AnswerCache { tiers, telemetry }
     }
 
     /// The kept answer to `q` in `lang` if its step has not changed since (memory only: the
     /// step's position in the index).
     pub fn get(&self, reader: &Reader, q: &StepQuery, lang: Lang) -> Option<Arc<RenderedStep>> {
-        let kept = self.entries.as_ref()?.get(&KeyRef(q, lang))?;
+        let tiers = self.tiers.as_ref()?;
+        let key = KeyRef(q, lang);
+        let kept = tiers.polls.get(&key).or_else(|| tiers.large.get(&key))?;
         let unchanged = reader.position_of(q.step_instance_id) == Some(kept.position);
         unchanged.then(|| {
             AnswerLookup::Hit.emit(&self.telemetry);
@@ -83,27 +112,33 @@ impl AnswerCache {
 
     /// A fresh answer to `q` in `lang`, rendered and kept unless it is too large to keep.
     pub fn render(&self, q: StepQuery, lang: Lang, answer: StepAnswer) -> Arc<RenderedStep> {
-        let Some(entries) = &self.entries else {
+        let Some(tiers) = &self.tiers else {
             return Arc::new(RenderedStep::of(answer, lang, false));
         };
         AnswerLookup::Miss.emit(&self.telemetry);
         let hosts: usize = answer.groups.iter().map(|g| g.hosts.len()).sum();
-        let most_bytes = if is_finished(answer.step.status) {
-            self.most_bytes_per_finished
-        } else {
-            self.most_bytes_per_entry
-        };
-        let keep = hosts * HOST_JSON_BYTES <= most_bytes;
+        let estimate = hosts * HOST_JSON_BYTES;
+        let finished = is_finished(answer.step.status);
+        let keep = estimate <= tiers.most_bytes_per_poll
+            || (finished && estimate <= tiers.most_bytes_per_large);
         let rendered = Arc::new(RenderedStep::of(answer, lang, keep));
+        let weight = rendered.weight();
+        let tier = if weight <= tiers.most_bytes_per_poll {
+            &tiers.polls
+        } else if finished && weight <= tiers.most_bytes_per_large {
+            &tiers.large
+        } else {
+            return rendered;
+        };
         let key = (q, lang);
         // The first answer kept at a position stays: while apply places a batch, before it
         // moves the step's position, answers read at the same position may differ, and one
         // computed earlier but finished later must not replace a newer one.
-        let first = entries
+        let first = tier
             .get(&key)
             .is_none_or(|kept| kept.position != rendered.position);
-        if keep && first && rendered.weight() <= most_bytes {
-            entries.insert(key, Arc::clone(&rendered));
+        if keep && first {
+            tier.insert(key, Arc::clone(&rendered));
         }
         rendered
     }

@@ -23,9 +23,10 @@ pub struct HttpSettings {
     /// (code 1240002) and stopped, ms.
     #[arg(long, env = "STEPVIEW_QUERY_TIMEOUT_MS", default_value = "10000", value_parser = at_least_a_ms)]
     pub query_timeout_ms: Millis,
-    /// Memory for rendered answers kept until their step changes (one of a finished step may
-    /// take half of it, one of a running step a sixteenth), MiB; 0: none.
-    #[arg(long, env = "STEPVIEW_ANSWER_CACHE_MB", default_value = "64")]
+    /// Memory for rendered answers kept until their step changes, MiB; 0: none. Half for the
+    /// answers polls ask for (each at most a sixteenth of the whole), half for large answers of
+    /// finished steps (each at most nearly half: 100 000 hosts uncapped take 31 MB).
+    #[arg(long, env = "STEPVIEW_ANSWER_CACHE_MB", default_value = "128")]
     pub answer_cache_mb: Mebibytes,
     /// Hex SHA-256 of the bearer token /metrics requires (`stepview hash-secret TOKEN`); unset:
     /// /metrics is open.
