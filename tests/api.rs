@@ -422,8 +422,8 @@ async fn a_repeated_poll_comes_from_the_answer_cache_until_the_step_changes() {
 }
 
 /// A GET of the status route with `accept_encoding` (if any) and a fixed request id: the
-/// response's status, `Content-Encoding`, `Vary` and body, gunzipped when it says gzip (its
-/// `Content-Length` checked against the bytes on the wire).
+/// response's status, `Content-Encoding`, `Vary` and body, decoded when it says gzip or zstd
+/// (its `Content-Length` checked against the bytes on the wire).
 async fn get_coded(
     svc: &TestService,
     query: &str,
@@ -471,13 +471,23 @@ async fn get_coded(
             );
             out
         }
+        Some("zstd") => {
+            let out = zstd::stream::decode_all(&wire[..]).expect("a valid zstd stream");
+            assert!(
+                wire.len() * 4 < out.len(),
+                "{} -> {}",
+                out.len(),
+                wire.len()
+            );
+            out
+        }
         _ => wire,
     };
     (status, coding, vary, body)
 }
 
 #[tokio::test]
-async fn answers_are_gzipped_for_clients_that_ask_and_only_for_them() {
+async fn answers_are_compressed_for_clients_that_ask_and_only_for_them() {
     let (_dir, svc) = service().await;
     let hosts: Vec<(i64, i32, String)> = (1..=3000)
         .map(|h| (h, 0, format!("10.0.{}.{}", h / 256, h % 256)))
@@ -509,10 +519,16 @@ async fn answers_are_gzipped_for_clients_that_ask_and_only_for_them() {
             .map(|g| g["host_result_list"].as_array().unwrap().len())
             .sum();
         assert_eq!(listed, 3000);
-        for asked in ["gzip", "br;q=1, gzip;q=0.5", "*"] {
+        for (asked, coded) in [
+            ("gzip", "gzip"),
+            ("br;q=1, gzip;q=0.5", "gzip"),
+            ("*", "gzip"),
+            ("gzip, deflate, br, zstd", "zstd"),
+            ("zstd;q=0.9, gzip;q=1", "gzip"),
+        ] {
             let hits = svc.metric(hit).await.unwrap_or(0.0);
             let (status, coding, vary, body) = get_coded(&svc, &query, Some(asked)).await;
-            assert_eq!((status, coding.as_deref()), (200, Some("gzip")), "{asked}");
+            assert_eq!((status, coding.as_deref()), (200, Some(coded)), "{asked}");
             assert!(vary.contains("Accept-Encoding"), "{vary}");
             let body: Value = serde_json::from_slice(&body).unwrap();
             if id == 950 {
@@ -527,7 +543,7 @@ async fn answers_are_gzipped_for_clients_that_ask_and_only_for_them() {
                 assert_eq!(body["job_request_id"], "the-same-request");
             }
         }
-        for refused in ["gzip;q=0", "identity", "zstd", "gzip;q=0, *"] {
+        for refused in ["gzip;q=0", "identity", "br", "gzip;q=0, *", "zstd;q=0"] {
             let (status, coding, _, body) = get_coded(&svc, &query, Some(refused)).await;
             assert_eq!((status, coding), (200, None), "{refused}");
             let body: Value = serde_json::from_slice(&body).unwrap();

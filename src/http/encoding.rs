@@ -3,20 +3,23 @@
 //! A status answer kept in the answer cache is written as three parts: a small head made per
 //! request (the envelope with its request id, the step), the groups rendered once, and the
 //! closing braces. The groups are shared, never copied into a body ([`Parts`] is an exact-length
-//! body of shared bytes). With gzip the groups are also compressed once, as a deflate segment
-//! that ends on a byte boundary and is not final: a gzip body is then the per-request head
-//! compressed, the kept segment, the tail compressed as the final block, and a CRC combined
-//! from the parts' CRCs. One standard gzip member; nothing is compressed twice.
+//! body of shared bytes). They are also compressed once per coding, the first time a client
+//! asks for it ([`Kept`]). For gzip, as a deflate segment that ends on a byte boundary and is
+//! not final: a gzip body is then the per-request head compressed, the kept segment, the tail
+//! compressed as the final block, and a CRC combined from the parts' CRCs (one standard gzip
+//! member). For zstd, as a frame: a zstd body is three frames, which a zstd stream may be
+//! (RFC 8878). Nothing is compressed twice.
 //!
-//! Owns: negotiation (gzip when the client asked for it with a non-zero weight, else nothing:
-//! never compressed for a client that did not ask) and the gzip framing. Must not: decide what
-//! an answer says.
+//! Owns: negotiation (zstd or gzip when the client asked for it with a non-zero weight, else
+//! nothing: never compressed for a client that did not ask) and the framing. Must not: decide
+//! what an answer says.
 
 use axum::body::{Body, Bytes};
 use axum::http::HeaderMap;
 use flate2::{Compress, Compression, FlushCompress, Status};
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 
 /// How a body is coded on the wire.
@@ -24,20 +27,30 @@ use std::task::{Context, Poll};
 pub enum Coding {
     Identity,
     Gzip,
+    Zstd,
 }
 
-/// Bodies smaller than this are sent as they are: a gzip frame costs more than it saves.
+/// Bodies smaller than this are sent as they are: a compressed frame costs more than it saves.
 const COMPRESS_FROM: usize = 1024;
 
-/// Level 1: an uncapped answer compresses ~10× at it, several times faster than the default.
+/// gzip level 1: an uncapped answer compresses ~7× at it, several times faster than the default.
 fn level() -> Compression {
     Compression::fast()
 }
 
+/// zstd level 1, for the same reason.
+const ZSTD_LEVEL: i32 = 1;
+
+fn zstd_frame(input: &[u8]) -> Vec<u8> {
+    zstd::bulk::compress(input, ZSTD_LEVEL).expect("compressing memory cannot fail")
+}
+
 impl Coding {
-    /// What the client's `Accept-Encoding` allows: gzip (or `*`) with a non-zero weight.
+    /// What the client's `Accept-Encoding` allows: zstd when named with a weight at least
+    /// gzip's, else gzip (or `*`), with a non-zero weight; else nothing.
     pub fn negotiate(headers: &HeaderMap) -> Coding {
         let mut gzip = None;
+        let mut zstd = None;
         let mut any = None;
         for value in headers.get_all("accept-encoding") {
             let Ok(value) = value.to_str() else { continue };
@@ -50,13 +63,17 @@ impl Coding {
                     .unwrap_or(1.0);
                 if name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip") {
                     gzip = Some(weight);
+                } else if name.eq_ignore_ascii_case("zstd") {
+                    zstd = Some(weight);
                 } else if name == "*" {
                     any = Some(weight);
                 }
             }
         }
-        match gzip.or(any) {
-            Some(weight) if weight > 0.0 => Coding::Gzip,
+        let gzip = gzip.or(any).unwrap_or(0.0);
+        match zstd.unwrap_or(0.0) {
+            z if z > 0.0 && z >= gzip => Coding::Zstd,
+            _ if gzip > 0.0 => Coding::Gzip,
             _ => Coding::Identity,
         }
     }
@@ -66,6 +83,68 @@ impl Coding {
         match self {
             Coding::Identity => None,
             Coding::Gzip => Some("gzip"),
+            Coding::Zstd => Some("zstd"),
+        }
+    }
+}
+
+/// The compressed forms of kept bytes (an answer's groups), each made once, the first time a
+/// client asks for that coding.
+#[derive(Default)]
+pub struct Kept {
+    gzip: OnceLock<Deflated>,
+    zstd: OnceLock<Bytes>,
+}
+
+impl Kept {
+    /// Whether a body coded as `coding` is made without compressing `middle` now.
+    pub fn ready(&self, coding: Coding) -> bool {
+        match coding {
+            Coding::Identity => true,
+            Coding::Gzip => self.gzip.get().is_some(),
+            Coding::Zstd => self.zstd.get().is_some(),
+        }
+    }
+
+    fn gzip(&self, middle: &[u8]) -> &Deflated {
+        self.gzip.get_or_init(|| Deflated::of(middle))
+    }
+
+    fn zstd(&self, middle: &[u8]) -> &Bytes {
+        self.zstd.get_or_init(|| zstd_frame(middle).into())
+    }
+
+    /// Compresses `middle` for `coding` unless done already.
+    pub fn prepare(&self, coding: Coding, middle: &[u8]) {
+        match coding {
+            Coding::Identity => {}
+            Coding::Gzip => drop(self.gzip(middle)),
+            Coding::Zstd => drop(self.zstd(middle)),
+        }
+    }
+
+    /// `head`, then `middle` (whose compressed forms these are), then `tail`, coded as `coding`.
+    pub fn body(
+        &self,
+        head: Vec<u8>,
+        middle: &Bytes,
+        tail: &'static [u8],
+        coding: Coding,
+    ) -> Parts {
+        match coding {
+            Coding::Identity => {
+                let mut parts = Parts::from(Bytes::from(head));
+                parts.push(middle.clone());
+                parts.push(Bytes::from_static(tail));
+                parts
+            }
+            Coding::Gzip => gzip(&head, Some(self.gzip(middle)), tail),
+            Coding::Zstd => {
+                let mut parts = Parts::from(Bytes::from(zstd_frame(&head)));
+                parts.push(self.zstd(middle).clone());
+                parts.push(zstd_frame(tail).into());
+                parts
+            }
         }
     }
 }
@@ -73,7 +152,7 @@ impl Coding {
 /// Bytes compressed as raw deflate blocks that end on a byte boundary with no final block (a
 /// sync flush), so that more deflate data may follow them; with the CRC-32 and length of what
 /// they hold.
-pub struct Deflated {
+struct Deflated {
     bytes: Bytes,
     crc: crc32fast::Hasher,
     /// Bytes before compression.
@@ -81,7 +160,7 @@ pub struct Deflated {
 }
 
 impl Deflated {
-    pub fn of(input: &[u8]) -> Deflated {
+    fn of(input: &[u8]) -> Deflated {
         Deflated {
             bytes: deflate(input, FlushCompress::Sync).into(),
             crc: crc_of(input),
@@ -119,7 +198,7 @@ fn deflate(input: &[u8], flush: FlushCompress) -> Vec<u8> {
 }
 
 /// A gzip member (RFC 1952) holding `head`, then what `middle` holds, then `tail`.
-pub fn gzip(head: &[u8], middle: Option<&Deflated>, tail: &[u8]) -> Parts {
+fn gzip(head: &[u8], middle: Option<&Deflated>, tail: &[u8]) -> Parts {
     const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
     let mut crc = crc_of(head);
     let mut parts = Parts::default();
@@ -141,10 +220,10 @@ pub fn gzip(head: &[u8], middle: Option<&Deflated>, tail: &[u8]) -> Parts {
 /// `body` coded as `coding` asks (small bodies stay as they are); the coding used.
 pub fn encode(body: Vec<u8>, coding: Coding) -> (Vec<u8>, Coding) {
     match coding {
-        Coding::Gzip if body.len() >= COMPRESS_FROM => {
-            (gzip(&[], None, &body).concat(), Coding::Gzip)
-        }
-        _ => (body, Coding::Identity),
+        _ if body.len() < COMPRESS_FROM => (body, Coding::Identity),
+        Coding::Identity => (body, Coding::Identity),
+        Coding::Gzip => (gzip(&[], None, &body).concat(), Coding::Gzip),
+        Coding::Zstd => (zstd_frame(&body), Coding::Zstd),
     }
 }
 
@@ -224,7 +303,7 @@ mod tests {
     }
 
     #[test]
-    fn a_gzip_of_parts_is_one_member_holding_them_in_order() {
+    fn a_coded_body_of_parts_decodes_to_them_in_order() {
         let middle: Vec<u8> = (0..200_000u32)
             .flat_map(|i| format!("{{\"bk_host_id\":{i},\"status\":9}},").into_bytes())
             .collect();
@@ -241,10 +320,21 @@ mod tests {
             [&b"other"[..], &middle].concat()
         );
         assert_eq!(gunzip(gzip(b"", None, b"only").concat()), b"only");
+
+        // zstd: three frames, one stream.
+        let kept = Kept::default();
+        let middle = Bytes::from(middle);
+        let body = kept.body(b"{\"head\":[".to_vec(), &middle, b"]}", Coding::Zstd);
+        assert!(kept.ready(Coding::Zstd) && !kept.ready(Coding::Gzip));
+        let body = body.concat();
+        assert!(body.len() * 5 < want.len(), "it compresses");
+        assert_eq!(zstd::stream::decode_all(&body[..]).unwrap(), want);
+        let body = kept.body(b"{\"head\":[".to_vec(), &middle, b"]}", Coding::Gzip);
+        assert_eq!(gunzip(body.concat()), want);
     }
 
     #[test]
-    fn gzip_only_when_asked_with_a_weight() {
+    fn a_coding_only_when_asked_with_a_weight() {
         let asked = |value: &str| {
             let mut h = HeaderMap::new();
             h.insert("accept-encoding", value.parse().unwrap());
@@ -256,6 +346,10 @@ mod tests {
         assert_eq!(asked("*"), Coding::Gzip);
         assert_eq!(asked("gzip;q=0, *"), Coding::Identity);
         assert_eq!(asked("identity"), Coding::Identity);
-        assert_eq!(asked("zstd, br"), Coding::Identity);
+        assert_eq!(asked("zstd, br"), Coding::Zstd);
+        assert_eq!(asked("gzip, deflate, zstd"), Coding::Zstd);
+        assert_eq!(asked("gzip, zstd;q=0.5"), Coding::Gzip);
+        assert_eq!(asked("zstd;q=0"), Coding::Identity);
+        assert_eq!(asked("br"), Coding::Identity);
     }
 }

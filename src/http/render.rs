@@ -1,7 +1,7 @@
 //! The JSON bodies of api.md, "Response" (the envelope, the step, its groups and hosts), and of
 //! the sibling APIs (siblings.md).
 
-use super::encoding::{self, Coding, Deflated, Parts};
+use super::encoding::{self, Coding, Kept, Parts};
 use super::error::ApiError;
 use super::i18n::{host_status_desc, Lang};
 use crate::events::JobEvent;
@@ -13,7 +13,7 @@ use crate::query::{
 use axum::body::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 #[derive(Serialize)]
 struct Envelope<'a, T> {
@@ -102,10 +102,7 @@ pub struct RenderedStep {
 /// first client that asks for gzip); or as read, for an answer sent once (rendering a 24-MB
 /// answer to JSON and then into its body took a tenth of its time).
 enum Groups {
-    Json {
-        json: Bytes,
-        gzip: OnceLock<Deflated>,
-    },
+    Json { json: Bytes, coded: Kept },
     Read(Vec<GroupAnswer>, Lang),
 }
 
@@ -144,7 +141,7 @@ impl RenderedStep {
                 .expect("groups always serialize");
             Groups::Json {
                 json: json.into(),
-                gzip: OnceLock::new(),
+                coded: Kept::default(),
             }
         } else {
             Groups::Read(answer.groups, lang)
@@ -180,40 +177,29 @@ impl RenderedStep {
 
     /// Whether a body coded as `coding` is made without compressing the groups now.
     pub fn prepared(&self, coding: Coding) -> bool {
-        match (coding, &self.groups) {
-            (Coding::Gzip, Groups::Json { gzip, .. }) => gzip.get().is_some(),
-            _ => true,
+        match &self.groups {
+            Groups::Json { coded, .. } => coded.ready(coding),
+            Groups::Read(..) => true,
         }
     }
 
-    /// Compresses the rendered groups for gzip bodies unless done already (a kept answer: on
-    /// the blocking pool before its first gzip body, which then costs only its head).
+    /// Compresses the rendered groups for `coding` unless done already (a kept answer: on the
+    /// blocking pool before its first body so coded, which then costs only its head and tail).
     pub fn prepare(&self, coding: Coding) {
-        if let (Coding::Gzip, Groups::Json { json, gzip }) = (coding, &self.groups) {
-            gzip.get_or_init(|| Deflated::of(json));
+        if let Groups::Json { json, coded } = &self.groups {
+            coded.prepare(coding, json);
         }
     }
 
     /// The response body at `now_ms` coded as `coding` asks; the coding used. Rendered groups
     /// are shared with the body, not copied.
     pub fn parts(&self, request_id: &str, now_ms: i64, coding: Coding) -> (Parts, Coding) {
-        let Groups::Json { json, gzip } = &self.groups else {
+        let Groups::Json { json, coded } = &self.groups else {
             let (body, coding) = encoding::encode(self.body(request_id, now_ms), coding);
             return (Parts::from(Bytes::from(body)), coding);
         };
         let head = self.head(request_id, now_ms);
-        match coding {
-            Coding::Gzip => {
-                let kept = gzip.get_or_init(|| Deflated::of(json));
-                (encoding::gzip(&head, Some(kept), TAIL), Coding::Gzip)
-            }
-            Coding::Identity => {
-                let mut parts = Parts::from(Bytes::from(head));
-                parts.push(json.clone());
-                parts.push(Bytes::from_static(TAIL));
-                (parts, Coding::Identity)
-            }
-        }
+        (coded.body(head, json, TAIL, coding), coding)
     }
 
     /// The body up to its groups: the envelope and the step, up to `"step_result_group_list":`.
@@ -252,12 +238,13 @@ impl RenderedStep {
         succeeded_sized(data, request_id, size)
     }
 
-    /// Bytes held by rendered groups, and by their compressed form (counted as an eighth of
-    /// them before it exists: entries are weighed once); 0 for groups as read, never kept.
+    /// Bytes held by rendered groups, and by their compressed forms (gzip and zstd, each
+    /// counted as an eighth of them before it exists: entries are weighed once); 0 for groups
+    /// as read, never kept.
     pub fn weight(&self) -> usize {
         match &self.groups {
             Groups::Json { json, .. } => {
-                json.len() + json.len() / 8 + std::mem::size_of::<RenderedStep>()
+                json.len() + json.len() / 4 + std::mem::size_of::<RenderedStep>()
             }
             Groups::Read(..) => 0,
         }
