@@ -421,6 +421,15 @@ async fn a_repeated_poll_comes_from_the_answer_cache_until_the_step_changes() {
     );
 }
 
+/// Targets of retry 0 of `step`: hosts 1..=`hosts` in batch 0, each with its own IP.
+fn many_targets(step: i64, hosts: i64) -> Event {
+    let ips: Vec<(i64, i32, String)> = (1..=hosts)
+        .map(|h| (h, 0, format!("10.0.{}.{}", h / 256, h % 256)))
+        .collect();
+    let hosts: Vec<(i64, i32, &str)> = ips.iter().map(|(h, b, ip)| (*h, *b, ip.as_str())).collect();
+    targets(step, 0, &hosts)
+}
+
 /// A GET of the status route with `accept_encoding` (if any) and a fixed request id: the
 /// response's status, `Content-Encoding`, `Vary` and body, decoded when it says gzip or zstd
 /// (its `Content-Length` checked against the bytes on the wire).
@@ -463,42 +472,26 @@ async fn get_coded(
             flate2::read::GzDecoder::new(&wire[..])
                 .read_to_end(&mut out)
                 .expect("a valid gzip body");
-            assert!(
-                wire.len() * 4 < out.len(),
-                "{} -> {}",
-                out.len(),
-                wire.len()
-            );
             out
         }
-        Some("zstd") => {
-            let out = zstd::stream::decode_all(&wire[..]).expect("a valid zstd stream");
-            assert!(
-                wire.len() * 4 < out.len(),
-                "{} -> {}",
-                out.len(),
-                wire.len()
-            );
-            out
-        }
-        _ => wire,
+        Some("zstd") => zstd::stream::decode_all(&wire[..]).expect("a valid zstd stream"),
+        _ => return (status, coding, vary, wire),
     };
+    assert!(
+        wire.len() * 4 < body.len(),
+        "{} -> {}",
+        body.len(),
+        wire.len()
+    );
     (status, coding, vary, body)
 }
 
 #[tokio::test]
 async fn answers_are_compressed_for_clients_that_ask_and_only_for_them() {
     let (_dir, svc) = service().await;
-    let hosts: Vec<(i64, i32, String)> = (1..=3000)
-        .map(|h| (h, 0, format!("10.0.{}.{}", h / 256, h % 256)))
-        .collect();
-    let hosts: Vec<(i64, i32, &str)> = hosts
-        .iter()
-        .map(|(h, b, ip)| (*h, *b, ip.as_str()))
-        .collect();
     // 950 finished (its uncapped answer is kept), 951 running (rendered for each request).
     for (id, status) in [(950, 3), (951, 2)] {
-        svc.apply(&[step(id, 1, status, 0, 1), targets(id, 0, &hosts)]);
+        svc.apply(&[step(id, 1, status, 0, 1), many_targets(id, 3000)]);
         let results: Vec<Event> = (1..=3000)
             .filter(|h| id == 950 || h % 2 == 0)
             .map(|h| hr(result(id, 0, 0, h, if h % 7 == 0 { 4 } else { 9 }, "", 2)))
@@ -566,15 +559,8 @@ async fn large_answers_of_finished_steps_are_kept_and_of_running_steps_not() {
     let mut config = test_config(dir.path());
     config.http.answer_cache_mb = stepview::settings::Mebibytes(4);
     let svc = TestService::start(config).await;
-    let hosts: Vec<(i64, i32, String)> = (1..=3000)
-        .map(|h| (h, 0, format!("10.1.{}.{}", h / 256, h % 256)))
-        .collect();
-    let hosts: Vec<(i64, i32, &str)> = hosts
-        .iter()
-        .map(|(h, b, ip)| (*h, *b, ip.as_str()))
-        .collect();
     for (id, status) in [(960, 3), (961, 2)] {
-        svc.apply(&[step(id, 1, status, 0, 1), targets(id, 0, &hosts)]);
+        svc.apply(&[step(id, 1, status, 0, 1), many_targets(id, 3000)]);
     }
     let hit = r#"stepview_http_answer_cache_total{outcome="hit"}"#;
     for (id, kept) in [(960, true), (961, false)] {
