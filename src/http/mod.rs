@@ -3,7 +3,8 @@
 //! `/openapi.json`, `/metrics`, `/healthz`, `/readyz`, and the operator's `/admin/checkpoint`.
 //!
 //! Owns: routing, authentication, parameters, language, request ids, the JSON envelope, rendered
-//! answers kept until their step changes (`answer_cache`), mapping every failure to api.md's
+//! answers kept until their step changes (`answer_cache`), bodies written from shared parts and
+//! compressed as the client asks (`encoding`), mapping every failure to api.md's
 //! codes (a panic too: never a bare 500), and how requests run: every read of the views on the
 //! blocking pool (the event loop only parses and writes), expensive queries a few at a time, each
 //! with a deadline, abandoned when the client goes away (`limits`).
