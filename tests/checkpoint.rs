@@ -119,15 +119,9 @@ async fn every_answer(client: &reqwest::Client, base: &str, events: &[Event]) ->
 
 /// The sum of `stepview_events_total` over its kinds and outcomes.
 async fn events_counted(client: &reqwest::Client, base: &str) -> f64 {
-    let text = client
-        .get(format!("{base}/metrics"))
-        .send()
+    scrape_at(client, base)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .filter(|l| l.starts_with("stepview_events_total{"))
         .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
         .sum()

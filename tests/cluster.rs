@@ -86,15 +86,6 @@ async fn round(
     (right, wrong)
 }
 
-/// A series' value on a shard (0 when it is not there, or the shard not listening yet).
-async fn metric_of(client: &reqwest::Client, base: &str, series: &str) -> f64 {
-    let text = match client.get(format!("{base}/metrics")).send().await {
-        Ok(resp) => resp.text().await.unwrap_or_default(),
-        Err(_) => String::new(),
-    };
-    metric_value(&text, series).unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_divide_the_partitions_and_answer_every_step_through_joins_leaves_and_kills() {
     let topic = new_topic("shards", PARTITIONS).await;
@@ -137,14 +128,14 @@ async fn shards_divide_the_partitions_and_answer_every_step_through_joins_leaves
     }
     let mut forwarded = 0.0;
     for s in &all {
-        forwarded += metric_of(
+        forwarded += metric_at(
             &client,
             &s.base,
             r#"stepview_http_forwarded_total{outcome="ok"}"#,
         )
         .await;
         assert_eq!(
-            metric_of(&client, &s.base, "stepview_cluster_members").await,
+            metric_at(&client, &s.base, "stepview_cluster_members").await,
             2.0
         );
     }
@@ -175,8 +166,8 @@ async fn shards_divide_the_partitions_and_answer_every_step_through_joins_leaves
     loop {
         let (_, wrong) = round(&client, &all, &qs, &want, false).await;
         assert!(wrong.is_empty(), "while a member joined: {wrong:#?}");
-        let served = metric_of(&client, &fourth.base, "stepview_ready").await;
-        let members = metric_of(&client, &all[0].base, "stepview_cluster_members").await;
+        let served = metric_at(&client, &fourth.base, "stepview_ready").await;
+        let members = metric_at(&client, &all[0].base, "stepview_cluster_members").await;
         let (right, _) = round(&client, &[&fourth], &qs, &want, true).await;
         if served == 1.0 && members == 3.0 && right == qs.len() {
             break;
@@ -189,7 +180,7 @@ async fn shards_divide_the_partitions_and_answer_every_step_through_joins_leaves
     loop {
         let (_, wrong) = round(&client, &all, &qs, &want, false).await;
         assert!(wrong.is_empty(), "while a member left: {wrong:#?}");
-        if metric_of(&client, &all[0].base, "stepview_cluster_members").await == 2.0 {
+        if metric_at(&client, &all[0].base, "stepview_cluster_members").await == 2.0 {
             break;
         }
         assert!(Instant::now() < deadline, "the fourth never left");

@@ -144,14 +144,7 @@ async fn a_full_disk_pauses_ingest_and_it_resumes_by_itself_once_there_is_room()
         said.contains("No space left on device"),
         "RocksDB's words: {said}"
     );
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape_at(&client, &base).await;
     assert!(
         metric_value(
             &metrics,

@@ -496,16 +496,7 @@ fn keys_rotate_on_sighup_and_a_broken_file_keeps_the_old_ones() {
     std::fs::write(&rotating, "garbage").unwrap();
     hangup(&child);
     assert_eq!(ask(&new_private), 200, "a broken file kept the old keys");
-    let metrics = rt.block_on(async {
-        client
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    });
+    let metrics = rt.block_on(scrape_at(&client, &base));
     assert_eq!(
         metric_value(
             &metrics,

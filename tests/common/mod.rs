@@ -312,11 +312,9 @@ pub async fn new_topic(prefix: &str, partitions: i32) -> String {
 /// How many partitions the instance at `base` reads (its per-partition lag series; 0 while it
 /// does not listen).
 pub async fn partitions_read(client: &reqwest::Client, base: &str) -> usize {
-    let text = match client.get(format!("{base}/metrics")).send().await {
-        Ok(resp) => resp.text().await.unwrap_or_default(),
-        Err(_) => String::new(),
-    };
-    text.lines()
+    scrape_at(client, base)
+        .await
+        .lines()
         .filter(|l| l.starts_with("stepview_consumer_lag_messages{"))
         .count()
 }
@@ -333,6 +331,19 @@ pub async fn produce(topic: &str, events: &[Event], rate: u64) {
     })
     .await
     .unwrap();
+}
+
+/// The `/metrics` exposition of the instance at `base` (empty while it does not answer).
+pub async fn scrape_at(client: &reqwest::Client, base: &str) -> String {
+    match client.get(format!("{base}/metrics")).send().await {
+        Ok(resp) => resp.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// A series' value at `base` (0 when it is not exposed, or the instance not listening yet).
+pub async fn metric_at(client: &reqwest::Client, base: &str, series: &str) -> f64 {
+    metric_value(&scrape_at(client, base).await, series).unwrap_or(0.0)
 }
 
 /// The value of one series in a Prometheus exposition, if it is there.
