@@ -86,6 +86,7 @@ fn step_events(step: i64) -> Vec<Event> {
             end_time: Some(3),
             total_time: Some(1),
             version: 1,
+            log_execute_count: None,
         }));
     }
     events

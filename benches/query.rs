@@ -106,6 +106,7 @@ fn workload() -> Vec<Event> {
             end_time: Some(20),
             total_time: Some(10),
             version: 1,
+            log_execute_count: None,
         }));
     }
     events

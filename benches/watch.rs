@@ -176,6 +176,7 @@ fn changes(steps: std::ops::RangeInclusive<i64>, round: i64) -> Vec<Event> {
                 end_time: Some(3),
                 total_time: Some(1),
                 version: 10 + round,
+                log_execute_count: None,
             })
         })
         .collect()

@@ -216,6 +216,10 @@ pub struct HostResult {
     #[serde(default)]
     pub total_time: Option<i64>,
     pub version: i64,
+    /// The retry whose script output this row shows (bk-job's `actual_execute_count` for hosts a
+    /// "retry failed" copied into a later retry); absent: the row's own `execute_count`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_execute_count: Option<i32>,
 }
 
 /// `host_log`: a chunk of a host's script output, keyed by byte `offset`.
@@ -600,7 +604,12 @@ fn validate(event: &Event) -> Result<(), BadEvent> {
             check_non_negative(e.execute_count.into(), "execute_count")?;
             check_non_negative(e.batch.into(), "batch")?;
             check_id(e.bk_host_id, "bk_host_id")?;
-            check_non_negative(e.version, "version")
+            check_non_negative(e.version, "version")?;
+            check(
+                e.log_execute_count.is_none_or(|c| c >= 0),
+                "log_execute_count",
+                ">= 0",
+            )
         }
         Event::HostLog(e) => {
             check_id(e.step_instance_id, "step_instance_id")?;

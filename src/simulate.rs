@@ -265,6 +265,7 @@ fn step_events(w: &Workload, rng: &mut StdRng, job: i64, step_no: usize, start: 
                     end_time: end,
                     total_time: end.map(|e| e - began),
                     version,
+                    log_execute_count: None,
                 })
             };
             let running = result(7, 1, None, None, None);
@@ -444,6 +445,7 @@ pub fn probe(job: i64, step: i64, version: i64) -> Event {
         end_time: None,
         total_time: None,
         version,
+        log_execute_count: None,
     })
 }
 

@@ -81,6 +81,7 @@ fn host_result(job: i64, step: i64, host: i64, status: i32, version: i64) -> Eve
         end_time: (status == 9).then_some(1_700_000_003_000),
         total_time: (status == 9).then_some(1_000),
         version,
+        log_execute_count: None,
     })
 }
 

@@ -73,6 +73,19 @@ fn schemas_and_decoder_agree() {
             }),
         ),
         (
+            "host_result copied by a retry, showing an earlier retry's output",
+            with(&result, |o| {
+                o.insert("execute_count".into(), json!(1));
+                o.insert("log_execute_count".into(), json!(0));
+            }),
+        ),
+        (
+            "host_result null log_execute_count",
+            with(&result, |o| {
+                o.insert("log_execute_count".into(), Value::Null);
+            }),
+        ),
+        (
             "display strings over their bounds (cut, not refused)",
             with(&result, |o| {
                 o.insert("tag".into(), json!("x".repeat(300)));
@@ -173,6 +186,18 @@ fn schemas_and_decoder_agree() {
             "negative batch",
             with(&result, |o| {
                 o.insert("batch".into(), json!(-1));
+            }),
+        ),
+        (
+            "negative log_execute_count",
+            with(&result, |o| {
+                o.insert("log_execute_count".into(), json!(-1));
+            }),
+        ),
+        (
+            "log_execute_count of the wrong type",
+            with(&result, |o| {
+                o.insert("log_execute_count".into(), json!("0"));
             }),
         ),
         (

@@ -467,6 +467,7 @@ pub fn result(
         end_time: (status != 7).then_some(1_700_000_003_000),
         total_time: (status != 7).then_some(1_000),
         version,
+        log_execute_count: None,
     }
 }
 
