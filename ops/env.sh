@@ -42,8 +42,10 @@ ensure_packages() {
 
 # Python packages the tests run, decided by pip's own record of the package and version:
 # schemathesis checks the OpenAPI document against a live instance; bkapi-client-core is
-# BlueKing's toolkit for API clients, with which a test calls stepview as a SaaS would.
-PYTHON_PACKAGES=("schemathesis==4.32.5" "bkapi-client-core==1.2.0")
+# BlueKing's toolkit for API clients, with which a test calls stepview as a SaaS would;
+# mysql-replication (with pymysql) reads MariaDB's binlog and confluent-kafka writes the change
+# events for the change-data-capture tests (tests/cdc/).
+PYTHON_PACKAGES=("schemathesis==4.32.5" "bkapi-client-core==1.2.0" "mysql-replication==1.0.17" "confluent-kafka==2.16.1")
 ensure_python_packages() {
   local wanted name version flags=()
   # Debian's own python3 refuses installs outside a virtualenv unless told (PEP 668).
