@@ -32,10 +32,12 @@ fn event_set() -> impl Strategy<Value = Vec<Event>> {
         prop::sample::select(vec!["", "a", "b"]),
         0i64..=3,
         prop::option::of(prop::sample::select(vec!["10.0.0.1", "10.0.0.2"])),
+        prop::option::of(0i32..=1),
     )
-        .prop_map(|(s, ec, b, h, status, tag, v, ip)| {
+        .prop_map(|(s, ec, b, h, status, tag, v, ip, log_ec)| {
             let mut r = result(s, ec, b, h, status, tag, v);
             r.ip = ip.map(str::to_owned);
+            r.log_execute_count = log_ec;
             Event::HostResult(r)
         });
     let step_event = (1i64..=2, 0i32..=1, 0i64..=3, 1i32..=4)
@@ -80,6 +82,8 @@ fn queries() -> Vec<StepQuery> {
             (Some(0), Some(1), Some(1), None, None),
             (Some(1), None, Some(0), Some("10.0.0".to_owned()), None),
             (Some(0), None, None, None, Some("C1H".to_owned())),
+            // Rows of retry 1 may show retry 0's output.
+            (Some(1), None, None, None, Some("c0".to_owned())),
         ] {
             out.push(StepQuery {
                 scope_type: ScopeType::Biz,
@@ -261,6 +265,34 @@ proptest! {
         }
         prop_assert_eq!(b.views(), a.views());
     }
+}
+
+#[test]
+fn log_execute_count_is_the_newest_results_and_its_own_retry_is_none() {
+    let result_with = |version, log_execute_count| {
+        let mut r = result(1, 1, 0, 7, 9, "", version);
+        r.log_execute_count = log_execute_count;
+        Event::HostResult(r)
+    };
+    let key = RowKey::of_event(1, 1, 0, 7);
+    let mut views = Memory::default();
+    let mut shown_after = |event| {
+        views.apply(&[event]);
+        views.rows[&key].log_execute_count
+    };
+    assert_eq!(shown_after(result_with(2, Some(0))), Some(0));
+    assert_eq!(
+        shown_after(result_with(1, None)),
+        Some(0),
+        "an older result"
+    );
+    assert_eq!(
+        shown_after(result_with(3, None)),
+        None,
+        "a newer one without"
+    );
+    assert_eq!(shown_after(result_with(4, Some(0))), Some(0));
+    assert_eq!(shown_after(result_with(5, Some(1))), None, "its own retry");
 }
 
 #[test]

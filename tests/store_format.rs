@@ -1,8 +1,8 @@
-//! The store's format version (architecture.md, "Storage operations"): a data directory written
-//! by format version 1 (`tests/fixtures/store-v1`, by the last build before the version key) is
-//! migrated at open and answers, and digests, exactly as that build recorded; a new store gets
-//! the current version; a store of a newer format is refused by `serve` and `digest`, naming
-//! both versions and what to do.
+//! The store's format version (architecture.md, "Storage operations"): data directories written
+//! by format versions 1 and 2 (`tests/fixtures/store-v1`, `store-v2`, each by the last build of
+//! its version) are migrated at open and answer, and digest, exactly as those builds recorded; a
+//! new store gets the current version; a store of a newer format is refused by `serve` and
+//! `digest`, naming both versions and what to do.
 
 mod common;
 
@@ -20,11 +20,11 @@ fn fixture(name: &str) -> std::path::PathBuf {
         .join(name)
 }
 
-/// A copy of the version-1 fixture (opening a store writes to it).
-fn copy_of_v1(into: &Path) -> std::path::PathBuf {
+/// A copy of a store fixture (opening a store writes to it).
+fn copy_of(name: &str, into: &Path) -> std::path::PathBuf {
     let data = into.join("data");
     std::fs::create_dir(&data).unwrap();
-    for entry in std::fs::read_dir(fixture("store-v1")).unwrap() {
+    for entry in std::fs::read_dir(fixture(name)).unwrap() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), data.join(entry.file_name())).unwrap();
     }
@@ -44,9 +44,21 @@ fn stored_version(data: &Path) -> Option<u32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_1_store_is_migrated_and_answers_as_the_build_that_wrote_it() {
+    migrated_answers_as_recorded("store-v1", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_2_store_is_migrated_and_answers_as_the_build_that_wrote_it() {
+    migrated_answers_as_recorded("store-v2", Some(2)).await;
+}
+
+/// Opens a copy of the fixture `name` (whose version key is `version`): its answers and digest
+/// are those recorded (both fixtures hold the same events, and their builds answered alike:
+/// `tests/fixtures/README.md`), and the migration recorded the current version.
+async fn migrated_answers_as_recorded(name: &str, version: Option<u32>) {
     let dir = tempfile::tempdir().unwrap();
-    let data = copy_of_v1(dir.path());
-    assert_eq!(stored_version(&data), None, "version 1 has no key");
+    let data = copy_of(name, dir.path());
+    assert_eq!(stored_version(&data), version, "as its build left it");
     let recorded: Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("store-v1.json")).unwrap()).unwrap();
 
@@ -119,7 +131,7 @@ fn a_new_store_gets_the_current_version() {
 #[test]
 fn a_store_of_a_newer_format_is_refused_naming_both_versions() {
     let dir = tempfile::tempdir().unwrap();
-    let data = copy_of_v1(dir.path());
+    let data = copy_of("store-v1", dir.path());
     {
         // As a later stepview would leave it.
         let names = rocksdb::DB::list_cf(&rocksdb::Options::default(), &data).unwrap();

@@ -257,6 +257,8 @@ pub fn fold<'e>(
                     row.start_time = e.start_time;
                     row.end_time = e.end_time;
                     row.total_time = e.total_time;
+                    // Naming its own retry is the same as naming none: stored as none.
+                    row.log_execute_count = e.log_execute_count.filter(|&c| c != e.execute_count);
                     changed = true;
                 }
                 slot.dirty |= changed || created;

@@ -3,19 +3,23 @@
 //!
 //! The versions, oldest first. **A change to what is stored or how (keys, values, column
 //! families) bumps [`FORMAT_VERSION`], adds its line here, and comes with a migration in
-//! [`migrate_one`] or a refusal there** (README, "Contributing"). `tests/store_format.rs` opens a
-//! data directory written by version 1 and checks its answers and digest.
+//! [`migrate_one`] or a refusal there** (README, "Contributing"). `tests/store_format.rs` opens
+//! data directories written by versions 1 and 2 and checks their answers and digests.
 //!
 //! 1. Everything written before the version key existed (no key).
 //! 2. The store records its format version (`format-version` in the meta column family, a
 //!    big-endian u32).
+//! 3. A host row may say which earlier retry's output it shows (`log_execute_count`: the last
+//!    bit of the row's optionals byte, set only then). Rows of 1 and 2 never set it and read as
+//!    they are, so 2 → 3 only writes the key; the bump keeps a version-2 build, which would
+//!    misread such a row, away from a version-3 store.
 
 use anyhow::{bail, Context, Result};
 use rocksdb::{WriteBatch, DB};
 use std::path::Path;
 
 /// The format this build writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 const VERSION_KEY: &[u8] = b"format-version";
 
@@ -116,10 +120,11 @@ fn replay_instead(path: &Path) -> String {
 /// One migration, from `from` to the next version; the version it reached.
 fn migrate_one(db: &DB, path: &Path, meta: &rocksdb::ColumnFamily, from: u32) -> Result<u32> {
     match from {
-        // 1 → 2: the views are unchanged; the store starts recording its version.
-        1 => {
-            write_version(db, meta, WriteBatch::default(), 2)?;
-            Ok(2)
+        // 1 → 2: the views are unchanged; the store starts recording its version. 2 → 3: the
+        // rows stored read as rows without a log_execute_count.
+        1 | 2 => {
+            write_version(db, meta, WriteBatch::default(), from + 1)?;
+            Ok(from + 1)
         }
         _ => bail!(
             "the store at {dir} is in format version {from}, which this stepview ({}) cannot \

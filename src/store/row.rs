@@ -1,6 +1,7 @@
 //! The stored form of one host row (one host, for one step, retry and batch), and its compact
 //! binary encoding. Status and tag come first so that an index rebuild can read them alone.
 
+use super::keys::RowKey;
 use crate::events::HostInfo;
 use std::borrow::Borrow;
 use std::sync::Arc;
@@ -86,11 +87,25 @@ pub struct HostRow<S = String> {
     pub start_time: Option<i64>,
     pub end_time: Option<i64>,
     pub total_time: Option<i64>,
+    /// The earlier retry whose script output this row shows (a host that a "retry failed" copied
+    /// with its old result); `None`: its own retry's. Never the row's own `execute_count`.
+    pub log_execute_count: Option<i32>,
     pub identity: Identity<S>,
 }
 
 /// A row read in place from its encoded bytes (no allocation): what answers render.
 pub type RowView<'a> = HostRow<&'a str>;
+
+impl<S> HostRow<S> {
+    /// The row (the host's, in the same batch) whose log chunks are this row's output, `key`
+    /// being this row's.
+    pub fn output_key(&self, key: RowKey) -> RowKey {
+        RowKey {
+            execute_count: self.log_execute_count.unwrap_or(key.execute_count),
+            ..key
+        }
+    }
+}
 
 /// An encoded row, checked once, shared by answers and hot rows; read through [`StoredRow::view`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +144,7 @@ impl HostRow {
             start_time: None,
             end_time: None,
             total_time: None,
+            log_execute_count: None,
             identity: Identity::default(),
         }
     }
@@ -146,6 +162,8 @@ impl HostRow {
             self.total_time,
             id.bk_cloud_id.value,
             (self.error_code != 0).then_some(i64::from(self.error_code)),
+            // The last bit: rows written before format 3 never set it (format.rs).
+            self.log_execute_count.map(i64::from),
         ];
         let present = optionals
             .iter()
@@ -179,13 +197,13 @@ impl<'a> RowView<'a> {
         let mut r = Reader(bytes);
         let (status, tag) = r.head()?;
         let present = r.take(1)?[0];
-        let mut optionals = [None; 7];
+        let mut optionals = [None; 8];
         for (i, slot) in optionals.iter_mut().enumerate() {
             if present & (1 << i) != 0 {
                 *slot = Some(unzigzag(r.varint()?));
             }
         }
-        let [version, exit_code, start_time, end_time, total_time, bk_cloud_id, error_code] =
+        let [version, exit_code, start, end, total, bk_cloud_id, error_code, log_execute_count] =
             optionals;
         let row = HostRow {
             status,
@@ -193,9 +211,10 @@ impl<'a> RowView<'a> {
             version,
             exit_code: exit_code.map(|v| v as i32),
             error_code: error_code.map_or(0, |v| v as i32),
-            start_time,
-            end_time,
-            total_time,
+            start_time: start,
+            end_time: end,
+            total_time: total,
+            log_execute_count: log_execute_count.map(|v| v as i32),
             identity: Identity {
                 ip: r.ranked_str()?,
                 ipv6: r.ranked_str()?,
@@ -221,6 +240,7 @@ impl<'a> RowView<'a> {
             start_time: self.start_time,
             end_time: self.end_time,
             total_time: self.total_time,
+            log_execute_count: self.log_execute_count,
             identity: Identity {
                 ip: id.ip.to_owned_field(),
                 ipv6: id.ipv6.to_owned_field(),
@@ -326,6 +346,7 @@ mod tests {
         row.error_code = -7;
         row.start_time = Some(i64::MIN);
         row.total_time = Some(0);
+        row.log_execute_count = Some(i32::MAX);
         row.identity.ip = Ranked {
             value: Some("10.0.0.1".into()),
             rank: u64::MAX,
