@@ -314,6 +314,47 @@ async fn keyword_searches_output_case_insensitively_across_chunks() {
 }
 
 #[tokio::test]
+async fn keyword_searches_the_output_of_the_retry_a_row_names() {
+    let (_dir, svc) = service().await;
+    // Retry 1 of a "retry failed": host 2 had succeeded and was copied, naming retry 0's output;
+    // host 1 ran again.
+    let mut copied = result(610, 1, 0, 2, 9, "", 1);
+    copied.log_execute_count = Some(0);
+    svc.apply(&[
+        step(610, 1, 2, 1, 2),
+        hr(result(610, 0, 0, 1, 104, "", 1)),
+        hr(result(610, 0, 0, 2, 9, "", 1)),
+        hr(result(610, 1, 0, 1, 9, "", 1)),
+        hr(copied),
+        log(610, 0, 0, 1, 0, "deploy failed\n"),
+        log(610, 0, 0, 2, 0, "deploy ok\n"),
+        log(610, 1, 0, 1, 0, "deploy ok again\n"),
+        // Host 2's chunks of retry 1: not what its row shows while it names retry 0.
+        log(610, 1, 0, 2, 0, "stray\n"),
+    ]);
+    let ids = |d: &Value| groups(d).into_iter().flat_map(|g| g.3).collect::<Vec<_>>();
+    let found = |extra: &'static str| {
+        let svc = &svc;
+        async move { ids(&svc.data(&q(610, extra)).await) }
+    };
+    assert_eq!(found("keyword=deploy%20ok").await, vec![1, 2]);
+    assert_eq!(
+        found("keyword=deploy%20ok&execute_count=1").await,
+        vec![1, 2]
+    );
+    assert_eq!(found("keyword=again").await, vec![1]);
+    assert_eq!(found("keyword=stray").await, Vec::<i64>::new());
+    // Retry 0's own rows: its groups in status order (9, then 104).
+    assert_eq!(found("keyword=deploy&execute_count=0").await, vec![2, 1]);
+    assert_eq!(found("keyword=ok&batch=1").await, Vec::<i64>::new());
+
+    // A newer result without the field: the row shows its own retry's output again.
+    svc.apply(&[hr(result(610, 1, 0, 2, 9, "", 2))]);
+    assert_eq!(found("keyword=stray").await, vec![2]);
+    assert_eq!(found("keyword=deploy%20ok").await, vec![1]);
+}
+
+#[tokio::test]
 async fn keyword_on_a_file_step_is_a_parameter_error() {
     let (_dir, svc) = service().await;
     svc.apply(&[step(601, 2, 2, 0, 1), step(602, 4, 2, 0, 1)]);

@@ -268,6 +268,82 @@ async fn ip_log_by_host_id_and_by_cloud_and_ip() {
     assert_eq!(other_scope["code"], 1244006);
 }
 
+/// A result of a host of step 5001 in retry 1, batch 1.
+fn retry_1_result(host: i64, status: i32, version: i64, log_execute_count: Option<i32>) -> Event {
+    let mut r = result(5001, 1, 1, host, status, "", version);
+    r.job_instance_id = JOB_ID;
+    r.log_execute_count = log_execute_count;
+    Event::HostResult(r)
+}
+
+/// Step 5001 retried ("retry failed", execute_count 1): host 1, which had succeeded, copied with
+/// `log_execute_count` 0; host 2 run again, with output of its own.
+fn retried_with_a_copied_host() -> Vec<Event> {
+    let Event::Step(mut retried) = job_step(5001, 1, Some(2)) else {
+        unreachable!()
+    };
+    retried.execute_count = 1;
+    retried.version = 2;
+    vec![
+        Event::Step(retried),
+        retry_1_result(1, 9, 1, Some(0)),
+        retry_1_result(2, 9, 1, None),
+        log(5001, 1, 1, 2, 0, "second try\n"),
+        // Host 1's chunks of retry 1: not what its row shows while it names retry 0.
+        log(5001, 1, 1, 1, 0, "own retry\n"),
+    ]
+}
+
+/// `get_job_instance_ip_log`'s output of a host of step 5001.
+async fn ip_log_content(svc: &TestService, extra: &str) -> String {
+    let query = base(&format!("&step_instance_id=5001&{extra}"));
+    let body = call(svc, "get_job_instance_ip_log", &query).await;
+    body["data"]["log_content"].as_str().unwrap().to_owned()
+}
+
+/// `batch_get_job_instance_ip_log`'s output of hosts 1 and 2 of step 5001.
+async fn batch_log_contents(svc: &TestService) -> Vec<(i64, String)> {
+    let body = format!(
+        r#"{{"bk_scope_type":"biz","bk_scope_id":"2","job_instance_id":{JOB_ID},"step_instance_id":5001,"host_id_list":[1,2]}}"#
+    );
+    let (_, answer) = batch(svc, &body).await;
+    answer["data"]["script_task_logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let content = l["log_content"].as_str().unwrap().to_owned();
+            (l["bk_host_id"].as_i64().unwrap(), content)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_host_a_retry_copied_shows_the_output_of_the_retry_it_names() {
+    let (_dir, svc) = service().await;
+    scene(&svc).await;
+    svc.apply(&retried_with_a_copied_host());
+    let retry_0 = "hello world\ntail";
+    for asked in ["", "&execute_count=1&batch=1", "&execute_count=0"] {
+        let content = ip_log_content(&svc, &format!("bk_host_id=1{asked}")).await;
+        assert_eq!(content, retry_0, "{asked}");
+    }
+    // Without the field a row shows its own retry's output.
+    assert_eq!(ip_log_content(&svc, "bk_host_id=2").await, "second try\n");
+    assert_eq!(
+        batch_log_contents(&svc).await,
+        [(1, retry_0.to_owned()), (2, "second try\n".to_owned())]
+    );
+
+    // A newer result without the field (the host ran in this retry after all): its own output.
+    svc.apply(&[retry_1_result(1, 104, 2, None)]);
+    assert_eq!(ip_log_content(&svc, "bk_host_id=1").await, "own retry\n");
+    assert_eq!(
+        batch_log_contents(&svc).await[0],
+        (1, "own retry\n".to_owned())
+    );
+}
+
 async fn batch(svc: &TestService, body: &str) -> (u16, Value) {
     let resp = svc
         .client

@@ -173,15 +173,15 @@ impl Reader {
         } = self.log_step(q.scope_type, &q.scope_id, ids, q.execute_count)?;
         let snapshot = self.store.snapshot();
         let rows = host_rows(&snapshot, &step, execute_count, &q.host, q.batch, cancel)?;
-        let Some((key, row)) = rows.into_iter().next() else {
+        let Some((key, row)) = rows.first() else {
             return Ok((script, q.host.unknown()));
         };
         let log_content = if script {
-            output_of(&snapshot, &[key], MAX_LOG_BYTES)?
+            output_of(&snapshot, &rows[..1], MAX_LOG_BYTES)?
         } else {
             String::new()
         };
-        Ok((script, host_log(key, &row, log_content)))
+        Ok((script, host_log(*key, row, log_content)))
     }
 
     /// `batch_get_job_instance_ip_log`: the output of each host asked, in the order asked,
@@ -212,8 +212,7 @@ impl Reader {
             let Some((first, row)) = rows.first() else {
                 continue;
             };
-            let keys: Vec<RowKey> = rows.iter().map(|(k, _)| *k).collect();
-            let content = output_of(&snapshot, &keys, MAX_LOG_BYTES - bytes)?;
+            let content = output_of(&snapshot, &rows, MAX_LOG_BYTES - bytes)?;
             bytes += content.len();
             logs.push(host_log(*first, row, content));
         }
@@ -303,17 +302,19 @@ fn host_rows(
     Ok(rows)
 }
 
-/// The output of these rows joined: each row's chunks in offset order (an overlap read once, a
-/// gap left out), the rows one after the other; refused as soon as it passes `budget` bytes.
+/// The output of these rows joined: each row's chunks (those of the retry whose output it shows)
+/// in offset order (an overlap read once, a gap left out), the rows one after the other; refused
+/// as soon as it passes `budget` bytes.
 fn output_of(
     snapshot: &StoreSnapshot<'_>,
-    rows: &[RowKey],
+    rows: &[(RowKey, StoredRow)],
     budget: usize,
 ) -> Result<String, QueryError> {
     let mut out = Vec::new();
-    for key in rows {
+    for (key, row) in rows {
         let mut end = 0i64;
-        let read = snapshot.for_each_log_chunk_of(*key, |offset, content| {
+        let output = row.view().output_key(*key);
+        let read = snapshot.for_each_log_chunk_of(output, |offset, content| {
             let skip = usize::try_from(end.saturating_sub(offset).max(0)).unwrap_or(usize::MAX);
             if skip < content.len() {
                 out.extend_from_slice(&content[skip..]);

@@ -1,12 +1,13 @@
 //! Substring searches over a retry's rows and script output (`search_ip`, `keyword`), read from
-//! one RocksDB snapshot, checking every few hundred rows whether the caller still wants them.
+//! one RocksDB snapshot, checking every few hundred rows whether the caller still wants them. A
+//! row's output is that of the retry it shows (`log_execute_count`), which may be an earlier one.
 
 use super::{Cancel, GroupAnswer, HostAnswer, QueryError, StepQuery, CHECK_EVERY};
 use crate::index::GroupKey;
 use crate::store::keys::RowKey;
 use crate::store::row::StoredRow;
 use crate::store::StoreSnapshot;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{btree_map, BTreeMap, BTreeSet, HashSet};
 
 /// Rows scanned from `snapshot` and filtered by `search_ip` / `keyword`; the groups of `known`
 /// stay in the answer even when the filters empty them.
@@ -18,34 +19,35 @@ pub(super) fn by_scan(
     cancel: &Cancel,
 ) -> Result<Vec<GroupAnswer>, QueryError> {
     let step = q.step_instance_id;
-    let matching_logs = match &q.keyword {
-        Some(k) => Some(hosts_with_output(
-            snapshot,
-            step,
-            execute_count,
-            q.batch,
-            k,
-            cancel,
-        )?),
-        None => None,
+    // Per retry whose output rows show, the rows of it whose output has the keyword: each such
+    // retry's chunks are searched once, when a row first needs them.
+    let mut keyword_hits: BTreeMap<i32, HashSet<RowKey>> = BTreeMap::new();
+    let mut output_has_keyword = |keyword: &str, output: RowKey| -> Result<bool, QueryError> {
+        let hits = match keyword_hits.entry(output.execute_count) {
+            btree_map::Entry::Occupied(hits) => hits.into_mut(),
+            btree_map::Entry::Vacant(slot) => slot.insert(hosts_with_output(
+                snapshot,
+                step,
+                output.execute_count,
+                q.batch,
+                keyword,
+                cancel,
+            )?),
+        };
+        Ok(hits.contains(&output))
     };
     let ip_needle = q.search_ip.as_deref();
     let ipv6_needle = ip_needle.map(str::to_lowercase);
     let mut groups: BTreeMap<GroupKey, Vec<(RowKey, StoredRow)>> =
         known.into_iter().map(|k| (k, Vec::new())).collect();
     let mut seen = 0usize;
-    let mut cancelled = false;
+    // Why the scan stopped early, when it did.
+    let mut stopped: Option<QueryError> = None;
     let scanned = snapshot.for_each_row_in(step, execute_count, q.batch, |key, row| {
         seen += 1;
         if seen.is_multiple_of(CHECK_EVERY) && cancel.check().is_err() {
-            cancelled = true;
+            stopped = Some(QueryError::Cancelled);
             anyhow::bail!("cancelled");
-        }
-        if matching_logs
-            .as_ref()
-            .is_some_and(|hits| !hits.contains(&key))
-        {
-            return Ok(());
         }
         let view = row.view();
         if let Some(needle) = ip_needle {
@@ -58,6 +60,16 @@ pub(super) fn by_scan(
                 return Ok(());
             }
         }
+        if let Some(keyword) = &q.keyword {
+            match output_has_keyword(keyword, view.output_key(key)) {
+                Ok(true) => {}
+                Ok(false) => return Ok(()),
+                Err(e) => {
+                    stopped = Some(e);
+                    anyhow::bail!("keyword search stopped");
+                }
+            }
+        }
         let group = GroupKey {
             status: view.status,
             tag: view.tag.into(),
@@ -65,8 +77,8 @@ pub(super) fn by_scan(
         groups.entry(group).or_default().push((key, row));
         Ok(())
     });
-    if cancelled {
-        return Err(QueryError::Cancelled);
+    if let Some(e) = stopped {
+        return Err(e);
     }
     scanned?;
     let cap = q.cap();
@@ -96,9 +108,10 @@ pub(super) fn by_scan(
         .collect())
 }
 
-/// The rows whose captured output contains `keyword`, case-insensitively. Each row's chunks are
-/// read in offset order and searched as they come, keeping only the needle's length of what came
-/// before, so that a match may span chunk boundaries; a gap in the offsets breaks a match.
+/// The rows of one retry whose captured output contains `keyword`, case-insensitively. Each
+/// row's chunks are read in offset order and searched as they come, keeping only the needle's
+/// length of what came before, so that a match may span chunk boundaries; a gap in the offsets
+/// breaks a match.
 fn hosts_with_output(
     snapshot: &StoreSnapshot<'_>,
     step: i64,
