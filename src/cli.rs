@@ -42,6 +42,10 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Translate Debezium's change events of bk-job's tables into events on the events topic
+    /// (a process of its own; `[cdc]` settings, `/metrics` on cdc.metrics_listen).
+    #[command(after_help = SETTINGS_HELP)]
+    Cdc(Settings),
     /// Rebuild every view from the topic's earliest retained offset into a data directory.
     Replay(Settings),
     /// Print a content digest of a data directory's views (equal digests: equal views). It only
@@ -84,6 +88,7 @@ impl Command {
             Command::Serve(s) => ("serve", s),
             Command::Load { settings, .. } => ("load", settings),
             Command::Replay(s) => ("replay", s),
+            Command::Cdc(s) => ("cdc", s),
             Command::Simulate { settings, .. } => ("simulate", settings),
             Command::Digest { .. }
             | Command::HashSecret { .. }
@@ -95,7 +100,7 @@ impl Command {
 
     fn config_mut(&mut self) -> Option<&mut Config> {
         match self {
-            Command::Serve(s) | Command::Replay(s) => Some(&mut s.service),
+            Command::Serve(s) | Command::Replay(s) | Command::Cdc(s) => Some(&mut s.service),
             Command::Load { settings, .. } | Command::Simulate { settings, .. } => {
                 Some(&mut settings.service)
             }
@@ -199,6 +204,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 fn run(command: Command) -> Result<()> {
     match command {
         Command::Serve(settings) => runtime()?.block_on(service::serve(settings.resolve()?)),
+        Command::Cdc(settings) => runtime()?.block_on(crate::cdc::serve(settings.resolve()?)),
         Command::Load { settings, files } => {
             let config = settings.resolve()?;
             let views = Views::open(&config)?;

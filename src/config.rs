@@ -1,5 +1,5 @@
 //! The service's configuration: the sections each part declares (`[http]`, `[kafka]`,
-//! `[store]`, `[index]`, `[cluster]`), the top-level `data_dir`, and the file-only tables
+//! `[store]`, `[index]`, `[cluster]`, `[cdc]`), the top-level `data_dir`, and the file-only tables
 //! (`[[apps]]`, `[kafka.client]`, `[kafka.dlq_producer]`). Precedence: flag > environment >
 //! file > default (`settings`); the example config file and the README's table are generated
 //! from the declarations (`stepview settings`), and tested to be.
@@ -7,6 +7,7 @@
 //! Owns: assembling the sections, the file-only tables, and the checks that span sections.
 //! Must not: open anything.
 
+use crate::cdc::CdcSettings;
 use crate::cluster::ClusterSettings;
 use crate::http::{AppConfig, GatewayConfig, HttpSettings};
 use crate::index::IndexSettings;
@@ -34,6 +35,8 @@ pub struct Config {
     pub index: IndexSettings,
     #[command(flatten)]
     pub cluster: ClusterSettings,
+    #[command(flatten)]
+    pub cdc: CdcSettings,
     /// Apps allowed to call the API (config file only: `[[apps]]`).
     #[arg(skip)]
     pub apps: Vec<AppConfig>,
@@ -75,7 +78,7 @@ fn top_level(command: Command) -> Command {
 }
 
 /// The sections, in the order the docs list them.
-fn sections() -> [Section; 6] {
+fn sections() -> [Section; 7] {
     [
         Section {
             table: "",
@@ -100,6 +103,10 @@ fn sections() -> [Section; 6] {
         Section {
             table: "cluster",
             args: ClusterSettings::augment_args,
+        },
+        Section {
+            table: "cdc",
+            args: CdcSettings::augment_args,
         },
     ]
 }

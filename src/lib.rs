@@ -39,6 +39,8 @@
 //!   blocking pool, expensive queries bounded while rendered and written; rendered answers kept
 //!   until their step changes; signed routes between shards; the operator's checkpoint route.
 //! - [`health`] says whether this instance is ready (`/readyz`).
+//! - [`cdc`]: `stepview cdc`, a process of its own that turns Debezium's change events of
+//!   bk-job's tables into events on the events topic: fed by an unmodified bk-job.
 //! - [`simulate`]: realistic event streams for demos, tests and benchmarks.
 //! - [`service`]: wires the parts into the running service; [`shutdown`]: the stop signal they
 //!   all watch.
@@ -46,6 +48,7 @@
 //!   `stepview` command line.
 
 pub mod apply;
+pub mod cdc;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -82,7 +82,7 @@ pub async fn serve(config: Config) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;
-    run(views, &config, listener, shutdown_signal()).await
+    run(views, &config, listener, crate::shutdown::signalled()).await
 }
 
 /// Serves `views` on `listener` (and consumes Kafka when brokers are configured) until `stop`
@@ -333,15 +333,5 @@ pub fn raise_open_files_limit() {
                 tracing::debug!(from = soft, to = limit.rlim_max, "open files limit raised");
             }
         }
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("can install a SIGTERM handler");
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term.recv() => {},
     }
 }

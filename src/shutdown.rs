@@ -63,6 +63,17 @@ impl Shutdown {
     }
 }
 
+/// Completes on SIGTERM or SIGINT: what stops a `stepview` process.
+pub async fn signalled() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("can install a SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

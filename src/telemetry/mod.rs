@@ -7,11 +7,13 @@
 //! - [`http`]: requests answered, queries abandoned, the answer cache, forwarding.
 //! - [`cluster`]: members-topic records ignored.
 //! - [`store`]: RocksDB operations that failed, checkpoints made.
+//! - [`cdc`]: the translator's own (`stepview cdc`, a process of its own, its own registry).
 //!
 //! Owns: metric names, labels, buckets and the log lines that go with them. Must not: compute
 //! anything a part does not report; the gauges read at scrape time come as [`ViewFigures`],
 //! running values that cost the same to read whatever the views hold.
 
+pub mod cdc;
 pub mod cluster;
 pub mod http;
 pub mod ingest;
